@@ -1,0 +1,147 @@
+"""`python -m benchmarks` / `lb bench`: parse flags, start the origin, run, report.
+
+Shutdown order (finally blocks): each subject is stopped after its cases (in the runner), then the
+origin, then the temporary work dir is removed. Logs of every process stay in `<out>/logs/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from benchmarks import backend, procs, report, runner, wrk
+from benchmarks.cases import CASES
+from benchmarks.subjects import SUBJECTS, RunContext
+
+DEFAULT_SUBJECTS = ("direct", "lb", "nginx", "haproxy")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _names(kind: str, known: Mapping[str, object]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {', '.join(unknown)}; choose from {', '.join(known)}"
+            )
+        return names
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Load-benchmark lb against nginx and haproxy with wrk (benchmarks/README.md).",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per case [10]")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each case [2]")
+    p.add_argument("--connections", type=int, default=50, help="wrk connections [50]")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
+    p.add_argument(
+        "--cases",
+        type=_names("case", dict(CASES)),
+        default=list(CASES),
+        help=f"comma-separated, from {','.join(CASES)} [all]",
+    )
+    p.add_argument(
+        "--subjects",
+        type=_names("subject", dict(SUBJECTS)),
+        default=list(DEFAULT_SUBJECTS),
+        help=f"comma-separated, from {','.join(SUBJECTS)} [all]",
+    )
+    p.add_argument("--baseline", default="haproxy", help="subject the req/s ratio is taken to")
+    p.add_argument("--out", type=Path, help="results dir [benchmarks/results/<timestamp>/]")
+    p.add_argument("--lb-access-log", action="store_true", help="run lb with its access log on")
+    p.add_argument(
+        "--origin",
+        choices=("auto", "nginx", "python"),
+        default="auto",
+        help="origin server: nginx if installed, else benchmarks/origin.py [auto]",
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--start-timeout", type=float, default=10.0, help="seconds a subject has to listen [10]"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(given)
+    if not wrk.available():
+        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    started = dt.datetime.now()
+    out: Path = args.out or RESULTS_DIR / started.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    procs.raise_nofile_limit()
+    pinning = procs.Pinning.detect(enabled=not args.no_pin)
+    settings = runner.Settings(args.duration, args.warmup, args.connections, args.threads)
+    print(f"pinning: {pinning.describe()}")
+    print(
+        f"load: wrk -t{settings.threads} -c{settings.connections}, {settings.duration:g}s per case "
+        f"after {settings.warmup:g}s warm-up; results in {out}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            origin = backend.start_origin(workdir, out / "logs", pinning, args.origin)
+        except procs.StartError as exc:
+            print(f"error: the origin did not start: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(f"origin: {origin.kind} on {origin.url}")
+            ctx = RunContext(
+                workdir=workdir,
+                log_dir=out / "logs",
+                origin=origin,
+                pinning=pinning,
+                start_timeout=args.start_timeout,
+                lb_access_log=args.lb_access_log,
+            )
+            subjects = [SUBJECTS[name] for name in args.subjects]
+            cases = [CASES[name] for name in args.cases]
+            rows = runner.run_all(ctx, subjects, cases, settings, log=_log)
+        finally:
+            origin.stop()
+
+    meta: dict[str, object] = {
+        "started": started.isoformat(timespec="seconds"),
+        "host": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "pinning": pinning.describe(),
+        "origin": origin.kind,
+        "load": (
+            f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration:g}s "
+            f"(warm-up {settings.warmup:g}s)"
+        ),
+        "command": shlex.join(["python", "-m", "benchmarks", *given]),
+        "settings": dataclasses.asdict(settings),
+    }
+    report.write(out, rows, meta, args.baseline)
+    print()
+    print(report.table(rows, args.baseline))
+    errors = report.errors_section(rows)
+    if errors:
+        print(errors)
+    png = report.chart(out, rows)
+    if png is None and report.have_matplotlib():
+        print("note: no chart: no subject produced results")
+    elif png is None:
+        print("note: no chart: matplotlib is not installed (pip install 'lb[bench]')")
+    print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}" + (f", {png}" if png else ""))
+    return 1 if rows and all(m.error is not None for m in rows) else 0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,131 @@
+"""Config files for the origin and the subjects, as pure functions of ports and paths.
+
+Each subject is configured the way its own documentation recommends for a keep-alive reverse proxy
+(one worker/thread, upstream connection reuse, no logging), so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _nginx_common(workdir: Path) -> str:
+    # master_process off: one process serves, so its PID is the one to pin and measure. Temp paths
+    # point into the work dir, so nothing under /var is needed (or written).
+    return f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir / "nginx.pid"};
+error_log {workdir / "error.log"} warn;
+events {{ worker_connections 8192; multi_accept on; }}
+"""
+
+
+def _nginx_temp_paths(workdir: Path) -> str:
+    return "".join(
+        f"    {name}_temp_path {workdir / (name + '_temp')};\n"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
+def nginx_origin(workdir: Path, docroot: Path, port: int) -> str:
+    """nginx serving the files in `docroot` (`small`, `64k`) at `/small` and `/64k`."""
+    return (
+        _nginx_common(workdir)
+        + f"""\
+http {{
+    access_log off;
+    default_type text/plain;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    open_file_cache max=16 inactive=60s;
+{_nginx_temp_paths(workdir)}    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {docroot};
+        # /small from memory (no file open/stat per request); /64k with sendfile.
+        location = /small {{ return 200 "hello, world\n"; }}
+        location / {{ try_files $uri =404; }}
+    }}
+}}
+"""
+    )
+
+
+def nginx_proxy(workdir: Path, port: int, origin_port: int) -> str:
+    """nginx as a keep-alive reverse proxy to the origin."""
+    # proxy_buffers hold a whole 64 KiB body in memory, so nginx never spills it to a temp file.
+    return (
+        _nginx_common(workdir)
+        + f"""\
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+{_nginx_temp_paths(workdir)}    upstream origin {{
+        server 127.0.0.1:{origin_port};
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+        }}
+    }}
+}}
+"""
+    )
+
+
+def haproxy_http(port: int, origin_port: int, maxconn: int) -> str:
+    """haproxy in mode http: one thread, always reuse server connections, no logging."""
+    # maxconn must fit the open-files limit (two sockets per proxied connection), or haproxy
+    # refuses to start.
+    return f"""\
+global
+    nbthread 1
+    maxconn {maxconn}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    http-reuse always
+
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend origin
+
+backend origin
+    server s1 127.0.0.1:{origin_port}
+"""
+
+
+def lb_http(port: int, origin_port: int, admin_port: int, access_log: Path | None) -> str:
+    """`lb` with one http listener routing everything to the origin."""
+    log = (
+        f'{{enabled: true, path: "{access_log}"}}' if access_log is not None else "{enabled: false}"
+    )
+    return f"""\
+version: 1
+listeners:
+  web: {{bind: "127.0.0.1:{port}", mode: http}}
+routes:
+  - name: all
+    match: {{}}
+    pool: origin
+pools:
+  origin:
+    servers: [{{address: "127.0.0.1:{origin_port}"}}]
+access_log: {log}
+admin: {{bind: "127.0.0.1:{admin_port}"}}
+"""

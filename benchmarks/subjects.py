@@ -1,0 +1,133 @@
+"""Subjects: what wrk is pointed at. `direct` is the origin itself; the others are proxies.
+
+A subject knows how to start itself against an origin and returns a `Running`: the base URL per
+scheme it serves, the processes to stop, and the process trees whose CPU time is its cost. To add
+one (an L4 `haproxy-tcp`, a TLS listener), subclass `Subject`, list the schemes it serves, and
+register it in `SUBJECTS`; cases pick the base URL by their scheme and skip subjects without it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from benchmarks import configs, procs
+from benchmarks.backend import HOST, REPO_ROOT, Origin
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every subject needs to start: where to write, the origin, pinning, options."""
+
+    workdir: Path
+    log_dir: Path
+    origin: Origin
+    pinning: procs.Pinning
+    start_timeout: float = 10.0
+    lb_access_log: bool = False
+
+
+@dataclass
+class Running:
+    """A started subject. `cpu_roots`: PIDs whose process trees are measured for CPU time."""
+
+    targets: dict[str, str]  # scheme -> base URL, e.g. {"http": "http://127.0.0.1:8080"}
+    cpu_roots: list[int]
+    processes: list[procs.Process] = field(default_factory=list)
+    note: str = ""
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+class Subject(ABC):
+    name: ClassVar[str]
+    title: ClassVar[str]
+    layer: ClassVar[str] = "L7"
+    schemes: ClassVar[frozenset[str]] = frozenset({"http"})
+
+    def unavailable(self) -> str | None:
+        """Why this subject cannot run here (a program is missing), or None."""
+        return None
+
+    @abstractmethod
+    def start(self, ctx: RunContext) -> Running: ...
+
+    @staticmethod
+    def _serve(ctx: RunContext, name: str, argv: list[str], port: int) -> procs.Process:
+        """Start `argv` pinned to the subject CPU and wait until `port` accepts connections."""
+        process = procs.start(name, ctx.pinning.subject_prefix() + argv, ctx.log_dir, REPO_ROOT)
+        try:
+            procs.wait_for_port(process, HOST, port, ctx.start_timeout)
+        except BaseException:
+            process.stop()
+            raise
+        return process
+
+
+class Direct(Subject):
+    name = "direct"
+    title = "wrk straight at the origin (the ceiling)"
+
+    def start(self, ctx: RunContext) -> Running:
+        # The origin's own CPU time is the "subject" cost here: what serving costs without a proxy.
+        return Running({"http": ctx.origin.url}, [ctx.origin.process.pid], note="origin CPU")
+
+
+class Lb(Subject):
+    name = "lb"
+    title = "lb run --workers 1"
+
+    def start(self, ctx: RunContext) -> Running:
+        port, admin = procs.free_port(), procs.free_port()
+        log = ctx.workdir / "lb-access.log" if ctx.lb_access_log else None
+        conf = ctx.workdir / "lb.yaml"
+        conf.write_text(configs.lb_http(port, ctx.origin.port, admin, log))
+        # The supervisor is started under taskset; its worker children inherit the CPU.
+        argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
+        process = self._serve(ctx, "lb", argv, port)
+        note = "access log on" if log is not None else ""
+        return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process], note)
+
+
+class Nginx(Subject):
+    name = "nginx"
+    title = "nginx reverse proxy, 1 worker, upstream keepalive 64"
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which("nginx") else "nginx is not installed"
+
+    def start(self, ctx: RunContext) -> Running:
+        port = procs.free_port()
+        ndir = ctx.workdir / "nginx-proxy"
+        ndir.mkdir()
+        conf = ndir / "nginx.conf"
+        conf.write_text(configs.nginx_proxy(ndir, port, ctx.origin.port))
+        argv = ["nginx", "-p", str(ndir), "-e", str(ndir / "error.log"), "-c", str(conf)]
+        process = self._serve(ctx, "nginx-proxy", argv, port)
+        return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process])
+
+
+class Haproxy(Subject):
+    name = "haproxy"
+    title = "haproxy mode http, nbthread 1, http-reuse always"
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which("haproxy") else "haproxy is not installed"
+
+    def start(self, ctx: RunContext) -> Running:
+        port = procs.free_port()
+        conf = ctx.workdir / "haproxy.cfg"
+        maxconn = procs.max_proxied_connections()
+        conf.write_text(configs.haproxy_http(port, ctx.origin.port, maxconn))
+        # -db: stay in the foreground, so the PID we hold is the one serving.
+        process = self._serve(ctx, "haproxy", ["haproxy", "-f", str(conf), "-db"], port)
+        return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process])
+
+
+SUBJECTS: dict[str, Subject] = {s.name: s for s in (Direct(), Lb(), Nginx(), Haproxy())}

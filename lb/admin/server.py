@@ -1,0 +1,126 @@
+"""The admin listener, served by the supervisor (DESIGN.md "Admin listener").
+
+It is not on the request path, so it favours simplicity: asyncio streams and h11, one request
+at a time per connection. Mutating endpoints require `Authorization: Bearer <token>` when
+`admin.token` or the LB_ADMIN_TOKEN environment variable is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from lb.admin.status import status_document
+from lb.config.schema import split_address
+
+if TYPE_CHECKING:
+    from lb.supervisor import Supervisor
+
+log = logging.getLogger("lb.admin")
+
+Response = tuple[int, str, bytes]
+
+
+class AdminServer:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, bind: str) -> None:
+        host, port = split_address(bind)
+        self._server = await asyncio.start_server(self._serve, host, port)
+        log.info("admin listening on %s", bind)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = await _next_event(conn, reader)
+                if not isinstance(event, h11.Request):
+                    break
+                body = b""
+                while True:
+                    part = await _next_event(conn, reader)
+                    if isinstance(part, h11.Data):
+                        body += part.data
+                        if len(body) > 1 << 20:
+                            raise h11.RemoteProtocolError("body too large")
+                    else:
+                        break
+                status, ctype, payload = self.handle(
+                    event.method.decode(),
+                    event.target.decode("latin-1"),
+                    dict(event.headers),
+                    body,
+                )
+                headers = [("content-type", ctype), ("content-length", str(len(payload)))]
+                writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+                writer.write(conn.send(h11.Data(data=payload)))
+                writer.write(conn.send(h11.EndOfMessage()))
+                await writer.drain()
+                if conn.our_state is h11.MUST_CLOSE:
+                    break
+                conn.start_next_cycle()
+        except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def handle(
+        self, method: str, target: str, headers: dict[bytes, bytes], body: bytes
+    ) -> Response:
+        path = target.split("?", 1)[0]
+        if method == "GET":
+            if path == "/healthz":
+                return 200, "text/plain", b"ok\n"
+            if path == "/metrics":
+                from lb.admin.metrics import render_metrics
+
+                ctype, payload = render_metrics()
+                return 200, ctype, payload
+            if path == "/api/v1/status":
+                return _json(200, status_document(self.supervisor))
+            return _json(404, {"error": f"no admin endpoint {path}"})
+        if method == "POST":
+            if not self._authorized(headers):
+                return _json(401, {"error": "missing or wrong bearer token"})
+            if path == "/api/v1/reload":
+                problems = self.supervisor.reload()
+                if problems:
+                    return _json(422, {"reloaded": False, "problems": problems})
+                return _json(200, {"reloaded": True})
+            return _json(404, {"error": f"no admin endpoint {path}"})
+        return _json(405, {"error": f"method {method} not allowed"})
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        admin = self.supervisor.config.admin
+        token = (admin.token if admin is not None else None) or os.environ.get("LB_ADMIN_TOKEN")
+        if not token:
+            return True
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        return hmac.compare_digest(given, f"Bearer {token}")
+
+
+def _json(status: int, document: Any) -> Response:
+    return status, "application/json", (json.dumps(document, indent=2) + "\n").encode()
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await asyncio.wait_for(reader.read(65536), timeout=30)
+            conn.receive_data(data)
+            continue
+        return event

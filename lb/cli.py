@@ -1,0 +1,71 @@
+"""The `lb` command (also `python -m lb`): run, check, demo, bench, worker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_CONFIG = "config/lb.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lb", description="An asyncio L4/L7 load balancer.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve a config")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
+    run.add_argument("--workers", type=int, default=None, help="processes [CPU count]")
+
+    check = commands.add_parser("check", help="validate a config and exit")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
+
+    demo = commands.add_parser(
+        "demo", help="run the shipped config with two demo backends on :9001 and :9002"
+    )
+    demo.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
+    demo.add_argument("--workers", type=int, default=1)
+
+    worker = commands.add_parser("worker", help="run queue offload workers")
+    worker.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    worker.add_argument("--queue")
+    worker.add_argument("--concurrency", type=int, default=1)
+
+    commands.add_parser(
+        "bench", help="the load benchmarks (see benchmarks/README.md)", add_help=False
+    )
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from benchmarks.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        return _check(args.config)
+    if args.command == "run":
+        from lb.supervisor import run as run_supervisor
+
+        return run_supervisor(args.config, args.workers)
+    if args.command == "demo":
+        from lb.demo import run_demo
+
+        return run_demo(args.config, args.workers)
+    print(
+        "lb worker: queue offload is not built yet (no `queues` can be configured)", file=sys.stderr
+    )
+    return 2
+
+
+def _check(path: str) -> int:
+    from lb.config import ConfigError, load_config, summarize
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"{path}: {len(err.problems)} problem(s)", file=sys.stderr)
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{path}: {summarize(config)}")
+    return 0

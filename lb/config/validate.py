@@ -1,0 +1,363 @@
+"""Checks on a built `Config` that need more than one field: names that reference each other,
+binds that collide, routes that can never match, keys that only make sense in another mode.
+
+Pure: takes a `Config`, returns every `Problem` it finds (never stops at the first), each with a
+path such as `routes[2].split[1].pool` and no line; `lb.config.load` attaches the YAML line.
+An empty list means the config can be served.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from lb.config.schema import NOT_BUILT, Config, HealthCheck, Pool, Route, split_address
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (a path into the YAML), what, and on which line."""
+
+    path: str  # "routes[2].split[1].pool"; "" for the whole file
+    message: str
+    line: int | None = None  # 1-based, where known
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return text if self.line is None else f"{text} (line {self.line})"
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+# The last component of a formatted path: ".key", "[3]", '["odd.key"]', or a bare first key.
+_LAST_PART = re.compile(r'(?:\.[A-Za-z0-9_\-]+|\[\d+\]|\["(?:[^"\\]|\\.)*"\]|^[A-Za-z0-9_\-]+)$')
+
+
+def format_path(loc: Iterable[str | int]) -> str:
+    """('routes', 2, 'split', 1, 'pool') -> 'routes[2].split[1].pool'.
+
+    Keys that would make the path ambiguous (a pool named "api.v2") are quoted: pools["api.v2"].
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{json.dumps(str(part))}]"
+    return out
+
+
+def parent_path(path: str) -> str:
+    """'routes[2].split[1].pool' -> 'routes[2].split[1]'; '' when there is no parent."""
+    m = _LAST_PART.search(path)
+    return path[: m.start()] if m else ""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'pool'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate(config: Config) -> list[Problem]:
+    """Every cross-field problem in `config`, in the order of the file's sections."""
+    return [Problem(format_path(loc), message) for loc, message in _check(config)]
+
+
+def _check(config: Config) -> Iterator[tuple[Loc, str]]:
+    yield from _not_built(config, ())
+    yield from _listeners(config)
+    yield from _routes(config)
+    yield from _pools(config)
+    yield from _binds(config)
+
+
+# -- keys accepted by the schema whose feature is not built yet ------------------------------
+
+
+def not_built_message(key: str) -> str:
+    return f"not built yet: {NOT_BUILT.get(key, 'this feature')}; remove this key"
+
+
+def _not_built(value: object, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    """Walk the models generically: a field annotated Any (NotBuilt) that is set is refused."""
+    if isinstance(value, BaseModel):
+        for name, field in type(value).model_fields.items():
+            child = getattr(value, name)
+            if child is None:
+                continue
+            if field.annotation is Any:
+                yield (*loc, name), not_built_message(name)
+            else:
+                yield from _not_built(child, (*loc, name))
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _not_built(child, (*loc, key))
+    elif isinstance(value, list | tuple):
+        for i, child in enumerate(value):
+            yield from _not_built(child, (*loc, i))
+
+
+# -- listeners --------------------------------------------------------------------------------
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    hint = did_you_mean(name, known)
+    if not hint:
+        hint = f" (known {kind}s: {', '.join(known)})" if known else f" (no {kind}s are defined)"
+    return f"unknown {kind} {name!r}{hint}"
+
+
+def _http_listeners(config: Config) -> list[str]:
+    return [name for name, listener in config.listeners.items() if listener.mode == "http"]
+
+
+def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
+    if not config.listeners:
+        yield ("listeners",), "no listeners: define at least one, e.g. web: {bind: '0.0.0.0:8080'}"
+    for name, listener in config.listeners.items():
+        loc: Loc = ("listeners", name)
+        if listener.mode == "http":
+            if listener.pool is not None:
+                yield (
+                    (*loc, "pool"),
+                    "only tcp and udp listeners take a pool; http listeners are served by routes",
+                )
+            continue
+        if listener.pool is None:
+            yield (*loc, "pool"), f"required: a {listener.mode} listener sends everything to a pool"
+        elif listener.pool not in config.pools:
+            yield (*loc, "pool"), _unknown("pool", listener.pool, config.pools)
+        if listener.max_header_size is not None:
+            yield (
+                (*loc, "max_header_size"),
+                f"only for http listeners (this one is mode {listener.mode})",
+            )
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+def _route_listeners(route: Route, config: Config) -> set[str]:
+    """The http listeners a route applies to: those it names, or all of them when it names none."""
+    if route.listeners is None:
+        return set(_http_listeners(config))
+    return {
+        name
+        for name in route.listeners
+        if name in config.listeners and config.listeners[name].mode == "http"
+    }
+
+
+def _describe_route(i: int, route: Route) -> str:
+    return f"routes[{i}] {route.name!r}" if route.name else f"routes[{i}]"
+
+
+def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
+    names: dict[str, int] = {}
+    catch_alls: list[tuple[int, set[str]]] = []
+    served: set[str] = set()
+    for i, route in enumerate(config.routes):
+        loc: Loc = ("routes", i)
+        if route.name is not None:
+            if route.name in names:
+                first = names[route.name]
+                yield (
+                    (*loc, "name"),
+                    f"duplicate route name {route.name!r} (first at routes[{first}])",
+                )
+            else:
+                names[route.name] = i
+
+        if route.listeners is not None:
+            if not route.listeners:
+                yield (*loc, "listeners"), "empty: omit listeners to apply to every http listener"
+            for k, name in enumerate(route.listeners):
+                listener = config.listeners.get(name)
+                if listener is None:
+                    yield (*loc, "listeners", k), _unknown("listener", name, config.listeners)
+                elif listener.mode != "http":
+                    yield (
+                        (*loc, "listeners", k),
+                        f"listener {name!r} is mode {listener.mode}; routes apply only to http "
+                        "listeners (a tcp or udp listener sends everything to its pool)",
+                    )
+
+        yield from _route_target(route, loc, config)
+
+        applies = _route_listeners(route, config)
+        served |= applies
+        for j, covered in catch_alls:
+            if applies and applies <= covered:
+                before = _describe_route(j, config.routes[j])
+                yield loc, f"unreachable: {before} matches everything before it"
+                break
+        if route.match.is_catch_all():
+            catch_alls.append((i, applies))
+
+    for name in _http_listeners(config):
+        if name not in served:
+            yield ("listeners", name), "no route serves this listener"
+
+
+def _route_target(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, str]]:
+    if route.pool is not None and route.split is not None:
+        yield loc, "give either pool or split, not both"
+    elif route.pool is None and route.split is None:
+        yield loc, "needs a pool or a split to send requests to"
+    if route.pool is not None and route.pool not in config.pools:
+        yield (*loc, "pool"), _unknown("pool", route.pool, config.pools)
+    if route.split is None:
+        return
+    if not route.split:
+        yield (*loc, "split"), "empty: list at least one {pool, weight} arm"
+        return
+    seen: dict[str, int] = {}
+    for k, arm in enumerate(route.split):
+        if arm.pool not in config.pools:
+            yield (*loc, "split", k, "pool"), _unknown("pool", arm.pool, config.pools)
+        elif arm.pool in seen:
+            yield (
+                (*loc, "split", k, "pool"),
+                f"pool {arm.pool!r} is already split[{seen[arm.pool]}]; merge the two arms",
+            )
+        seen.setdefault(arm.pool, k)
+    if all(arm.weight == 0 for arm in route.split):
+        yield (*loc, "split"), "every weight is 0: give at least one arm a weight above 0"
+
+
+# -- pools ------------------------------------------------------------------------------------
+
+
+def _pool_users(config: Config) -> dict[str, str]:
+    """Pool name -> the first thing that sends traffic to it, as a path a user can find."""
+    users: dict[str, str] = {}
+    for name, listener in config.listeners.items():
+        if listener.mode != "http" and listener.pool is not None:
+            users.setdefault(listener.pool, format_path(("listeners", name)))
+    for i, route in enumerate(config.routes):
+        if route.pool is not None:
+            users.setdefault(route.pool, f"routes[{i}]")
+        for arm in route.split or []:
+            users.setdefault(arm.pool, f"routes[{i}]")
+    return users
+
+
+def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
+    users = _pool_users(config)
+    for name, pool in config.pools.items():
+        loc: Loc = ("pools", name)
+        user = users.get(name)
+        if user is not None:
+            if not pool.servers:
+                yield (*loc, "servers"), f"no servers, yet {user} sends traffic here"
+            elif all(server.weight == 0 for server in pool.servers):
+                yield (
+                    (*loc, "servers"),
+                    f"every server has weight 0, yet {user} sends traffic here",
+                )
+        yield from _servers(pool, loc)
+        yield from _balance(pool, loc)
+        if pool.health_check is not None:
+            default_type = config.defaults.health_check.type
+            yield from _health_check(pool.health_check, (*loc, "health_check"), default_type)
+    yield from _health_check(config.defaults.health_check, ("defaults", "health_check"), None)
+
+
+def _servers(pool: Pool, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    seen: dict[tuple[str, int], int] = {}
+    for k, server in enumerate(pool.servers):
+        host, port = split_address(server.address)
+        key = (host.lower(), port)
+        if key in seen:
+            yield (
+                (*loc, "servers", k, "address"),
+                f"duplicate server {server.address!r} (also servers[{seen[key]}])",
+            )
+        else:
+            seen[key] = k
+
+
+def _balance(pool: Pool, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if pool.balance == "hash" and pool.hash_key is None:
+        yield (
+            (*loc, "balance"),
+            "hash needs a hash_key: client_ip, path, header:NAME or cookie:NAME",
+        )
+    if pool.balance != "hash" and pool.hash_key is not None:
+        yield (
+            (*loc, "hash_key"),
+            f"only used by balance: hash (this pool balances by {pool.balance}); "
+            "remove it or set balance: hash",
+        )
+
+
+_HTTP_ONLY_CHECK_KEYS = ("path", "expect_status", "host")
+
+
+def _health_check(
+    check: HealthCheck, loc: Loc, default_type: str | None
+) -> Iterator[tuple[Loc, str]]:
+    kind = check.type or default_type or "http"
+    if kind == "tcp":
+        whence = "" if check.type else " (from defaults.health_check.type)"
+        for key in _HTTP_ONLY_CHECK_KEYS:
+            if getattr(check, key) is not None:
+                yield (*loc, key), f"only for http health checks; this one is type tcp{whence}"
+    if check.expect_status is not None:
+        if not check.expect_status:
+            yield (*loc, "expect_status"), "empty: list at least one status, e.g. [200]"
+        for k, status in enumerate(check.expect_status):
+            if not 100 <= status <= 599:
+                yield (
+                    (*loc, "expect_status", k),
+                    f"{status} is not an HTTP status code (100-599)",
+                )
+
+
+# -- binds ------------------------------------------------------------------------------------
+
+_WILDCARD_HOSTS = frozenset({"", "*", "0.0.0.0", "::"})
+
+
+def _binds(config: Config) -> Iterator[tuple[Loc, str]]:
+    """Two sockets of one protocol on one port collide when their hosts are equal, or either is
+    a wildcard (0.0.0.0:P takes P on every address). Port 0 asks the kernel for a free port."""
+    binds: list[tuple[Loc, str, str]] = [
+        (("listeners", name, "bind"), listener.bind, "udp" if listener.mode == "udp" else "tcp")
+        for name, listener in config.listeners.items()
+    ]
+    if config.admin is not None:
+        binds.append((("admin", "bind"), config.admin.bind, "tcp"))
+    taken: list[tuple[Loc, str, str, str, int]] = []
+    for loc, bind, proto in binds:
+        host, port = split_address(bind)
+        host = host.lower()
+        for other_loc, other_bind, other_proto, other_host, other_port in taken:
+            if port == 0 or proto != other_proto or port != other_port:
+                continue
+            if host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS:
+                owner = format_path(other_loc[:-1])
+                yield loc, f"{bind!r} collides with {owner} ({other_bind!r})"
+                break
+        taken.append((loc, bind, proto, host, port))
+
+
+__all__ = [
+    "Problem",
+    "did_you_mean",
+    "format_path",
+    "not_built_message",
+    "parent_path",
+    "validate",
+]

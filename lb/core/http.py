@@ -1,0 +1,349 @@
+"""HTTP/1.1 message heads as lb sees them, and the rules applied to them (sans-IO).
+
+Theory of operation: a parser adapter (lb.protocols) turns bytes into a `RequestHead` or
+`ResponseHead` and calls `check_request_framing` before any byte of the message may reach a
+server. After that the framing is known to be unambiguous (RFC 9112 §6): exactly one of no
+body, a single numeric Content-Length, or a final `chunked` coding. The proxy shell then asks
+this module for the bytes to send on: hop-by-hop headers removed (RFC 9110 §7.6.1) and the
+forwarding headers set (DESIGN.md, "On the wire").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from itertools import count
+from urllib.parse import unquote
+
+from lb.core.errors import HTTPError, Reason
+
+# RFC 9110 §7.6.1: "Connection" and the fields it lists are for this hop only, as are these
+# legacy names a proxy must not forward. Content-Length and Transfer-Encoding are dropped too,
+# because lb re-frames every body it forwards.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+# Set by lb itself; whatever the client sent under these names is replaced (XFF is appended to).
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
+)
+_DROP_TO_SERVER = HOP_BY_HOP | FORWARDING
+_DROP_TO_CLIENT = HOP_BY_HOP | {b"x-request-id"}
+
+# RFC 9110 §9.2.2: methods a proxy may retry on its own without changing what the user meant.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class RequestHead:
+    """A parsed request line and header block. `headers` keeps names as received (case and
+    order) for forwarding; `index` maps lower-cased names to values for matching, repeated
+    fields joined as RFC 9110 §5.3 allows (Cookie with "; ", RFC 6265 §5.4)."""
+
+    __slots__ = (
+        "chunked",
+        "connection_tokens",
+        "content_length",
+        "headers",
+        "host",
+        "index",
+        "keep_alive",
+        "method",
+        "path",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self, method: str, target: bytes, version: str, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        index: dict[bytes, bytes] = {}
+        for name, value in headers:
+            lname = name.lower()
+            prev = index.get(lname)
+            if prev is None:
+                index[lname] = value
+            else:
+                index[lname] = prev + (b"; " if lname == b"cookie" else b", ") + value
+        self.index = index
+        self.connection_tokens = _tokens(index.get(b"connection"))
+        if version == "1.1":
+            self.keep_alive = b"close" not in self.connection_tokens
+        else:
+            self.keep_alive = b"keep-alive" in self.connection_tokens
+        raw_host = index.get(b"host", b"")
+        self.host = _strip_port(raw_host.decode("latin-1").lower())
+        self.path = _path_of(target)
+        self.content_length: int | None = None
+        self.chunked = False
+
+    @property
+    def upgrade(self) -> bytes | None:
+        """The protocol asked for (e.g. b"websocket") when this is an Upgrade request."""
+        if b"upgrade" in self.connection_tokens:
+            return self.index.get(b"upgrade")
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def cookie(self, name: str) -> str | None:
+        raw = self.index.get(b"cookie")
+        if raw is None:
+            return None
+        for part in raw.decode("latin-1").split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method} {self.target!r} HTTP/{self.version} host={self.host!r}>"
+
+
+class ResponseHead:
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        content_length: int | None,
+        chunked: bool,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+
+    def __repr__(self) -> str:
+        return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"
+
+
+def check_request_framing(head: RequestHead) -> None:
+    """RFC 9112 §6.1-§6.3 and §3.2, applied strictly: anything a server behind lb could read
+    differently from lb is refused (request smuggling). Raises HTTPError(bad_request)."""
+    te: bytes | None = None
+    cl: bytes | None = None
+    hosts = 0
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            if cl is not None:
+                raise HTTPError(Reason.bad_request, "duplicate Content-Length")
+            cl = value
+        elif lname == b"transfer-encoding":
+            if te is not None:
+                raise HTTPError(Reason.bad_request, "duplicate Transfer-Encoding")
+            te = value
+        elif lname == b"host":
+            hosts += 1
+    if te is not None:
+        if cl is not None:
+            # §6.1: "a server MAY reject a request that contains both ... and ought to".
+            raise HTTPError(Reason.bad_request, "both Content-Length and Transfer-Encoding")
+        if head.version != "1.1":
+            raise HTTPError(Reason.bad_request, "Transfer-Encoding in an HTTP/1.0 request")
+        if te.strip().lower() != b"chunked":
+            raise HTTPError(Reason.bad_request, "Transfer-Encoding other than chunked")
+        head.chunked = True
+    elif cl is not None:
+        stripped = cl.strip(b" \t")
+        if not stripped.isdigit() or len(stripped) > 18:
+            raise HTTPError(Reason.bad_request, "invalid Content-Length")
+        head.content_length = int(stripped)
+    # §3.2: "A server MUST respond with a 400 ... to any HTTP/1.1 request message that lacks a
+    # Host header field and to any request message that contains more than one".
+    if hosts > 1:
+        raise HTTPError(Reason.bad_request, "more than one Host header")
+    if hosts == 0 and head.version == "1.1":
+        raise HTTPError(Reason.bad_request, "missing Host header")
+
+
+_FORBIDDEN_IN_HEAD = (b"\0",)
+
+
+def check_raw_head(raw: bytes) -> None:
+    """For parsers more lenient than llhttp (h11): the head bytes, up to and including the
+    blank line, must use CRLF only, have no obs-fold (RFC 9112 §5.2), and no NUL."""
+    if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+        raise HTTPError(Reason.bad_request, "bare CR or LF in request head")
+    if b"\r\n " in raw or b"\r\n\t" in raw:
+        raise HTTPError(Reason.bad_request, "obs-fold line folding in request head")
+    for bad in _FORBIDDEN_IN_HEAD:
+        if bad in raw:
+            raise HTTPError(Reason.bad_request, "NUL byte in request head")
+    for byte in raw:
+        if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D):
+            raise HTTPError(Reason.bad_request, "control character in request head")
+
+
+_id_prefix = os.urandom(4).hex()
+_id_counter = count(1)
+
+
+def new_request_id() -> bytes:
+    """Unique per process without a syscall or uuid4 per request: random prefix + counter."""
+    return b"%s-%x" % (_id_prefix.encode(), next(_id_counter))
+
+
+def reseed_request_ids() -> None:
+    """Called in each worker after fork, so siblings never share a prefix."""
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(4).hex()
+    _id_counter = count(1)
+
+
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client's X-Request-ID is kept only if it is short visible ASCII (no log injection)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+def request_to_server(
+    head: RequestHead, client_ip: str, proto: bytes, request_id: bytes, upgrade: bool
+) -> bytes:
+    """The request head as lb sends it to a server. Framing: Content-Length when the client
+    gave one, chunked when it sent chunked (lb re-encodes each chunk it forwards)."""
+    drop = _DROP_TO_SERVER
+    if head.connection_tokens - _COMMON_CONNECTION_TOKENS:
+        drop = drop | head.connection_tokens
+    parts = [b"%s %s HTTP/1.1\r\n" % (head.method.encode(), head.target)]
+    for name, value in head.headers:
+        if name.lower() not in drop:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    xff = head.index.get(b"x-forwarded-for")
+    ip = client_ip.encode()
+    parts.append(b"x-forwarded-for: %s\r\n" % (xff + b", " + ip if xff else ip))
+    parts.append(b"x-forwarded-proto: %s\r\n" % proto)
+    if b"host" in head.index:
+        parts.append(b"x-forwarded-host: %s\r\n" % head.index[b"host"])
+    parts.append(b"x-request-id: %s\r\n" % request_id)
+    if head.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif head.content_length is not None:
+        parts.append(b"content-length: %d\r\n" % head.content_length)
+    if upgrade:
+        parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % head.index[b"upgrade"])
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_COMMON_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
+def response_to_client(
+    head: ResponseHead,
+    request_id: bytes,
+    *,
+    chunked: bool,
+    close: bool,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The response head as lb sends it to the client. `chunked` re-frames a body whose end
+    the client could not otherwise find (close-delimited or chunked upstream)."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+    drop = _DROP_TO_CLIENT
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname not in drop:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif lname == b"connection":
+            tokens = _tokens(value) - _COMMON_CONNECTION_TOKENS
+            if tokens:
+                drop = drop | tokens
+    if head.status == 101:
+        parts.append(b"connection: upgrade\r\n")
+        for name, value in head.headers:
+            if name.lower() == b"upgrade":
+                parts.append(b"upgrade: %s\r\n" % value)
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif head.content_length is not None:
+        parts.append(b"content-length: %d\r\n" % head.content_length)
+    parts.append(b"x-request-id: %s\r\n" % request_id)
+    if extra:
+        for name, value in extra:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    if close and head.status != 101:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def informational_to_client(head: ResponseHead) -> bytes:
+    """A 1xx other than 101 (e.g. 100 Continue, 103 Early Hints), passed on as it came."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+    for name, value in head.headers:
+        if name.lower() not in HOP_BY_HOP:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_has_body(method: str, status: int) -> bool:
+    """RFC 9112 §6.3: no body after HEAD, 1xx, 204 and 304 whatever the headers say."""
+    return not (method == "HEAD" or status < 200 or status in (204, 304))
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _tokens(value: bytes | None) -> frozenset[bytes]:
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
+
+
+def _path_of(target: bytes) -> str:
+    """The path matched by routes: without query, percent-decoded. An absolute-form target
+    (RFC 9112 §3.2.2) is reduced to its path."""
+    t = target.decode("latin-1")
+    if t.startswith(("http://", "https://")):
+        slash = t.find("/", t.find("//") + 2)
+        t = t[slash:] if slash != -1 else "/"
+    q = t.find("?")
+    if q != -1:
+        t = t[:q]
+    return unquote(t) if "%" in t else t

@@ -1,0 +1,214 @@
+"""The fast path: llhttp (through httptools) parses; this adapter only translates events.
+
+llhttp in its default (strict) mode already refuses what request smuggling relies on:
+Content-Length with Transfer-Encoding, repeated or non-numeric Content-Length, codings other
+than a final chunked, bad chunk sizes, obs-fold, bare CR or LF, NUL and other control bytes,
+whitespace before the colon. `check_request_framing` adds what it allows (a missing or repeated
+Host, Transfer-Encoding in HTTP/1.0).
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from lb.core.errors import HTTPError, Reason
+from lb.core.http import RequestHead, ResponseHead, check_request_framing
+from lb.protocols.base import RequestDelegate, ResponseDelegate
+
+
+class _StopParsing(Exception):
+    """Raised from a callback to end a HEAD response at its head (llhttp cannot be told)."""
+
+
+class HttptoolsRequestParser:
+    __slots__ = (
+        "_delegate",
+        "_head_size",
+        "_headers",
+        "_max_header_size",
+        "_parser",
+        "_tunnel",
+        "_url",
+        "in_head",
+    )
+
+    def __init__(self, delegate: RequestDelegate, max_header_size: int) -> None:
+        self._delegate = delegate
+        self._max_header_size = max_header_size
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._tunnel = False
+        self.in_head = False
+
+    def feed(self, data: bytes) -> None:
+        if self._tunnel:
+            self._delegate.on_upgrade_data(data)
+            return
+        if self.in_head or not self._headers:
+            # Bound the head before llhttp buffers it: a client streaming one endless header
+            # line must not grow our memory.
+            self._head_size += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._tunnel = True
+            rest = data[exc.args[0] :]
+            if rest:
+                self._delegate.on_upgrade_data(rest)
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                raise cause from None
+            raise
+        except httptools.HttpParserInvalidMethodError:
+            raise HTTPError(Reason.bad_request, "invalid method") from None
+        except httptools.HttpParserError as exc:
+            raise HTTPError(Reason.bad_request, f"malformed request: {exc}") from None
+        if self.in_head and self._head_size > self._max_header_size:
+            raise HTTPError(Reason.headers_too_large, "request head too large")
+
+    # llhttp callbacks, in message order.
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self._parser
+        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        self._head_size = 0
+        if size > self._max_header_size:
+            raise HTTPError(Reason.headers_too_large, "request head too large")
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise HTTPError(Reason.bad_request, "CONNECT is not supported")
+        head = RequestHead(method, self._url, parser.get_http_version(), self._headers)
+        check_request_framing(head)
+        self._delegate.on_request_head(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._delegate.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        self._headers = []
+        self._delegate.on_request_end()
+
+
+class HttptoolsResponseParser:
+    __slots__ = (
+        "_delegate",
+        "_head",
+        "_headers",
+        "_max_header_size",
+        "_method",
+        "_parser",
+        "_reason",
+        "_tunnel",
+    )
+
+    def __init__(self, delegate: ResponseDelegate, max_header_size: int) -> None:
+        self._delegate = delegate
+        self._max_header_size = max_header_size
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._method = "GET"
+        self._head: ResponseHead | None = None
+        self._tunnel = False
+        self._reason = b""
+
+    def expect(self, method: str) -> None:
+        self._method = method
+
+    def feed(self, data: bytes) -> None:
+        if self._tunnel:
+            self._delegate.on_upgrade_data(data)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._tunnel = True
+            rest = data[exc.args[0] :]
+            if rest:
+                self._delegate.on_upgrade_data(rest)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _StopParsing):
+                # A HEAD response ended at its head; anything after it would be a protocol
+                # violation by the server, and a fresh parser starts the next exchange.
+                self._parser = httptools.HttpResponseParser(self)
+                return
+            if isinstance(cause, HTTPError):
+                raise cause from None
+            raise
+        except httptools.HttpParserError as exc:
+            raise HTTPError(Reason.backend_failed, f"malformed response: {exc}") from None
+
+    def feed_eof(self) -> bool:
+        head = self._head
+        if head is not None and head.content_length is None and not head.chunked:
+            self._head = None
+            self._delegate.on_response_end()
+            return True
+        return False
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        headers = self._headers
+        if sum(len(n) + len(v) for n, v in headers) > self._max_header_size:
+            raise HTTPError(Reason.backend_failed, "response head too large")
+        content_length: int | None = None
+        chunked = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = int(value)
+            elif lname == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+        head = ResponseHead(
+            status,
+            self._reason or b"-",
+            parser.get_http_version(),
+            headers,
+            parser.should_keep_alive(),
+            content_length,
+            chunked,
+        )
+        if status >= 200 and status != 101:
+            self._head = head
+        self._delegate.on_response_head(head)
+        if status >= 200 and (self._method == "HEAD" or status in (204, 304)):
+            self._head = None
+            self._delegate.on_response_end()
+            if self._method == "HEAD":
+                raise _StopParsing
+
+    def on_body(self, body: bytes) -> None:
+        self._delegate.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._delegate.on_response_end()

@@ -1,0 +1,39 @@
+"""Read-side flow control with named reasons.
+
+A client connection can be paused for several independent reasons at once (its server cannot
+take more body, a pipelined request waits its turn, ...); reading resumes only when every reason
+is gone. Calls are idempotent, so callers need not track what they already asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+SERVER_FULL = 1  # the peer's write buffer is above its high-water mark
+PIPELINED = 2  # a request is queued behind one whose response is not finished
+CONNECTING = 4  # body bytes are buffered while the upstream connection is being opened
+CLIENT_FULL = 8
+
+
+class ReadGate:
+    __slots__ = ("_reasons", "transport")
+
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
+        self.transport = transport
+        self._reasons = 0
+
+    def pause(self, reason: int) -> None:
+        if not self._reasons and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+        self._reasons |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self._reasons & reason:
+            return
+        self._reasons &= ~reason
+        if not self._reasons and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._reasons)

@@ -1,0 +1,663 @@
+"""The HTTP/1.1 reverse proxy's connection and exchange objects (the I/O shell).
+
+Theory of operation. A `ClientConnection` owns one client socket and its request parser. Every
+request head it parses becomes an `Exchange`, appended to `queue`; only `queue[0]` talks to a
+server and writes to the client, so pipelined requests are answered in order (RFC 9112 §9.3.2).
+Requests behind it wait with their bodies buffered, and the client socket is paused meanwhile,
+which bounds that buffer to one socket read.
+
+An exchange runs the phases of DESIGN.md: route → choose a server (split, balance) → forward,
+streaming both bodies with flow control → respond → log and count, which always runs exactly
+once (`_finish`). Failures before any response byte reached the client become lb's own error
+response; after that the only honest signal left is closing the connection.
+
+Flow control: when a server's socket cannot take more request body, the client socket stops
+being read (`ReadGate`); when the client cannot take more response body, the server socket
+stops being read. Neither side is ever buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from lb.core.balancer import ServerState
+from lb.core.errors import HTTPError, Reason, closes_connection, error_response
+from lb.core.http import (
+    IDEMPOTENT,
+    LAST_CHUNK,
+    RequestHead,
+    ResponseHead,
+    encode_chunk,
+    informational_to_client,
+    new_request_id,
+    request_to_server,
+    response_has_body,
+    response_to_client,
+    valid_request_id,
+)
+from lb.core.router import CompiledRoute
+from lb.protocols import request_parser
+from lb.proxy.flow import CONNECTING, PIPELINED, SERVER_FULL, ReadGate
+from lb.proxy.upstream import UpstreamConnection, UpstreamServer, open_connection
+
+if TYPE_CHECKING:
+    from lb.proxy.runtime import ListenerSettings, PoolRuntime, Runtime
+    from lb.proxy.server import Worker
+
+log = logging.getLogger("lb.proxy")
+
+# Request body bytes held while the server connection opens, before the client is paused.
+CONNECT_BUFFER = 256 * 1024
+# A request body up to this size is kept so the request can be sent again on a new
+# connection when a kept-alive one turns out to be stale.
+REPLAY_BUFFER = 64 * 1024
+STATUS_CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "client_ip",
+        "closed",
+        "deadline",
+        "gate",
+        "listener",
+        "parser",
+        "proto",
+        "queue",
+        "receiving",
+        "runtime",
+        "transport",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.runtime: Runtime = worker.runtime
+        self.transport: asyncio.Transport | None = None
+        self.gate = ReadGate()
+        self.parser = request_parser(self, listener.max_header_size, worker.parser_kind)
+        self.queue: deque[Exchange] = deque()
+        self.receiving: Exchange | None = None  # the exchange the parser is delivering to
+        self.client_ip = "-"
+        self.proto = b"http"
+        self.deadline = 0.0
+        self.closed = False
+        self.write_paused = False
+
+    # asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.gate.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else "-"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.worker.connection_opened(self)
+        self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.queue:
+            # A new request is arriving: the client now has `client_header` to finish its head.
+            self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+        try:
+            self.parser.feed(data)
+        except HTTPError as err:
+            self._refuse(err)
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed. Requests already received still get their answers; the
+        # connection closes after them (keep_alive is off from here).
+        if not self.queue:
+            return None
+        for exchange in self.queue:
+            exchange.client_close = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline = 0.0
+        for exchange in self.queue:
+            exchange.client_lost()
+        self.queue.clear()
+        self.worker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.queue:
+            self.queue[0].client_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            self.queue[0].client_resume_writing()
+
+    # Request parser delegate ---------------------------------------------------------------
+
+    def on_request_head(self, head: RequestHead) -> None:
+        exchange = Exchange(self, head)
+        self.receiving = exchange
+        self.queue.append(exchange)
+        self.deadline = 0.0
+        if len(self.queue) == 1:
+            exchange.start()
+        else:
+            self.gate.pause(PIPELINED)
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.receiving is not None:
+            self.receiving.on_request_body(data)
+
+    def on_request_end(self) -> None:
+        exchange = self.receiving
+        self.receiving = None
+        if exchange is not None:
+            exchange.on_request_end()
+
+    def on_upgrade_data(self, data: bytes) -> None:
+        if self.queue:
+            self.queue[-1].on_tunnel_data_from_client(data)
+
+    # Timeouts -------------------------------------------------------------------------------
+
+    def on_deadline(self) -> None:
+        if self.queue:
+            return  # a request is being answered: the server side's deadline governs
+        if self.parser.in_head:
+            self.worker.count_error(self.listener.name, "client_header_timeout")
+            self._respond_and_close(Reason.request_timeout, "request head not received in time")
+        else:
+            self.close()  # idle keep-alive connection
+
+    # Used by exchanges ----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        if self.queue and self.queue[0] is exchange:
+            self.queue.popleft()
+        if self.closed:
+            return
+        if exchange.client_close or not exchange.request_done or self.worker.stopping:
+            self.close()
+            return
+        if self.queue:
+            self.queue[0].start()
+            if len(self.queue) == 1:
+                self.gate.resume(PIPELINED)
+        else:
+            self.gate.resume(PIPELINED)
+            self.deadline = self.worker.loop.time() + self.listener.timeouts.idle
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _refuse(self, err: HTTPError) -> None:
+        """The parser refused the byte stream: answer the error in turn, then close."""
+        log.info(
+            "refused request from %s on %s: %s", self.client_ip, self.listener.name, err.detail
+        )
+        self.gate.pause(PIPELINED)  # nothing more is read from this connection
+        receiving = self.receiving
+        if receiving is not None and receiving is self.queue[0] and not receiving.responded:
+            receiving.fail(err.reason, err.detail)  # answered now; closes after it
+            return
+        if receiving is not None:
+            receiving.abort_request()
+            return
+        failed = Exchange(self, None)
+        failed.refusal = err
+        self.queue.append(failed)
+        if len(self.queue) == 1:
+            failed.start()
+
+    def _respond_and_close(self, reason: Reason, detail: str) -> None:
+        self.write(error_response(reason, detail))
+        self.worker.log_refusal(self, reason, detail)
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientConnection {self.client_ip} on {self.listener.name} queue={len(self.queue)}>"
+        )
+
+
+class Exchange:
+    """One request and its response, from head to logged."""
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "body_buffered",
+        "body_bytes",
+        "bytes_out",
+        "client_close",
+        "conn",
+        "connecting",
+        "detail",
+        "excluded",
+        "finished",
+        "head",
+        "out_chunked",
+        "pool",
+        "refusal",
+        "request_done",
+        "request_id",
+        "responded",
+        "response_done",
+        "route",
+        "runtime",
+        "server",
+        "server_keep_alive",
+        "started",
+        "status",
+        "tunnel",
+        "tunnel_buffer",
+        "upstream",
+    )
+
+    def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
+        self.conn = conn
+        self.runtime = conn.runtime
+        self.head = head
+        self.started = time.perf_counter()
+        self.refusal: HTTPError | None = None
+        self.route: CompiledRoute | None = None
+        self.pool: PoolRuntime | None = None
+        self.server: UpstreamServer | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.connecting = False
+        self.body: list[bytes] | None = []  # request body held until a server is attached
+        self.body_buffered = 0
+        self.body_bytes = 0
+        self.request_done = False
+        self.responded = False  # a response head went to the client
+        self.response_done = False
+        self.finished = False
+        self.client_close = head is None or not head.keep_alive
+        self.out_chunked = False
+        self.server_keep_alive = False
+        self.status = 0
+        self.bytes_out = 0
+        self.detail = ""
+        self.attempts = 0
+        self.excluded: set[ServerState] = set()
+        self.tunnel = False
+        self.tunnel_buffer: list[bytes] = []
+        self.request_id = b"-"
+        if head is not None:
+            rid = head.index.get(b"x-request-id")
+            self.request_id = rid if rid is not None and valid_request_id(rid) else new_request_id()
+
+    # Phases --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Runs when this exchange reaches the front of its connection's queue."""
+        head = self.head
+        if head is None:
+            assert self.refusal is not None
+            self.fail(self.refusal.reason, self.refusal.detail)
+            return
+        route = self.runtime.router.match(self.conn.listener.name, head)
+        if route is None:
+            self.fail(Reason.no_route, f"no route for {head.host or '-'}{head.path}")
+            return
+        self.route = route
+        limit = route.max_body_size
+        if limit is not None and head.content_length is not None and head.content_length > limit:
+            self.fail(Reason.body_too_large, f"body of {head.content_length} bytes over {limit}")
+            return
+        pool_name = route.pool if route.pool is not None else self.runtime.splits[route.name].pick()
+        self.pool = self.runtime.pools[pool_name]
+        self._connect()
+
+    def _connect(self, fresh: bool = False) -> None:
+        """Choose a server (again without those that failed) and get a connection to it;
+        `fresh` skips kept-alive sockets, after one of them turned out to be stale."""
+        pool = self.pool
+        assert pool is not None and self.head is not None
+        server = pool.choose(self.head, self.conn.client_ip, self.excluded)
+        if server is None:
+            if self.attempts:
+                self.fail(Reason.backend_failed, self.detail or "every server failed")
+            else:
+                self.fail(Reason.no_healthy_server, f"no server available in pool {pool.name}")
+            return
+        self.attempts += 1
+        self.server = server
+        server.state.in_flight += 1
+        if fresh:
+            server.close_idle()  # its other kept-alive sockets are suspect too
+        else:
+            idle = server.take_idle()
+            if idle is not None:
+                self._attach(idle)
+                return
+        self.connecting = True
+        task = asyncio.ensure_future(
+            open_connection(
+                server, self.conn.worker.ticker, self.conn.worker.parser_kind, pool.timeouts.connect
+            )
+        )
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Future[UpstreamConnection]) -> None:
+        self.connecting = False
+        server = self.server
+        assert server is not None and self.pool is not None
+        if self.finished:
+            if not task.cancelled() and task.exception() is None:
+                task.result().release()  # the client left meanwhile: keep the connection
+            return
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            self.conn.gate.resume(CONNECTING)
+            self._attach(task.result())
+            return
+        cause = "timeout" if isinstance(exc, TimeoutError) else "refused"
+        self.conn.worker.count_connect_error(self.pool.name, server.address, cause)
+        log.warning(
+            "connect to %s (pool %s) failed: %s",
+            server.address,
+            self.pool.name,
+            "timed out" if cause == "timeout" else exc,
+        )
+        self.detail = f"connect to {server.address} failed ({cause})"
+        server.state.in_flight -= 1
+        self.excluded.add(server.state)
+        self.server = None
+        if cause == "timeout" and not self._can_try_another():
+            self.fail(Reason.backend_timeout, self.detail)
+        elif self._can_try_another():
+            self._connect()  # a refused connect sent nothing: another server is safe
+        else:
+            self.fail(Reason.backend_failed, self.detail)
+
+    def _can_try_another(self) -> bool:
+        assert self.pool is not None
+        return self.body is not None and len(self.excluded) < len(self.pool.servers)
+
+    def _attach(self, upstream: UpstreamConnection) -> None:
+        head = self.head
+        route = self.route
+        assert head is not None and route is not None
+        self.upstream = upstream
+        self.tunnel = head.upgrade is not None
+        data = request_to_server(
+            head, self.conn.client_ip, self.conn.proto, self.request_id, self.tunnel
+        )
+        body = self.body
+        if body:
+            chunks = [encode_chunk(c) for c in body] if head.chunked else body
+            data += b"".join(chunks)
+        if self.request_done and head.chunked:
+            data += LAST_CHUNK
+        if body is not None and self.body_buffered > REPLAY_BUFFER:
+            self.body = None  # too large to send twice: no more retries
+        upstream.send(self, data, head.method, route.timeouts.request)
+        if self.conn.write_paused:
+            upstream.transport.pause_reading()  # type: ignore[union-attr]
+
+    # Request body, from the client ----------------------------------------------------------
+
+    def on_request_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        route = self.route
+        if route is not None and route.max_body_size is not None:
+            if self.body_bytes > route.max_body_size:
+                self.conn.gate.pause(PIPELINED)
+                if not self.responded:
+                    self._drop_upstream()
+                    self.fail(Reason.body_too_large, f"body over {route.max_body_size} bytes")
+                else:
+                    self.abort_request()
+                return
+        upstream = self.upstream
+        if upstream is not None and self.body is None:
+            if upstream.transport is not None:
+                upstream.transport.write(encode_chunk(data) if self.head.chunked else data)  # type: ignore[union-attr]
+            upstream.deadline = self.conn.worker.loop.time() + route.timeouts.request  # type: ignore[union-attr]
+            return
+        if self.body is not None:
+            self.body.append(data)
+            self.body_buffered += len(data)
+            if upstream is not None and upstream.transport is not None:
+                # Attached and still keeping a replay copy.
+                upstream.transport.write(encode_chunk(data) if self.head.chunked else data)  # type: ignore[union-attr]
+                if self.body_buffered > REPLAY_BUFFER:
+                    self.body = None
+            elif self.body_buffered > CONNECT_BUFFER:
+                self.conn.gate.pause(CONNECTING)
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        head = self.head
+        if self.upstream is not None and head is not None and head.chunked:
+            if self.upstream.transport is not None:
+                self.upstream.transport.write(LAST_CHUNK)
+        if self.response_done:
+            self._finish()
+
+    # Response, from the server --------------------------------------------------------------
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        status = head.status
+        req = self.head
+        assert req is not None
+        if status < 200:
+            if status == 101 and self.tunnel:
+                self._open_tunnel(head)
+            elif req.version == "1.1":
+                self.conn.write(informational_to_client(head))
+            return
+        if self.tunnel:
+            self.tunnel = False  # the server declined the upgrade: a plain response, then close
+            self.client_close = True
+        self.status = status
+        self.responded = True
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
+        chunked = False
+        if response_has_body(req.method, status) and head.content_length is None:
+            if req.version == "1.1":
+                chunked = True
+            else:
+                self.client_close = True  # HTTP/1.0: the end of the body is the close
+        self.out_chunked = chunked
+        close = self.client_close or not self.request_done or self.conn.worker.stopping
+        if close:
+            self.client_close = True
+        self.conn.write(response_to_client(head, self.request_id, chunked=chunked, close=close))
+        self.server_keep_alive = head.keep_alive
+
+    def on_response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.conn.write(encode_chunk(data) if self.out_chunked else data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
+
+    def on_response_end(self) -> None:
+        if self.out_chunked:
+            self.conn.write(LAST_CHUNK)
+        self.response_done = True
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.deadline = 0.0
+            if self.request_done and self.server_keep_alive and upstream.usable():
+                upstream.release()
+            else:
+                upstream.close()
+        if self.request_done or self.client_close:
+            self._finish()
+
+    # Upgrades (WebSocket and others): after 101 the exchange is a byte tunnel ----------------
+
+    def _open_tunnel(self, head: ResponseHead) -> None:
+        self.status = 101
+        self.responded = True
+        self.client_close = True
+        if self.upstream is not None:
+            self.upstream.deadline = 0.0  # tunnels live as long as both ends want
+        self.conn.write(response_to_client(head, self.request_id, chunked=False, close=False))
+        for data in self.tunnel_buffer:
+            self._tunnel_to_server(data)
+        self.tunnel_buffer = []
+
+    def on_tunnel_data_from_client(self, data: bytes) -> None:
+        if self.status == 101:
+            self._tunnel_to_server(data)
+        else:
+            self.tunnel_buffer.append(data)
+
+    def _tunnel_to_server(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+
+    def on_tunnel_data_from_server(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.conn.write(data)
+
+    # Flow control --------------------------------------------------------------------------
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.gate.pause(SERVER_FULL)
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.gate.resume(SERVER_FULL)
+
+    def client_pause_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+    # Failures ------------------------------------------------------------------------------
+
+    def upstream_failed(self, upstream: UpstreamConnection, detail: str, timeout: bool) -> None:
+        """The server connection broke or timed out while this exchange used it."""
+        if upstream is not self.upstream:
+            return
+        self.upstream = None
+        upstream.abort()
+        server = self.server
+        address = server.address if server is not None else "-"
+        if self.status == 101:
+            self.response_done = True
+            self._finish()
+            self.conn.close()
+            return
+        if timeout and not self.request_done and not self.responded:
+            self.fail(Reason.request_timeout, "request body not received in time")
+            return
+        if not self.responded:
+            # Nothing reached the client yet. A kept-alive connection that was closed under
+            # us (the server timed it out as we reused it) is retried once on a new one, if
+            # the request can be sent again unchanged (RFC 9112 §9.3.1).
+            if (
+                upstream.reused
+                and not timeout
+                and self.body is not None
+                and self.head is not None
+                and (self.head.method in IDEMPOTENT or not self.body_bytes)
+                and self.pool is not None
+                and self.server is not None
+            ):
+                # The same server is fine: it is alive, only that socket was not.
+                self.server.state.in_flight -= 1
+                self.server = None
+                self._connect(fresh=True)
+                return
+            log.warning("server %s failed before answering: %s", address, detail)
+            self.fail(
+                Reason.backend_timeout if timeout else Reason.backend_failed,
+                f"server {address}: {detail}",
+            )
+            return
+        log.warning("server %s failed mid-response (%d sent): %s", address, self.status, detail)
+        self.detail = f"server {address}: {detail}"
+        self.client_close = True
+        self.response_done = True
+        self._finish()
+        self.conn.close()
+
+    def fail(self, reason: Reason, detail: str) -> None:
+        """Answer with lb's own error (nothing was sent to the client yet)."""
+        self.status = reason.status
+        self.detail = detail
+        self.responded = True
+        self.response_done = True
+        if closes_connection(reason) or not self.request_done:
+            self.client_close = True
+        self.conn.write(error_response(reason, detail, self.request_id if self.head else None))
+        self.conn.worker.count_error(self.conn.listener.name, reason.name)
+        self._finish()
+
+    def abort_request(self) -> None:
+        """The request stream broke after part of it was sent on: close both sides."""
+        self._drop_upstream()
+        self.client_close = True
+        self.detail = self.detail or "request aborted"
+        if not self.responded:
+            self.status = 400
+        self.response_done = True
+        self._finish()
+        self.conn.close()
+
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        self._drop_upstream()
+        if not self.response_done:
+            self.status = (
+                self.status if self.tunnel and self.status == 101 else STATUS_CLIENT_CLOSED
+            )
+            self.detail = self.detail or "client closed the connection"
+        self.response_done = True
+        self._finish()
+
+    def _drop_upstream(self) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.abort()
+
+    # Log and count: always, exactly once ----------------------------------------------------
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.server is not None:
+            self.server.state.in_flight -= 1
+        self.conn.worker.observe(self)
+        self.conn.exchange_done(self)
+
+    def __repr__(self) -> str:
+        head = self.head
+        what = f"{head.method} {head.path}" if head is not None else "refused"
+        return f"<Exchange {what} status={self.status}>"

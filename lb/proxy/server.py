@@ -1,0 +1,209 @@
+"""One worker: its listening sockets, its connections, and what every request reports.
+
+A worker binds each listener itself with SO_REUSEPORT, so N workers share a port and the kernel
+spreads connections between them. `Worker.runtime` is replaced in one assignment on reload;
+connections pick it up for their next request.
+
+Shutdown, in order: stop accepting; close connections that are idle between requests; let
+requests in flight finish (their connections close after the response) for up to the grace
+period; abort what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lb.access_log import AccessLog
+from lb.config.schema import Config, split_address
+from lb.core.errors import Reason
+from lb.metrics import (
+    ACTIVE_CONNECTIONS,
+    CONNECTION_ERRORS,
+    UPSTREAM_CONNECT_ERRORS,
+    RequestMetrics,
+)
+from lb.protocols import parser_kind as default_parser_kind
+from lb.proxy.runtime import ListenerSettings, Runtime
+from lb.proxy.timers import Ticker
+
+if TYPE_CHECKING:
+    from lb.proxy.l7 import ClientConnection, Exchange
+
+log = logging.getLogger("lb.worker")
+
+
+def listening_socket(bind: str, reuse_port: bool, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    host, port = split_address(bind)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(4096)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Worker:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = True, parser_kind: str | None = None
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.runtime = Runtime(config)
+        self.parser_kind = parser_kind or default_parser_kind()
+        self.reuse_port = reuse_port
+        self.ticker = Ticker(self.loop)
+        self.access_log = AccessLog(config.access_log)
+        self.metrics = RequestMetrics()
+        self.stopping = False
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.connections: dict[str, set[Any]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    # Start and stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.ticker.start()
+        self._schedule_flush()
+        for settings in self.runtime.listeners.values():
+            await self._listen(settings)
+
+    async def _listen(self, settings: ListenerSettings) -> None:
+        if settings.mode == "udp":
+            from lb.proxy.l4 import start_udp
+
+            self.addresses[settings.name] = await start_udp(self, settings)
+            return
+        sock = listening_socket(settings.bind, self.reuse_port)
+        self.connections[settings.name] = set()
+        factory = self._factory(settings)
+        server = await self.loop.create_server(factory, sock=sock, backlog=4096)
+        self.servers[settings.name] = server
+        self.addresses[settings.name] = sock.getsockname()[:2]
+        log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
+
+    def _factory(self, settings: ListenerSettings) -> Callable[[], asyncio.Protocol]:
+        name = settings.name
+        if settings.mode == "tcp":
+            from lb.proxy.l4 import TcpConnection
+
+            return lambda: TcpConnection(self, self.runtime.listeners[name])
+        from lb.proxy.l7 import ClientConnection
+
+        return lambda: ClientConnection(self, self.runtime.listeners[name])
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new config: new connections and new requests use it at once."""
+        old = self.runtime
+        self.runtime = Runtime(config)
+        self.access_log.flush()
+        old.close_idle()
+
+    async def shutdown(self, grace: float) -> None:
+        self.stopping = True
+        for server in self.servers.values():
+            server.close()
+        deadline = self.loop.time() + grace
+        for conns in self.connections.values():
+            for conn in list(conns):
+                if not getattr(conn, "queue", True):
+                    conn.close()  # idle keep-alive: nothing to wait for
+        while any(self.connections.values()) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conns in self.connections.values():
+            for conn in list(conns):
+                if conn.transport is not None:
+                    conn.transport.abort()
+        self.runtime.close_idle()
+        self.ticker.stop()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.access_log.close()
+
+    def _schedule_flush(self) -> None:
+        self.access_log.maybe_flush()
+        self._flush_handle = self.loop.call_later(0.25, self._schedule_flush)
+
+    # Connection accounting ----------------------------------------------------------------
+
+    def connection_opened(self, conn: Any) -> None:
+        name = conn.listener.name
+        conns = self.connections.setdefault(name, set())
+        limit = conn.listener.max_connections
+        if (limit is not None and len(conns) >= limit) or self.stopping:
+            self.count_error(name, "max_connections" if not self.stopping else "stopping")
+            conn.closed = True
+            conn.transport.abort()
+            return
+        conns.add(conn)
+        self.ticker.watched.add(conn)
+        ACTIVE_CONNECTIONS.labels(name).inc()
+
+    def connection_closed(self, conn: Any) -> None:
+        self.ticker.watched.discard(conn)
+        conns = self.connections.get(conn.listener.name)
+        if conns is not None and conn in conns:
+            conns.discard(conn)
+            ACTIVE_CONNECTIONS.labels(conn.listener.name).dec()
+
+    def count_error(self, listener: str, cause: str) -> None:
+        CONNECTION_ERRORS.labels(listener, cause).inc()
+
+    def count_connect_error(self, pool: str, server: str, cause: str) -> None:
+        UPSTREAM_CONNECT_ERRORS.labels(pool, server, cause).inc()
+
+    # What every request reports -------------------------------------------------------------
+
+    def observe(self, exchange: Exchange) -> None:
+        duration = time.perf_counter() - exchange.started
+        conn = exchange.conn
+        route = exchange.route.name if exchange.route is not None else "-"
+        pool = exchange.pool.name if exchange.pool is not None else "-"
+        server = exchange.server.address if exchange.server is not None else ""
+        self.metrics.observe(conn.listener.name, route, pool, server, exchange.status, duration)
+        if self.access_log.enabled:
+            head = exchange.head
+            record = {
+                "time": round(time.time(), 3),
+                "client": conn.client_ip,
+                "listener": conn.listener.name,
+                "request_id": exchange.request_id.decode("latin-1"),
+                "method": head.method if head is not None else "-",
+                "path": head.path if head is not None else "-",
+                "host": head.host if head is not None else "-",
+                "route": route,
+                "pool": pool,
+                "server": server or "-",
+                "status": exchange.status,
+                "bytes": exchange.bytes_out,
+                "duration_ms": round(duration * 1000, 3),
+            }
+            if exchange.detail:
+                record["error"] = exchange.detail
+            self.access_log.log(record)
+
+    def log_refusal(self, conn: ClientConnection, reason: Reason, detail: str) -> None:
+        """A connection refused before any request could be parsed (e.g. a head timeout)."""
+        if self.access_log.enabled:
+            self.access_log.log(
+                {
+                    "time": round(time.time(), 3),
+                    "client": conn.client_ip,
+                    "listener": conn.listener.name,
+                    "status": reason.status,
+                    "error": detail,
+                }
+            )
+        self.metrics.observe(conn.listener.name, "-", "-", "", reason.status, 0.0)

@@ -1,0 +1,43 @@
+"""Coarse deadlines for many connections with one timer.
+
+A timer per request (call_later + cancel) costs more than the rest of a small proxied request's
+bookkeeping; instead each connection stores `deadline` (loop time, or 0.0 for none) and one
+ticker per worker sweeps them every `TICK` seconds. Timeouts therefore fire up to `TICK` late,
+which is fine for values in the hundreds of milliseconds and up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+TICK = 0.05
+
+
+class HasDeadline(Protocol):
+    deadline: float
+
+    def on_deadline(self) -> None: ...
+
+
+class Ticker:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.watched: set[HasDeadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = self._loop.call_later(TICK, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        expired = [c for c in self.watched if 0.0 < c.deadline <= now]
+        for conn in expired:
+            conn.deadline = 0.0
+            conn.on_deadline()
+        self._handle = self._loop.call_later(TICK, self._tick)

@@ -1,0 +1,207 @@
+"""Connections to servers: one `asyncio.Protocol` per connection, kept alive in a per-server
+idle list and reused LIFO (the most recently used socket is the least likely to have been
+closed by the server).
+
+An `UpstreamConnection` carries one exchange at a time; it forwards parser events and
+transport flow-control signals to that exchange and knows nothing of routing or clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from lb.core.balancer import ServerState
+from lb.core.errors import HTTPError
+from lb.core.http import ResponseHead
+from lb.protocols import ResponseParser, response_parser
+
+if TYPE_CHECKING:
+    from lb.proxy.l7 import Exchange
+    from lb.proxy.timers import Ticker
+
+log = logging.getLogger("lb.upstream")
+
+MAX_RESPONSE_HEAD = 64 * 1024
+MAX_IDLE_PER_SERVER = 128
+
+
+class UpstreamServer:
+    """A configured server at run time: its balancing state plus its idle connections."""
+
+    __slots__ = ("address", "host", "idle", "pool", "port", "state")
+
+    def __init__(self, pool: str, state: ServerState, host: str, port: int) -> None:
+        self.pool = pool
+        self.state = state
+        self.address = state.address
+        self.host = host
+        self.port = port
+        self.idle: list[UpstreamConnection] = []
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                return conn
+        return None
+
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamServer {self.pool}/{self.address} idle={len(self.idle)}>"
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "deadline",
+        "exchange",
+        "idle_timeout",
+        "parser",
+        "reused",
+        "server",
+        "ticker",
+        "transport",
+    )
+
+    def __init__(self, server: UpstreamServer, ticker: Ticker, parser_kind: str) -> None:
+        self.server = server
+        self.ticker = ticker
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser: ResponseParser = response_parser(self, MAX_RESPONSE_HEAD, parser_kind)
+        self.deadline = 0.0
+        self.idle_timeout = 60.0
+        self.reused = False  # True once it has carried a request: a failure may be a stale socket
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.ticker.watched.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # A server must not speak while idle (RFC 9112 §9.3); its state is unknown now.
+            self.close()
+            return
+        try:
+            self.parser.feed(data)
+        except HTTPError as err:
+            exchange.upstream_failed(self, err.detail, timeout=False)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ticker.watched.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            if self.parser.feed_eof():
+                return
+            exchange.upstream_failed(self, "server closed the connection", timeout=False)
+        else:
+            try:
+                self.server.idle.remove(self)
+            except ValueError:
+                pass
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_resume_writing()
+
+    # Response parser delegate: forwarded to the exchange being answered.
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_head(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_body(data)
+
+    def on_response_end(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_end()
+
+    def on_upgrade_data(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_tunnel_data_from_server(data)
+
+    # Deadlines: the exchange sets one while it waits; an idle connection gets the idle one.
+
+    def on_deadline(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_failed(self, "timed out waiting for the server", timeout=True)
+        else:
+            self.close()
+
+    # Used by the exchange.
+
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, exchange: Exchange, data: bytes, method: str, timeout: float) -> None:
+        self.exchange = exchange
+        self.parser.expect(method)
+        self.deadline = asyncio.get_running_loop().time() + timeout
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def release(self) -> None:
+        """The exchange is done and the connection is clean: keep it for the next request."""
+        self.exchange = None
+        self.reused = True
+        server = self.server
+        transport = self.transport
+        if transport is None or transport.is_closing() or len(server.idle) >= MAX_IDLE_PER_SERVER:
+            self.close()
+            return
+        transport.resume_reading()
+        self.deadline = asyncio.get_running_loop().time() + self.idle_timeout
+        server.idle.append(self)
+
+    def close(self) -> None:
+        self.exchange = None
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        state = "busy" if self.exchange is not None else "idle"
+        return f"<UpstreamConnection {self.server.pool}/{self.server.address} {state}>"
+
+
+async def open_connection(
+    server: UpstreamServer, ticker: Ticker, parser_kind: str, timeout: float
+) -> UpstreamConnection:
+    """Connect with a timeout; raises OSError or TimeoutError."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        _, protocol = await loop.create_connection(
+            lambda: UpstreamConnection(server, ticker, parser_kind), server.host, server.port
+        )
+    return protocol
