@@ -41,23 +41,24 @@ UPSTREAM_CONNECT_ERRORS = Counter(
 
 
 class RequestMetrics:
-    """Counts one finished request with as few dict lookups as possible."""
+    """Counts finished requests in plain dicts and hands them to prometheus-client in one
+    batch per `flush` (a few times a second): its `.labels()` and locked `.inc()` per request
+    were a measurable share of a small proxied request. Durations are observed per request,
+    as a histogram needs each value."""
 
-    __slots__ = ("_duration", "_requests", "_upstream")
+    __slots__ = ("_duration", "_pending_requests", "_pending_upstream")
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, str, str, int], Counter] = {}
+        self._pending_requests: dict[tuple[str, str, str, int], int] = {}
+        self._pending_upstream: dict[tuple[str, str, int], int] = {}
         self._duration: dict[tuple[str, str], Histogram] = {}
-        self._upstream: dict[tuple[str, str, int], Counter] = {}
 
     def observe(
         self, listener: str, route: str, pool: str, server: str, code: int, seconds: float
     ) -> None:
         key = (listener, route, pool, code)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = REQUESTS.labels(listener, route, pool, str(code))
-        child.inc()
+        pending = self._pending_requests
+        pending[key] = pending.get(key, 0) + 1
         dkey = (listener, route)
         hist = self._duration.get(dkey)
         if hist is None:
@@ -65,7 +66,13 @@ class RequestMetrics:
         hist.observe(seconds)
         if server:
             ukey = (pool, server, code)
-            up = self._upstream.get(ukey)
-            if up is None:
-                up = self._upstream[ukey] = UPSTREAM_REQUESTS.labels(pool, server, str(code))
-            up.inc()
+            upstream = self._pending_upstream
+            upstream[ukey] = upstream.get(ukey, 0) + 1
+
+    def flush(self) -> None:
+        requests, self._pending_requests = self._pending_requests, {}
+        for (listener, route, pool, code), n in requests.items():
+            REQUESTS.labels(listener, route, pool, str(code)).inc(n)
+        upstream, self._pending_upstream = self._pending_upstream, {}
+        for (pool, server, code), n in upstream.items():
+            UPSTREAM_REQUESTS.labels(pool, server, str(code)).inc(n)

@@ -23,6 +23,7 @@ class _StopParsing(Exception):
 class HttptoolsRequestParser:
     __slots__ = (
         "_delegate",
+        "_fields_size",
         "_head_size",
         "_headers",
         "_max_header_size",
@@ -39,6 +40,7 @@ class HttptoolsRequestParser:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
+        self._fields_size = 0
         self._tunnel = False
         self.in_head = False
 
@@ -76,17 +78,19 @@ class HttptoolsRequestParser:
         self.in_head = True
         self._url = b""
         self._headers = []
+        self._fields_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._fields_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self._parser
-        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        size = len(self._url) + self._fields_size
         self._head_size = 0
         if size > self._max_header_size:
             raise HTTPError(Reason.headers_too_large, "request head too large")

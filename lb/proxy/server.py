@@ -130,9 +130,11 @@ class Worker:
         self.ticker.stop()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        self.metrics.flush()
         self.access_log.close()
 
     def _schedule_flush(self) -> None:
+        self.metrics.flush()
         self.access_log.maybe_flush()
         self._flush_handle = self.loop.call_later(0.25, self._schedule_flush)
 

@@ -22,12 +22,12 @@ class HasDeadline(Protocol):
 
 class Ticker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self.watched: set[HasDeadline] = set()
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self._handle = self._loop.call_later(TICK, self._tick)
+        self._handle = self.loop.call_later(TICK, self._tick)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -35,9 +35,9 @@ class Ticker:
             self._handle = None
 
     def _tick(self) -> None:
-        now = self._loop.time()
+        now = self.loop.time()
         expired = [c for c in self.watched if 0.0 < c.deadline <= now]
         for conn in expired:
             conn.deadline = 0.0
             conn.on_deadline()
-        self._handle = self._loop.call_later(TICK, self._tick)
+        self._handle = self.loop.call_later(TICK, self._tick)

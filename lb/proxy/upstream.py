@@ -98,10 +98,14 @@ class UpstreamConnection(asyncio.Protocol):
             # A server must not speak while idle (RFC 9112 §9.3); its state is unknown now.
             self.close()
             return
+        client = exchange.conn
+        client.cork()
         try:
             self.parser.feed(data)
         except HTTPError as err:
             exchange.upstream_failed(self, err.detail, timeout=False)
+        finally:
+            client.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -161,7 +165,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes, method: str, timeout: float) -> None:
         self.exchange = exchange
         self.parser.expect(method)
-        self.deadline = asyncio.get_running_loop().time() + timeout
+        self.deadline = self.ticker.loop.time() + timeout
         assert self.transport is not None
         self.transport.write(data)
 
@@ -175,7 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         transport.resume_reading()
-        self.deadline = asyncio.get_running_loop().time() + self.idle_timeout
+        self.deadline = self.ticker.loop.time() + self.idle_timeout
         server.idle.append(self)
 
     def close(self) -> None:
