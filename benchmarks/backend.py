@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import configs, procs
-from benchmarks.origin import BODY_64K, SMALL_BODY
+from benchmarks.origin import BODY_64K, BODY_BULK, SMALL_BODY
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,7 @@ def start_origin(
         docroot.mkdir(parents=True)
         (docroot / "small").write_bytes(SMALL_BODY)
         (docroot / "64k").write_bytes(BODY_64K)
+        (docroot / "bulk").write_bytes(BODY_BULK)
         conf = odir / "nginx.conf"
         conf.write_text(configs.nginx_origin(odir, docroot, port))
         # -e: the error log before the config is read (else nginx tries /var/log/nginx).

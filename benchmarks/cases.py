@@ -17,6 +17,7 @@ class Case:
     headers: tuple[str, ...] = ()
     scheme: str = "http"
     description: str = ""
+    connections: int | None = None  # wrk -c for this case, instead of --connections
 
 
 CASES: dict[str, Case] = {
@@ -41,5 +42,36 @@ CASES: dict[str, Case] = {
             headers=("Connection: close",),
             description="GET /small with Connection: close: accept and connection setup cost.",
         ),
+        Case(
+            "bulk1",
+            "bulk, 1 connection",
+            "/bulk",
+            connections=1,
+            description="GET a 16 MiB body over one kept-alive connection: throughput (Gbit/s).",
+        ),
+        Case(
+            "bulk8",
+            "bulk, 8 connections",
+            "/bulk",
+            connections=8,
+            description="GET a 16 MiB body over 8 kept-alive connections: throughput (Gbit/s).",
+        ),
+        Case(
+            "tls-small",
+            "TLS keep-alive",
+            "/small",
+            scheme="https",
+            description="GET /small over kept-alive TLS connections: per-request cost with TLS.",
+        ),
+        Case(
+            "tls-handshake",
+            "new TLS connection per request",
+            "/small",
+            headers=("Connection: close",),
+            scheme="https",
+            description="GET /small, Connection: close, over TLS: full handshakes per second.",
+        ),
     )
 }
+# What a run without --cases measures (the bulk cases are for L4 runs; see README.md).
+DEFAULT_CASES = ("small", "64k", "close", "tls-small", "tls-handshake")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from benchmarks import backend, procs, report, runner, wrk
-from benchmarks.cases import CASES
+from benchmarks.cases import CASES, DEFAULT_CASES
 from benchmarks.subjects import SUBJECTS, RunContext
 
 DEFAULT_SUBJECTS = ("direct", "lb", "nginx", "haproxy")
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cases",
         type=_names("case", dict(CASES)),
-        default=list(CASES),
-        help=f"comma-separated, from {','.join(CASES)} [all]",
+        default=list(DEFAULT_CASES),
+        help=f"comma-separated, from {','.join(CASES)} [{','.join(DEFAULT_CASES)}]",
     )
     p.add_argument(
         "--subjects",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.tls import CIPHERS
+
 
 def _nginx_common(workdir: Path) -> str:
     # master_process off: one process serves, so its PID is the one to pin and measure. Temp paths
@@ -84,8 +86,11 @@ http {{
     )
 
 
-def haproxy_http(port: int, origin_port: int, maxconn: int) -> str:
-    """haproxy in mode http: one thread, always reuse server connections, no logging."""
+def haproxy_http(
+    port: int, origin_port: int, maxconn: int, tls: tuple[int, Path] | None = None
+) -> str:
+    """haproxy in mode http: one thread, always reuse server connections, no logging; with
+    `tls` (port, PEM of cert and key) also a TLS frontend."""
     # maxconn must fit the open-files limit (two sockets per proxied connection), or haproxy
     # refuses to start.
     return f"""\
@@ -107,11 +112,73 @@ frontend web
 
 backend origin
     server s1 127.0.0.1:{origin_port}
+{_haproxy_tls(tls)}"""
+
+
+def _haproxy_tls(tls: tuple[int, Path] | None) -> str:
+    """A second frontend terminating TLS: lb's cipher list and minimum version, ALPN http/1.1."""
+    if tls is None:
+        return ""
+    port, pem = tls
+    return f"""
+frontend websecure
+    bind 127.0.0.1:{port} ssl crt {pem} alpn http/1.1 ssl-min-ver TLSv1.2 ciphers {CIPHERS}
+    default_backend origin
 """
 
 
-def lb_http(port: int, origin_port: int, admin_port: int, access_log: Path | None) -> str:
-    """`lb` with one http listener routing everything to the origin."""
+def haproxy_tcp(port: int, origin_port: int, maxconn: int) -> str:
+    """haproxy in mode tcp: one thread, no logging; bytes forwarded as they are."""
+    return f"""\
+global
+    nbthread 1
+    maxconn {maxconn}
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend l4
+    bind 127.0.0.1:{port}
+    default_backend origin
+
+backend origin
+    server s1 127.0.0.1:{origin_port}
+"""
+
+
+def lb_tcp(port: int, origin_port: int, admin_port: int) -> str:
+    """`lb` with one tcp listener forwarding to the origin."""
+    return f"""\
+version: 1
+listeners:
+  l4: {{bind: "127.0.0.1:{port}", mode: tcp, pool: origin}}
+pools:
+  origin:
+    servers: [{{address: "127.0.0.1:{origin_port}"}}]
+access_log: {{enabled: false}}
+admin: {{bind: "127.0.0.1:{admin_port}"}}
+"""
+
+
+def lb_http(
+    port: int,
+    origin_port: int,
+    admin_port: int,
+    access_log: Path | None,
+    tls: tuple[int, Path, Path] | None = None,
+) -> str:
+    """`lb` with one http listener routing everything to the origin; with `tls` (port, cert,
+    key) also a listener terminating TLS."""
+    websecure = ""
+    if tls is not None:
+        tls_port, cert, key = tls
+        websecure = (
+            f'  websecure: {{bind: "127.0.0.1:{tls_port}", mode: http, '
+            f'tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}\n'
+        )
     log = (
         f'{{enabled: true, path: "{access_log}"}}' if access_log is not None else "{enabled: false}"
     )
@@ -119,7 +186,7 @@ def lb_http(port: int, origin_port: int, admin_port: int, access_log: Path | Non
 version: 1
 listeners:
   web: {{bind: "127.0.0.1:{port}", mode: http}}
-routes:
+{websecure}routes:
   - name: all
     match: {{}}
     pool: origin

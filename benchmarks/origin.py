@@ -16,7 +16,9 @@ from typing import cast
 
 SMALL_BODY = b"hello, world\n"
 BODY_64K = (b"0123456789abcdef" * 4096)[: 64 * 1024]
-BODIES: dict[bytes, bytes] = {b"/small": SMALL_BODY, b"/64k": BODY_64K}
+# /bulk: a big body for throughput cases (the L4 bulk cases read it over 1 and 8 connections).
+BODY_BULK = BODY_64K * 256  # 16 MiB
+BODIES: dict[bytes, bytes] = {b"/small": SMALL_BODY, b"/64k": BODY_64K, b"/bulk": BODY_BULK}
 
 _MAX_HEAD = 64 * 1024
 

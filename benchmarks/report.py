@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks.runner import Measurement
 
-HEADER = ("case", "subject", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors")
+HEADER = ("case", "subject", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors", "Gbit/s")
 
 
 def _ratio(m: Measurement, rows: Sequence[Measurement], baseline: str) -> str:
@@ -17,6 +17,13 @@ def _ratio(m: Measurement, rows: Sequence[Measurement], baseline: str) -> str:
     if base is None or not base.rps or m.rps is None:
         return "n/a"
     return f"{m.rps / base.rps:.2f}"
+
+
+def _gbits(m: Measurement) -> float | None:
+    """Response bytes (heads and bodies) wrk read per second, in Gbit/s."""
+    if not m.wrk or not m.wrk.get("duration_s"):
+        return None
+    return m.wrk["bytes"] * 8 / m.wrk["duration_s"] / 1e9
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -35,7 +42,7 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in ordered(rows):
         if m.error is not None:
-            cells = [m.case_title, m.subject, "error", "—", "—", "—", "—", "n/a"]
+            cells = [m.case_title, m.subject, "error", "—", "—", "—", "—", "—", "n/a"]
         else:
             cells = [
                 m.case_title,
@@ -45,6 +52,7 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
                 _num(m.p99_ms, ".2f"),
                 _num(m.cpu_us_per_req, ".1f"),
                 _num(m.errors, "d"),
+                _num(_gbits(m), ".2f"),
                 _ratio(m, rows, baseline),
             ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks import configs, procs
+from benchmarks import configs, procs, tls
 from benchmarks.backend import HOST, REPO_ROOT, Origin
 
 
@@ -82,17 +82,24 @@ class Direct(Subject):
 class Lb(Subject):
     name = "lb"
     title = "lb run --workers 1"
+    schemes = frozenset({"http", "https"})
 
     def start(self, ctx: RunContext) -> Running:
         port, admin = procs.free_port(), procs.free_port()
         log = ctx.workdir / "lb-access.log" if ctx.lb_access_log else None
         conf = ctx.workdir / "lb.yaml"
-        conf.write_text(configs.lb_http(port, ctx.origin.port, admin, log))
+        tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
+        conf.write_text(
+            configs.lb_http(
+                port, ctx.origin.port, admin, log, tls=(tls_port, files.cert, files.key)
+            )
+        )
         # The supervisor is started under taskset; its worker children inherit the CPU.
         argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
         process = self._serve(ctx, "lb", argv, port)
         note = "access log on" if log is not None else ""
-        return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process], note)
+        targets = {"http": f"http://{HOST}:{port}", "https": f"https://{HOST}:{tls_port}"}
+        return Running(targets, [process.pid], [process], note)
 
 
 class Nginx(Subject):
@@ -116,6 +123,7 @@ class Nginx(Subject):
 class Haproxy(Subject):
     name = "haproxy"
     title = "haproxy mode http, nbthread 1, http-reuse always"
+    schemes = frozenset({"http", "https"})
 
     def unavailable(self) -> str | None:
         return None if shutil.which("haproxy") else "haproxy is not installed"
@@ -124,10 +132,46 @@ class Haproxy(Subject):
         port = procs.free_port()
         conf = ctx.workdir / "haproxy.cfg"
         maxconn = procs.max_proxied_connections()
-        conf.write_text(configs.haproxy_http(port, ctx.origin.port, maxconn))
+        tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
+        conf.write_text(
+            configs.haproxy_http(port, ctx.origin.port, maxconn, tls=(tls_port, files.pem))
+        )
         # -db: stay in the foreground, so the PID we hold is the one serving.
         process = self._serve(ctx, "haproxy", ["haproxy", "-f", str(conf), "-db"], port)
+        targets = {"http": f"http://{HOST}:{port}", "https": f"https://{HOST}:{tls_port}"}
+        return Running(targets, [process.pid], [process])
+
+
+class LbTcp(Subject):
+    name = "lb-tcp"
+    title = "lb run --workers 1, a mode: tcp listener"
+    layer = "L4"
+
+    def start(self, ctx: RunContext) -> Running:
+        port, admin = procs.free_port(), procs.free_port()
+        conf = ctx.workdir / "lb-tcp.yaml"
+        conf.write_text(configs.lb_tcp(port, ctx.origin.port, admin))
+        argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
+        process = self._serve(ctx, "lb-tcp", argv, port)
         return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process])
 
 
-SUBJECTS: dict[str, Subject] = {s.name: s for s in (Direct(), Lb(), Nginx(), Haproxy())}
+class HaproxyTcp(Subject):
+    name = "haproxy-tcp"
+    title = "haproxy mode tcp, nbthread 1"
+    layer = "L4"
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which("haproxy") else "haproxy is not installed"
+
+    def start(self, ctx: RunContext) -> Running:
+        port = procs.free_port()
+        conf = ctx.workdir / "haproxy-tcp.cfg"
+        conf.write_text(configs.haproxy_tcp(port, ctx.origin.port, procs.max_proxied_connections()))
+        process = self._serve(ctx, "haproxy-tcp", ["haproxy", "-f", str(conf), "-db"], port)
+        return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process])
+
+
+SUBJECTS: dict[str, Subject] = {
+    s.name: s for s in (Direct(), Lb(), Nginx(), Haproxy(), LbTcp(), HaproxyTcp())
+}

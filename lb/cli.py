@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="serve a config")
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
-    run.add_argument("--workers", type=int, default=None, help="processes [CPU count]")
+    run.add_argument("--workers", type=_positive, default=None, help="processes [CPU count]")
 
     check = commands.add_parser("check", help="validate a config and exit")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="run the shipped config with two demo backends on :9001 and :9002"
     )
     demo.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
-    demo.add_argument("--workers", type=int, default=1)
+    demo.add_argument("--workers", type=_positive, default=1, help="processes [%(default)s]")
 
     worker = commands.add_parser("worker", help="run queue offload workers")
     worker.add_argument("-c", "--config", default=DEFAULT_CONFIG)
@@ -55,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         "lb worker: queue offload is not built yet (no `queues` can be configured)", file=sys.stderr
     )
     return 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more")
+    return value
 
 
 def _check(path: str) -> int:

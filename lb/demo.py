@@ -7,8 +7,10 @@ Each backend answers every request with a line naming itself, so balancing is vi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import socket
 import sys
 
 DEMO_PORTS = (9001, 9002)
@@ -49,13 +51,29 @@ def serve_backend(port: int) -> None:
         async with server:
             await server.serve_forever()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def run_demo(config_path: str, workers: int) -> int:
+    taken = [port for port in DEMO_PORTS if _port_taken(port)]
+    if taken:
+        print(
+            f"lb demo: port {', '.join(map(str, taken))} on 127.0.0.1 is in use; the demo "
+            f"backends need {' and '.join(map(str, DEMO_PORTS))}",
+            file=sys.stderr,
+        )
+        return 1
     backends = [
         multiprocessing.Process(target=serve_backend, args=(port,), daemon=True)
         for port in DEMO_PORTS

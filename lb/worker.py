@@ -1,8 +1,12 @@
 """A worker process: `python -m lb.worker -c FILE`, started by the supervisor.
 
 It serves the config on uvloop (when installed) until SIGTERM or SIGINT, then drains; SIGHUP
-reloads the config file (a config that fails validation is refused and the old one kept).
-It also exits, draining, when its supervisor disappears, so no orphan keeps a port.
+reloads the config file (a config that fails validation is refused and the old one kept) and
+reopens the access log, so that logrotate can move it away. It also exits, draining, when its
+supervisor disappears, so no orphan keeps a port.
+
+The supervisor passes `--ready-fd`: one line is written there once the listeners are bound,
+and `--source`: the user's file, named in messages (`-c` is the supervisor's snapshot of it).
 """
 
 from __future__ import annotations
@@ -12,26 +16,44 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
-from lb.config import ConfigError, load_config
+from lb.access_log import AccessLog
+from lb.config import Config, ConfigError, load_config_text
 from lb.core.http import reseed_request_ids
+from lb.filters.canary import rearm_all
 from lb.loops import install_best_loop
 from lb.proxy.server import Worker
 
 log = logging.getLogger("lb.worker")
 
 
-async def serve(config_path: str) -> None:
-    config = load_config(config_path)
+def _load(config_path: str, source: str) -> Config:
+    """The snapshot at `config_path`, read as if it were the user's file `source`: named in
+    messages, and the directory that relative file names in it start from."""
+    text = Path(config_path).read_text(encoding="utf-8")
+    return load_config_text(text, source, base_dir=os.path.dirname(os.path.abspath(source)))
+
+
+async def serve(config_path: str, source: str | None = None, ready_fd: int | None = None) -> None:
+    source = source or config_path
+    config = _load(config_path, source)
     worker = Worker(config)
     await worker.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(worker, config_path))
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(worker, config_path, source))
+    # SIGUSR1: re-arm canary arms rolled back by their route's rollback rule (admin API).
+    loop.add_signal_handler(signal.SIGUSR1, lambda: rearm_all(worker.runtime.splits))
     parent = os.getppid()
-    log.info("worker %d serving %s", os.getpid(), config_path)
+    log.info("worker %d serving %s", os.getpid(), source)
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"ready\n")
+        finally:
+            os.close(ready_fd)
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -40,24 +62,34 @@ async def serve(config_path: str) -> None:
                 log.warning("supervisor %d is gone; worker %d stops", parent, os.getpid())
                 break
     grace = worker.runtime.config.defaults.shutdown_grace
-    log.info("worker %d draining (up to %.0fs)", os.getpid(), grace)
+    log.info("worker %d draining (up to %gs)", os.getpid(), grace)
     await worker.shutdown(grace)
     log.info("worker %d stopped", os.getpid())
 
 
-def _reload(worker: Worker, config_path: str) -> None:
+def _reload(worker: Worker, config_path: str, source: str) -> None:
     try:
-        config = load_config(config_path)
-    except ConfigError as err:
+        config = _load(config_path, source)
+    except (ConfigError, OSError) as err:
         log.error("reload refused, keeping the running config:\n%s", err)
         return
     worker.reload(config)
-    log.info("worker %d reloaded %s", os.getpid(), config_path)
+    # Reopen the access log: its settings may have changed, or logrotate moved the file.
+    old = worker.access_log
+    try:
+        worker.access_log = AccessLog(config.access_log)
+    except OSError as err:
+        log.error("access_log.path %s: %s; keeping the old log", config.access_log.path, err)
+    else:
+        old.close()
+    log.info("worker %d reloaded %s", os.getpid(), source)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="lb.worker")
     parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("--source", help="the file the config came from, named in messages")
+    parser.add_argument("--ready-fd", type=int, help="write one line here once serving")
     args = parser.parse_args()
     logging.basicConfig(
         level=os.environ.get("LB_LOG_LEVEL", "INFO"),
@@ -65,7 +97,7 @@ def main() -> None:
     )
     reseed_request_ids()
     install_best_loop()
-    asyncio.run(serve(args.config))
+    asyncio.run(serve(args.config, args.source, args.ready_fd))
 
 
 if __name__ == "__main__":

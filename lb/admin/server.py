@@ -13,10 +13,11 @@ import json
 import logging
 import os
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import h11
 
-from lb.admin.status import status_document
+from lb.admin.status import status_document, status_page
 from lb.config.schema import split_address
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ class AdminServer:
                 if conn.our_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
-        except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (h11.ProtocolError, ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # a client that breaks the protocol or goes quiet: just close
         finally:
             writer.close()
 
@@ -91,6 +92,8 @@ class AdminServer:
                 return 200, ctype, payload
             if path == "/api/v1/status":
                 return _json(200, status_document(self.supervisor))
+            if path == "/status":
+                return 200, "text/html; charset=utf-8", status_page(self.supervisor).encode()
             return _json(404, {"error": f"no admin endpoint {path}"})
         if method == "POST":
             if not self._authorized(headers):
@@ -100,8 +103,32 @@ class AdminServer:
                 if problems:
                     return _json(422, {"reloaded": False, "problems": problems})
                 return _json(200, {"reloaded": True})
+            if path.startswith("/api/v1/routes/") and path.endswith("/rearm"):
+                route = unquote(path[len("/api/v1/routes/") : -len("/rearm")])
+                problem = self.supervisor.rearm(route)
+                if problem is not None:
+                    return _json(404, {"rearmed": False, "error": problem})
+                return _json(200, {"rearmed": True, "route": route})
+            if path.startswith("/api/v1/pools/") and path.endswith(("/drain", "/enable")):
+                return self._drain(path)
+            if path == "/api/v1/cache/purge":
+                return _json(501, {"error": "the response cache is not built yet"})
             return _json(404, {"error": f"no admin endpoint {path}"})
         return _json(405, {"error": f"method {method} not allowed"})
+
+    def _drain(self, path: str) -> Response:
+        """POST /api/v1/pools/{pool}/servers/{address}/drain (or /enable); the address as
+        configured, its colon as is or %3A."""
+        rest, _, action = path[len("/api/v1/pools/") :].rpartition("/")
+        pool, sep, address = rest.partition("/servers/")
+        if not sep or not pool or not address:
+            return _json(404, {"error": f"no admin endpoint {path}"})
+        pool, address = unquote(pool), unquote(address)
+        drained = action == "drain"
+        problem = self.supervisor.drain(pool, address, drained)
+        if problem is not None:
+            return _json(404, {"error": problem})
+        return _json(200, {"pool": pool, "server": address, "drained": drained})
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         admin = self.supervisor.config.admin

@@ -67,11 +67,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(
             [Problem("", f"cannot read {source}: {e.strerror or e}")], source
         ) from None
-    return load_config_text(text, source)
+    return load_config_text(text, source, base_dir=os.path.dirname(os.path.abspath(source)))
 
 
-def load_config_text(text: str, source: str = "<string>") -> Config:
-    """Parse and check YAML `text`; `source` names it in the error (a file path, usually)."""
+def load_config_text(text: str, source: str = "<string>", base_dir: str | None = None) -> Config:
+    """Parse and check YAML `text`; `source` names it in the error (a file path, usually).
+    Relative file names in it (certificates, keys, CAs) are taken from `base_dir` when given,
+    else from the working directory."""
     document = _compose(text, source)
     problems = list(document.problems)
     config: Config | None = None
@@ -79,7 +81,7 @@ def load_config_text(text: str, source: str = "<string>") -> Config:
         problems.append(Problem("", "the config is empty: it needs at least version and listeners"))
     else:
         try:
-            config = Config.model_validate(document.data)
+            config = Config.model_validate(document.data, context={"base_dir": base_dir})
         except ValidationError as e:
             problems.extend(_schema_problems(e.errors(), document.data))
             # validate() reports these on a built Config; here there is none, so find them in

@@ -11,10 +11,20 @@ precisely instead of calling them unknown.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lb.config.units import parse_duration, parse_size
 
@@ -54,6 +64,24 @@ class ResolvedTimeouts(Model):
 
 
 class HealthCheck(Model):
+    """Active health checks (a pool's `health_check`, or `defaults.health_check`).
+
+    A pool is actively checked when it has a `health_check` (even `{}`) or when
+    `defaults.health_check` sets `type` or `path`; each key the pool leaves out comes from
+    `defaults.health_check`, then from the built-in default below (see
+    `lb.core.health.active_check`).
+
+    - `type`: `http` when a `path` is given; otherwise `tcp` for a pool that only tcp/udp
+      listeners use, `http` for a pool that routes use.
+    - `path` ["/"], `host` [the server's address], `expect_status` [any 2xx or 3xx]: http only;
+      a GET of `path` with `Host: host` on a fresh connection, passing when the status line
+      arrives within `timeout` with an expected status. tcp passes when a connect succeeds.
+    - `interval` [2s] between the starts of two checks; `timeout` [1s] for one check.
+    - `healthy_threshold` [2] passes in a row bring a DOWN server UP; `unhealthy_threshold` [3]
+      failures in a row take an UP server DOWN (HAProxy's rise/fall). A server starts UP but
+      unconfirmed: until one check has passed, a single failure takes it DOWN.
+    """
+
     type: Literal["http", "tcp"] | None = None
     path: str | None = None
     expect_status: list[int] | None = None
@@ -62,6 +90,30 @@ class HealthCheck(Model):
     timeout: Duration | None = None
     healthy_threshold: Annotated[int, Field(ge=1)] | None = None
     unhealthy_threshold: Annotated[int, Field(ge=1)] | None = None
+
+
+class PassiveCheck(Model):
+    """Passive health checks (outlier detection), a pool's `passive`; off when absent.
+
+    `consecutive_failures` answers in a row that are a connect failure, a timeout or reset
+    before the response head, or a 5xx eject the server from the pool for `base_ejection` times
+    the number of times it has been ejected (capped at 300s, or `base_ejection` if larger; the
+    count drops by one for each `base_ejection` the server then stays in). An ejection that
+    would put more than `max_ejected_percent` of the pool's servers out at once is not made.
+    Each worker process judges from the traffic it sends, so a server is ejected by each worker
+    on its own evidence.
+    """
+
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    base_ejection: Duration = 30.0
+    max_ejected_percent: Annotated[int, Field(ge=0, le=100)] = 50
+
+    @field_validator("base_ejection")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be above 0, e.g. 30s")
+        return v
 
 
 class AccessLog(Model):
@@ -78,6 +130,76 @@ class Defaults(Model):
     shutdown_grace: Duration = 30.0  # SIGTERM: how long requests in flight may take to finish
 
 
+class TcpRouteMatch(Model):
+    sni: str  # "a.example.com", or "*.example.com" (one or more labels before the suffix)
+
+
+class TcpRoute(Model):
+    """A tcp listener's route: TLS passthrough to `pool` when the ClientHello names `sni`."""
+
+    match: TcpRouteMatch
+    pool: str
+
+
+def _config_relative(path: str, info: ValidationInfo) -> str:
+    """A file named in the config is relative to the config file's directory (when loaded from
+    a file; `load_config` passes it as `base_dir`), so `lb check` and `lb run` agree from any
+    working directory."""
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if not path:
+        raise ValueError("must name a file")
+    return os.path.join(base, path) if base and not os.path.isabs(path) else path
+
+
+ConfigFile = Annotated[str, AfterValidator(_config_relative)]
+
+
+def _tls_version(v: Any) -> Any:
+    # `min_version: 1.2` unquoted is a YAML float; accept it as the string it was meant to be.
+    return str(v) if isinstance(v, float) else v
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+class Certificate(Model):
+    """One certificate chain (PEM, leaf first) and its key; `names` are the server names it is
+    chosen for by SNI (exact or "*.example.com"); omitted: the DNS names the certificate holds."""
+
+    cert: ConfigFile
+    key: ConfigFile
+    names: list[str] | None = None
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [n.lower().rstrip(".") for n in v]
+
+
+class ListenerTls(Model):
+    certificates: Annotated[list[Certificate], Field(min_length=1)]
+    min_version: Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)] = "1.2"
+    client_ca: ConfigFile | None = None  # verify client certificates (mTLS) against these CAs
+    client_cert: Literal["required", "optional"] | None = None  # [required when client_ca is set]
+    client_subject_header: str | None = None  # the verified client subject goes to servers here
+    handshake_timeout: Duration = 10.0  # a client that has not finished its handshake is dropped
+
+    @field_validator("client_subject_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid header name, e.g. x-client-subject")
+        return v
+
+
+class PoolTls(Model):
+    """TLS from lb to the pool's servers."""
+
+    verify: bool = True  # check the server's certificate chain and name
+    ca: ConfigFile | None = None  # trust these CAs instead of the system's
+    sni: str | None = None  # the name sent and verified [the server's address host]
+
+
 class Listener(Model):
     bind: str
     mode: Literal["http", "tcp", "udp"] = "http"
@@ -85,11 +207,11 @@ class Listener(Model):
     max_connections: Annotated[int, Field(ge=1)] | None = None
     max_header_size: Size | None = None
     timeouts: Timeouts | None = None
-    accept_proxy: NotBuilt = None
-    redirect_https: NotBuilt = None
-    hsts: NotBuilt = None
-    tls: NotBuilt = None
-    routes: NotBuilt = None
+    accept_proxy: bool = False  # the connection starts with a PROXY v1/v2 header
+    redirect_https: bool = False  # plain http: answer every request 308 to https://same-host/path
+    hsts: str | None = None  # Strict-Transport-Security value, e.g. "max-age=31536000"
+    tls: ListenerTls | None = None  # terminate TLS (http listeners)
+    routes: list[TcpRoute] | None = None  # tcp: TLS passthrough by SNI, first match wins
 
     @field_validator("bind")
     @classmethod
@@ -146,6 +268,124 @@ class SplitArm(Model):
     weight: Annotated[int, Field(ge=0)] = 1
 
 
+_COOKIE_NAME = _HEADER_NAME  # RFC 6265 cookie-name is an RFC 9110 token, as a header name is
+
+
+def _cookie_name(v: str) -> str:
+    if not _COOKIE_NAME.match(v):
+        raise ValueError(f"{v!r} is not a valid cookie name (letters, digits, - _), e.g. lb_srv")
+    return v
+
+
+def _fraction(v: Any) -> Any:
+    """ "5%" -> 0.05; a bare number is a fraction from 0 to 1 (0.05), never a percentage."""
+    given = v
+    if isinstance(v, str):
+        text = v.strip()
+        if not text.endswith("%"):
+            raise ValueError(f'{v!r}: write a percentage such as "5%" (or a fraction: 0.05)')
+        try:
+            v = float(text[:-1]) / 100
+        except ValueError:
+            raise ValueError(f'{v!r} is not a percentage such as "5%"') from None
+    elif isinstance(v, int | float) and not isinstance(v, bool) and 1 < v <= 100:
+        raise ValueError(f'{v!r}: write "{v:g}%" (a bare number is a fraction: 0.05 is 5%)')
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        raise ValueError(f'{given!r}: must be a percentage from "0%" to "100%" (or 0 to 1)')
+    return float(v)
+
+
+class StickyCookie(Model):
+    """Cookie-insert affinity: on a pool, to a server; on a route with a split, to an arm."""
+
+    cookie: Annotated[str, AfterValidator(_cookie_name)]
+    ttl: Annotated[Duration, Field(gt=0)] = 3600.0  # the cookie's Max-Age, and its signed expiry
+
+
+class Force(Model):
+    """Send a request to a split arm chosen by a header or cookie, e.g. a tester's x-canary: 1."""
+
+    header: str | None = None
+    cookie: Annotated[str, AfterValidator(_cookie_name)] | None = None
+    arms: Annotated[dict[str, str], Field(min_length=1)]  # value -> pool (an arm of the split)
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _values_as_text(cls, v: Any) -> Any:
+        # `arms: {1: api-v2}`: YAML reads the key as a number; the header carries text.
+        if isinstance(v, dict):
+            return {
+                str(k) if isinstance(k, int | float) and not isinstance(k, bool) else k: p
+                for k, p in v.items()
+            }
+        return v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid header name, e.g. x-canary")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Force:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("give exactly one of header or cookie, e.g. {header: x-canary}")
+        return self
+
+
+class Rollback(Model):
+    """Take a canary arm out when its 5xx rate exceeds the stable arm's by max_error_rate."""
+
+    max_error_rate: Annotated[float, BeforeValidator(_fraction)] = 0.05
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    window: Annotated[Duration, Field(gt=0)] = 60.0
+
+
+RETRY_ON_CONNECT_FAILURE: Literal["connect_failure"] = "connect_failure"
+
+
+class Retries(Model):
+    """A route's `retries`: send a failed request to another server (lb.core.retry).
+
+    `attempts` extra tries after the first. `on`: `connect_failure` (a connect refused, timed
+    out or failing TLS, for any request; a connection reset or closed before any response
+    byte, for idempotent requests) and 5xx statuses (idempotent requests only: the server's
+    answer is discarded). Only while nothing was sent to the client and the request body is
+    still held for replay (up to 64 KiB). `budget`: retries per pool stay under this share of
+    its recent requests (with a floor of a few per second, so low traffic can still retry).
+    """
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    on: list[Literal["connect_failure"] | int] = [RETRY_ON_CONNECT_FAILURE]
+    budget: Annotated[float, BeforeValidator(_fraction)] = 0.2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("on")
+    @classmethod
+    def _statuses(cls, v: list[str | int]) -> list[str | int]:
+        for item in v:
+            if isinstance(item, int) and not 500 <= item <= 599:
+                raise ValueError(f"{item}: only 5xx statuses are retried, e.g. 502, 503, 504")
+        return v
+
+
+class PoolQueue(Model):
+    """A pool's `queue`: requests wait here, first in first out, when every server is at its
+    `max_connections`; more than `max` waiting are refused at once (503 queue_full), and one
+    waiting longer than `timeout` gets 503 queue_timeout. `max: 0` turns waiting off."""
+
+    max: Annotated[int, Field(ge=0)] = 100
+    timeout: Annotated[Duration, Field(gt=0)] = 5.0
+
+
 class Route(Model):
     name: str | None = None
     listeners: list[str] | None = None
@@ -154,10 +394,10 @@ class Route(Model):
     split: list[SplitArm] | None = None
     max_body_size: Size | None = None
     timeouts: Timeouts | None = None
-    sticky: NotBuilt = None
-    force: NotBuilt = None
-    rollback: NotBuilt = None
-    retries: NotBuilt = None
+    sticky: StickyCookie | None = None  # with split: a client keeps the arm it was given
+    force: Force | None = None
+    rollback: Rollback | None = None
+    retries: Retries | None = None  # [attempts 1, on connect_failure, budget 20%]
     cache: NotBuilt = None
     offload: NotBuilt = None
 
@@ -166,7 +406,9 @@ class Server(Model):
     address: str
     weight: Annotated[int, Field(ge=0)] = 1
     backup: bool = False
-    max_connections: NotBuilt = None
+    # Requests in flight on this server at once (per worker process); beyond it they wait in
+    # the pool's `queue`.
+    max_connections: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("address")
     @classmethod
@@ -184,13 +426,17 @@ class Pool(Model):
     servers: list[Server] = []
     health_check: HealthCheck | None = None
     timeouts: Timeouts | None = None
-    passive: NotBuilt = None
-    slow_start: NotBuilt = None
-    queue: NotBuilt = None
-    resolve_interval: NotBuilt = None
-    sticky: NotBuilt = None
-    send_proxy: NotBuilt = None
-    tls: NotBuilt = None
+    passive: PassiveCheck | None = None
+    # A server back from DOWN ramps its weight from 10% to 100% over this time.
+    slow_start: Annotated[Duration, Field(gt=0)] | None = None
+    # When every server is at its max_connections: wait here (the default queue when unset).
+    queue: PoolQueue | None = None
+    # Server addresses given as names are resolved when the pool is built; with this set they
+    # are resolved again every `resolve_interval` (lb.proxy.discovery).
+    resolve_interval: Duration | None = None
+    sticky: StickyCookie | None = None  # a client keeps the server it was given
+    send_proxy: Literal["v1", "v2"] | None = None  # PROXY header to each server
+    tls: PoolTls | None = None  # speak TLS to the servers
 
     @field_validator("hash_key")
     @classmethod
@@ -203,6 +449,13 @@ class Pool(Model):
         if kind in ("header", "cookie") and name:
             return v
         raise ValueError(f"hash_key {v!r}: use client_ip, path, header:NAME or cookie:NAME")
+
+    @field_validator("resolve_interval")
+    @classmethod
+    def _resolve_interval(cls, v: float | None) -> float | None:
+        if v is not None and v < 0.1:
+            raise ValueError("must be at least 100ms, e.g. 30s")
+        return v
 
 
 class Admin(Model):
@@ -224,6 +477,7 @@ class Config(Model):
     pools: dict[str, Pool] = {}
     admin: Admin | None = None
     access_log: AccessLog = AccessLog()
+    sticky_secret: Annotated[str, Field(min_length=16)] | None = None  # signs sticky cookies
     redis: NotBuilt = None
     cache: NotBuilt = None
     queues: NotBuilt = None
@@ -231,23 +485,8 @@ class Config(Model):
 
 # Keys above typed NotBuilt, with the feature (and issue) a user should look for.
 NOT_BUILT: dict[str, str] = {
-    "accept_proxy": "PROXY protocol (issue #3)",
-    "redirect_https": "HTTPS redirect (issue #6)",
-    "hsts": "HSTS (issue #6)",
-    "tls": "TLS (issue #6)",
-    "routes": "SNI routing on tcp listeners (issue #3)",
-    "sticky": "sticky sessions (issue #5)",
-    "force": "forced canary arms (issue #5)",
-    "rollback": "canary rollback (issue #5)",
-    "retries": "retries (issue #4)",
     "cache": "the response cache",
     "offload": "queue offload",
-    "max_connections": "per-server connection limits and queueing (issue #4)",
-    "passive": "passive health checks (issue #4)",
-    "slow_start": "slow start (issue #4)",
-    "queue": "pool queueing (issue #4)",
-    "resolve_interval": "DNS re-resolution (issue #4)",
-    "send_proxy": "PROXY protocol to servers (issue #3)",
     "redis": "Redis-backed stores",
     "queues": "queue offload",
 }

@@ -17,7 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lb.config.schema import NOT_BUILT, Config, HealthCheck, Pool, Route, split_address
+from lb.config.schema import (
+    NOT_BUILT,
+    Config,
+    HealthCheck,
+    Listener,
+    Pool,
+    Route,
+    split_address,
+)
+from lb.config.tls_checks import tls_problems
 
 Loc = tuple[str | int, ...]
 
@@ -78,6 +87,7 @@ def _check(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _listeners(config)
     yield from _routes(config)
     yield from _pools(config)
+    yield from tls_problems(config)
     yield from _binds(config)
 
 
@@ -127,6 +137,7 @@ def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
         yield ("listeners",), "no listeners: define at least one, e.g. web: {bind: '0.0.0.0:8080'}"
     for name, listener in config.listeners.items():
         loc: Loc = ("listeners", name)
+        yield from _l4_keys(config, listener, loc)
         if listener.mode == "http":
             if listener.pool is not None:
                 yield (
@@ -143,6 +154,42 @@ def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
                 (*loc, "max_header_size"),
                 f"only for http listeners (this one is mode {listener.mode})",
             )
+
+
+_SNI_PATTERN = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?\.)*[a-z0-9_\-]+$")
+
+
+def _l4_keys(config: Config, listener: Listener, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    """accept_proxy (tcp and http listeners) and SNI routes (tcp listeners only)."""
+    if listener.accept_proxy and listener.mode == "udp":
+        yield (*loc, "accept_proxy"), "only for tcp and http listeners (this one is mode udp)"
+    if listener.routes is None:
+        return
+    if listener.mode != "tcp":
+        hint = " (http listeners are served by the top-level routes)" * (listener.mode == "http")
+        yield (
+            (*loc, "routes"),
+            f"only tcp listeners route by SNI (this one is mode {listener.mode}){hint}",
+        )
+        return
+    if not listener.routes:
+        yield (*loc, "routes"), "empty: omit routes to send everything to the listener's pool"
+    seen: dict[str, int] = {}
+    for k, route in enumerate(listener.routes):
+        sni = route.match.sni.lower()
+        if not _SNI_PATTERN.match(sni):
+            yield (
+                (*loc, "routes", k, "match", "sni"),
+                f"{route.match.sni!r} is not a server name: use a.example.com or *.example.com",
+            )
+        elif sni in seen:
+            yield (
+                (*loc, "routes", k, "match", "sni"),
+                f"unreachable: routes[{seen[sni]}] matches {route.match.sni!r} first",
+            )
+        seen.setdefault(sni, k)
+        if route.pool not in config.pools:
+            yield (*loc, "routes", k, "pool"), _unknown("pool", route.pool, config.pools)
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -194,6 +241,7 @@ def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
                     )
 
         yield from _route_target(route, loc, config)
+        yield from _route_affinity(route, loc, config)
 
         applies = _route_listeners(route, config)
         served |= applies
@@ -206,7 +254,7 @@ def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
             catch_alls.append((i, applies))
 
     for name in _http_listeners(config):
-        if name not in served:
+        if name not in served and not config.listeners[name].redirect_https:
             yield ("listeners", name), "no route serves this listener"
 
 
@@ -236,6 +284,35 @@ def _route_target(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc,
         yield (*loc, "split"), "every weight is 0: give at least one arm a weight above 0"
 
 
+def _route_affinity(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, str]]:
+    """sticky, force and rollback on a route: all three are about the arms of its split."""
+    arms = [arm.pool for arm in route.split or []]
+    for key in ("sticky", "force", "rollback"):
+        if getattr(route, key) is not None and route.split is None:
+            hint = " (for server affinity, set sticky on the pool)" * (key == "sticky")
+            yield (*loc, key), f"only for routes with a split (this route has none){hint}"
+    if route.split is None:
+        return
+    if route.force is not None:
+        for value, pool in route.force.arms.items():
+            if pool not in arms:
+                yield (
+                    (*loc, "force", "arms", value),
+                    f"{pool!r} is not an arm of this route's split (arms: {', '.join(arms)})",
+                )
+    if route.rollback is not None and len(arms) < 2:
+        yield (*loc, "rollback"), "needs a split of two or more arms: a stable one and a canary"
+    if route.sticky is not None:
+        for pool in arms:
+            sticky = config.pools[pool].sticky if pool in config.pools else None
+            if sticky is not None and sticky.cookie == route.sticky.cookie:
+                yield (
+                    (*loc, "sticky", "cookie"),
+                    f"pools.{pool}.sticky uses cookie {sticky.cookie!r} too: the two would "
+                    "overwrite each other; give one another name",
+                )
+
+
 # -- pools ------------------------------------------------------------------------------------
 
 
@@ -245,6 +322,8 @@ def _pool_users(config: Config) -> dict[str, str]:
     for name, listener in config.listeners.items():
         if listener.mode != "http" and listener.pool is not None:
             users.setdefault(listener.pool, format_path(("listeners", name)))
+        for k, tcp_route in enumerate(listener.routes or []):
+            users.setdefault(tcp_route.pool, format_path(("listeners", name, "routes", k)))
     for i, route in enumerate(config.routes):
         if route.pool is not None:
             users.setdefault(route.pool, f"routes[{i}]")
@@ -253,8 +332,19 @@ def _pool_users(config: Config) -> dict[str, str]:
     return users
 
 
+def _http_pools(config: Config) -> dict[str, str]:
+    """Pool name -> the first route that sends http requests to it."""
+    pools: dict[str, str] = {}
+    for i, route in enumerate(config.routes):
+        for pool in [route.pool, *(arm.pool for arm in route.split or [])]:
+            if pool is not None:
+                pools.setdefault(pool, f"routes[{i}]")
+    return pools
+
+
 def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
     users = _pool_users(config)
+    http_pools = _http_pools(config)
     for name, pool in config.pools.items():
         loc: Loc = ("pools", name)
         user = users.get(name)
@@ -268,6 +358,13 @@ def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
                 )
         yield from _servers(pool, loc)
         yield from _balance(pool, loc)
+        yield from _limits(pool, loc, l4_only=name in users and name not in http_pools)
+        if pool.send_proxy is not None and name in http_pools:
+            yield (
+                (*loc, "send_proxy"),
+                f"only for pools of tcp listeners, yet {http_pools[name]} (http) sends traffic "
+                "here: http server connections are kept alive and shared between clients",
+            )
         if pool.health_check is not None:
             default_type = config.defaults.health_check.type
             yield from _health_check(pool.health_check, (*loc, "health_check"), default_type)
@@ -302,6 +399,29 @@ def _balance(pool: Pool, loc: Loc) -> Iterator[tuple[Loc, str]]:
         )
 
 
+def _limits(pool: Pool, loc: Loc, l4_only: bool) -> Iterator[tuple[Loc, str]]:
+    """slow_start, max_connections and queue (issue 4): where they can take effect."""
+    if pool.slow_start is not None and pool.balance in ("hash", "ip_hash"):
+        yield (
+            (*loc, "slow_start"),
+            f"no effect with balance: {pool.balance} (consistent hashing keeps each key on its "
+            "server); remove it or balance by round_robin, least_conn, random or p2c",
+        )
+    limited = [k for k, s in enumerate(pool.servers) if s.max_connections is not None]
+    if pool.queue is not None and not limited:
+        yield (
+            (*loc, "queue"),
+            "no effect: requests wait only when every server is at its max_connections; "
+            "set max_connections on the servers, or remove queue",
+        )
+    if l4_only:
+        for k in limited:
+            yield (
+                (*loc, "servers", k, "max_connections"),
+                "only for pools that http routes use (tcp/udp listeners do not queue)",
+            )
+
+
 _HTTP_ONLY_CHECK_KEYS = ("path", "expect_status", "host")
 
 
@@ -323,6 +443,15 @@ def _health_check(
                     (*loc, "expect_status", k),
                     f"{status} is not an HTTP status code (100-599)",
                 )
+    for key in ("interval", "timeout"):
+        if getattr(check, key) == 0:
+            yield (*loc, key), "must be above 0, e.g. 2s"
+    if check.path is not None and (
+        not check.path.startswith("/") or any(c.isspace() for c in check.path)
+    ):
+        yield (*loc, "path"), f"{check.path!r}: write a path with no spaces, e.g. /healthz"
+    if check.host is not None and (not check.host or any(c.isspace() for c in check.host)):
+        yield (*loc, "host"), f"{check.host!r}: write a host name, e.g. app.example.com"
 
 
 # -- binds ------------------------------------------------------------------------------------

@@ -46,7 +46,10 @@ ip_hash, hash
     never per pick.
 
 Changing the server list or a weight: assign `balancer.servers = new_list`, or mutate and call
-`balancer.rebuild()`; the in-place flags (`healthy`, `drained`, `in_flight`) need neither.
+`balancer.rebuild()`; the in-place flags (`healthy`, `drained`, `in_flight`) need neither, nor
+does `effective`, the weight slow start ramps up (lb.core.slow_start): every algorithm reads it
+per pick, except the hash ring, built from the configured weights (so slow start does not apply
+to hash pools; validation refuses it there).
 """
 
 from __future__ import annotations
@@ -79,22 +82,44 @@ _MAX_POINTS = 160_000
 class ServerState:
     """One configured server of a pool and its runtime state. Identity is the object itself."""
 
-    __slots__ = ("_current", "address", "backup", "drained", "healthy", "in_flight", "weight")
+    __slots__ = (
+        "_current",
+        "_weight",
+        "address",
+        "backup",
+        "drained",
+        "effective",
+        "healthy",
+        "in_flight",
+    )
 
     def __init__(self, address: str, weight: int = 1, backup: bool = False) -> None:
         if weight < 0:
             raise ValueError(f"server {address}: weight must be >= 0, got {weight}")
         self.address = address
-        self.weight = weight
+        # The weight balancing uses: the configured one, except while the server slow-starts
+        # (lb.core.slow_start), when it is a growing share of it. Setting `weight` resets it.
+        self.effective: float = weight
+        self._weight = weight
         self.backup = backup
         self.in_flight = 0  # requests/connections using it now; the shell counts them
         self.healthy = True  # set by health checks
         self.drained = False  # set by the admin API
-        self._current = 0  # smooth weighted round robin's running weight
+        self._current: float = 0  # smooth weighted round robin's running weight
+
+    @property
+    def weight(self) -> int:
+        """The configured weight."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, weight: int) -> None:
+        self._weight = weight
+        self.effective = weight
 
     @property
     def available(self) -> bool:
-        return self.healthy and not self.drained and self.weight > 0
+        return self.healthy and not self.drained and self.effective > 0
 
     def __repr__(self) -> str:
         if self.drained:
@@ -104,14 +129,16 @@ class ServerState:
         else:
             status = "up"
         backup = " backup" if self.backup else ""
+        w = f"{self.weight}" if self.effective == self.weight else f"{self.effective:.2f}"
         return (
-            f"<ServerState {self.address} w={self.weight} in_flight={self.in_flight} "
+            f"<ServerState {self.address} w={w} in_flight={self.in_flight} "
             f"{status}{backup}>"
         )
 
 
 # The candidate test, written out inline in every loop below instead of calling `available`:
-#     s.healthy and not s.drained and s.weight > 0 and not (exclude and s in exclude)
+#     s.healthy and not s.drained and s.effective > 0 and not (exclude and s in exclude)
+# Balancing reads `effective` (a float while a server slow-starts, else the int weight).
 # A property call per server per pick is a measurable share of a 3-server pick.
 
 
@@ -166,10 +193,10 @@ class Balancer:
 def _smooth_rr(group: list[ServerState], exclude: Collection[ServerState]) -> ServerState | None:
     """nginx's smooth weighted round robin over the candidates of `group`."""
     best: ServerState | None = None
-    best_current = 0
-    total = 0
+    best_current: float = 0
+    total: float = 0
     for s in group:
-        w = s.weight
+        w = s.effective
         if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
             continue
         current = s._current + w
@@ -202,13 +229,13 @@ class LeastConnBalancer(Balancer):
         best: ServerState | None = None
         tied = False
         for s in group:
-            w = s.weight
+            w = s.effective
             if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
                 continue
             if best is None:
                 best = s
                 continue
-            lhs = s.in_flight * best.weight
+            lhs = s.in_flight * best.effective
             rhs = best.in_flight * w
             if lhs < rhs:
                 best = s
@@ -218,13 +245,13 @@ class LeastConnBalancer(Balancer):
         if best is None or not tied:
             return best
         # Pass 2 (nginx least_conn): smooth weighted round robin among the tied servers only.
-        conns, weight = best.in_flight, best.weight
+        conns, weight = best.in_flight, best.effective
         chosen = best
-        chosen_current = 0
-        total = 0
+        chosen_current: float = 0
+        total: float = 0
         first = True
         for s in group:
-            w = s.weight
+            w = s.effective
             if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
                 continue
             if s.in_flight * weight != conns * w:
@@ -246,27 +273,27 @@ class RandomBalancer(Balancer):
     def _pick_from(
         self, group: list[ServerState], key: bytes | None, exclude: Collection[ServerState]
     ) -> ServerState | None:
-        total = 0
+        total: float = 0
         for s in group:
-            w = s.weight
+            w = s.effective
             if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
                 continue
             total += w
         if total == 0:
             return None
-        return _weighted_draw(group, exclude, int(self._rng.random() * total), None)
+        return _weighted_draw(group, exclude, self._rng.random() * total, None)
 
 
 def _weighted_draw(
     group: list[ServerState],
     exclude: Collection[ServerState],
-    point: int,
+    point: float,
     skip: ServerState | None,
 ) -> ServerState | None:
     """The candidate (other than `skip`) whose weight interval contains `point`."""
     last: ServerState | None = None
     for s in group:
-        w = s.weight
+        w = s.effective
         if s is skip or not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
             continue
         if point < w:
@@ -282,11 +309,11 @@ class P2CBalancer(Balancer):
     def _pick_from(
         self, group: list[ServerState], key: bytes | None, exclude: Collection[ServerState]
     ) -> ServerState | None:
-        total = 0
+        total: float = 0
         count = 0
         only: ServerState | None = None
         for s in group:
-            w = s.weight
+            w = s.effective
             if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
                 continue
             total += w
@@ -295,12 +322,12 @@ class P2CBalancer(Balancer):
         if count <= 1:
             return only
         rand = self._rng.random
-        a = _weighted_draw(group, exclude, int(rand() * total), None)
+        a = _weighted_draw(group, exclude, rand() * total, None)
         assert a is not None
-        b = _weighted_draw(group, exclude, int(rand() * (total - a.weight)), a)
+        b = _weighted_draw(group, exclude, rand() * (total - a.effective), a)
         assert b is not None
-        # Lower in_flight/weight wins; cross-multiplied to stay in integers.
-        return b if b.in_flight * a.weight < a.in_flight * b.weight else a
+        # Lower in_flight/weight wins; cross-multiplied, so no division.
+        return b if b.in_flight * a.effective < a.in_flight * b.effective else a
 
 
 def _point(data: bytes) -> int:
@@ -339,12 +366,12 @@ class _Ring:
         if i == n:
             i = 0
         s = owners[i]
-        if s.healthy and not s.drained and s.weight > 0 and not (exclude and s in exclude):
+        if s.healthy and not s.drained and s.effective > 0 and not (exclude and s in exclude):
             return s  # the common case: the key's own server can take it
         # Walk clockwise to the next candidate, after making sure there is one to find
         # (a plain loop: any() over a generator costs twice as much for a few servers).
         for c in group:
-            if c.healthy and not c.drained and c.weight > 0 and not (exclude and c in exclude):
+            if c.healthy and not c.drained and c.effective > 0 and not (exclude and c in exclude):
                 break
         else:
             return None
@@ -353,7 +380,7 @@ class _Ring:
             if i == n:
                 i = 0
             s = owners[i]
-            if s.healthy and not s.drained and s.weight > 0 and not (exclude and s in exclude):
+            if s.healthy and not s.drained and s.effective > 0 and not (exclude and s in exclude):
                 return s
 
 

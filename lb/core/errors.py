@@ -20,7 +20,8 @@ class Reason(Enum):
     rate_limited = (429, "Too Many Requests")
     backend_failed = (502, "Bad Gateway")
     no_healthy_server = (503, "Service Unavailable")
-    queue_full = (503, "Service Unavailable")
+    queue_full = (503, "Service Unavailable")  # every server at max_connections, queue full
+    queue_timeout = (503, "Service Unavailable")  # waited in the pool's queue too long
     backend_timeout = (504, "Gateway Timeout")
 
     @property
@@ -44,11 +45,14 @@ class HTTPError(Exception):
         return f"HTTPError({self.reason.name}, {self.detail!r})"
 
 
-def error_response(reason: Reason, detail: str, request_id: bytes | None = None) -> bytes:
-    """The complete response bytes; always `Connection: close` for 400/408/431, whose
-    connection cannot be trusted to be in sync any more."""
+def error_response(
+    reason: Reason, detail: str, request_id: bytes | None = None, close: bool = False
+) -> bytes:
+    """The complete response bytes; always `Connection: close` for 400/408/413/431, whose
+    connection cannot be trusted to be in sync any more, and when the caller closes anyway
+    (`close`, e.g. a request body left unread)."""
     body = f"{reason.status} {reason.phrase}: {detail}\n".encode()
-    close = reason in _CLOSES
+    close = close or reason in _CLOSES
     head = [
         f"HTTP/1.1 {reason.status} {reason.phrase}\r\n".encode(),
         b"content-type: text/plain; charset=utf-8\r\n",

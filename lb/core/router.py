@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lb.config.schema import Config, HeaderCondition, Match, ResolvedTimeouts, Route
 from lb.core.http import RequestHead
+from lb.core.retry import DEFAULT_POLICY, RetryPolicy
 
 Predicate = Callable[[RequestHead], bool]
 
@@ -26,9 +27,11 @@ class CompiledRoute:
     max_body_size: int | None
     timeouts: ResolvedTimeouts
     conditions: tuple[Predicate, ...] = field(repr=False)
+    retry: RetryPolicy = DEFAULT_POLICY  # route `retries` (lb.core.retry)
 
     def matches(self, head: RequestHead) -> bool:
-        for condition in self.conditions:
+        # A plain loop, not all(...): no generator per route per request on the hot path.
+        for condition in self.conditions:  # noqa: SIM110
             if not condition(head):
                 return False
         return True
@@ -74,6 +77,7 @@ def compile_router(config: Config) -> Router:
                     ),
                     timeouts=timeouts,
                     conditions=tuple(compile_match(route.match)),
+                    retry=RetryPolicy.from_config(route.retries),
                 )
             )
     return Router(by_listener)

@@ -42,8 +42,9 @@ class RequestParser(Protocol):
 
 
 class ResponseParser(Protocol):
-    def expect(self, method: str) -> None:
-        """Before each request is sent: the response to a HEAD request has no body."""
+    def expect(self, method: str, upgrade: bool = False) -> None:
+        """Before each request is sent: the response to a HEAD request has no body, and
+        only a request that asked for an Upgrade may be answered 101."""
         ...
 
     def feed(self, data: bytes) -> None:

@@ -56,9 +56,7 @@ class H11RequestParser:
         if end + 4 > self._max_header_size:
             raise HTTPError(Reason.headers_too_large, "request head too large")
         check_raw_head(buf[: end + 4])
-        if buf[:end].lower().count(b"\ncontent-length:") > 1:
-            # h11 folds identical repeats into one; RFC 9112 §6.3 lets lb refuse them.
-            raise HTTPError(Reason.bad_request, "duplicate Content-Length")
+        _check_raw_content_length(buf[:end])
         self._pending = b""
         self.in_head = False
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_size)
@@ -74,15 +72,20 @@ class H11RequestParser:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 raise HTTPError(Reason.bad_request, f"malformed request: {exc}") from None
+            if _chunk_too_large(conn):
+                raise HTTPError(Reason.bad_request, "chunk size too large")
             if event is h11.NEED_DATA:
                 return b""
             if isinstance(event, h11.Request):
                 self._on_request(event)
             elif isinstance(event, h11.Data):
                 self._delegate.on_request_body(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                self._delegate.on_request_end()
-            elif event is h11.PAUSED:
+            elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                # The message is over. Its h11 connection is dropped here rather than at
+                # PAUSED: after an HTTP/1.0 request h11 expects only EOF and would refuse the
+                # next request of a keep-alive 1.0 client.
+                if isinstance(event, h11.EndOfMessage):
+                    self._delegate.on_request_end()
                 rest, _closed = conn.trailing_data
                 self._conn = None
                 if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
@@ -104,6 +107,31 @@ class H11RequestParser:
         self._delegate.on_request_head(head)
 
 
+def _check_raw_content_length(head: bytes) -> None:
+    """h11 folds repeated and comma-listed equal values ("3, 3") into one before lb sees the
+    headers; RFC 9112 §6.3 lets lb refuse both, and a server behind it may read them
+    differently, so they are checked on the raw lines."""
+    seen = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            if seen:
+                raise HTTPError(Reason.bad_request, "duplicate Content-Length")
+            if not value.strip(b" \t").isdigit():
+                raise HTTPError(Reason.bad_request, "invalid Content-Length")
+            seen = True
+
+
+# llhttp refuses a chunk size past 64 bits; h11 takes up to 20 hex digits. A size no real body
+# has is refused as llhttp would, rather than waited on.
+_MAX_CHUNK = 2**63 - 1
+
+
+def _chunk_too_large(conn: h11.Connection) -> bool:
+    # h11 has no public view of the chunk being read; its reader keeps the declared size.
+    return getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0) > _MAX_CHUNK
+
+
 class H11ResponseParser:
     def __init__(self, delegate: ResponseDelegate, max_header_size: int) -> None:
         self._delegate = delegate
@@ -113,11 +141,15 @@ class H11ResponseParser:
         self._close_delimited = False
         self._tunnel = False
 
-    def expect(self, method: str) -> None:
-        # h11 learns the method, and so whether a body can follow, from the request itself.
+    def expect(self, method: str, upgrade: bool = False) -> None:
+        # h11 learns the method, and so whether a body can follow, from the request itself;
+        # likewise it accepts a 101 only after a request that proposed an Upgrade.
         self._method = method
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_size)
-        self._conn.send(h11.Request(method=method, target="/", headers=[("host", "lb")]))
+        headers = [("host", "lb")]
+        if upgrade:
+            headers += [("connection", "upgrade"), ("upgrade", "lb")]
+        self._conn.send(h11.Request(method=method, target="/", headers=headers))
         self._close_delimited = False
 
     def feed(self, data: bytes) -> None:

@@ -111,7 +111,10 @@ class HttptoolsRequestParser:
 
 class HttptoolsResponseParser:
     __slots__ = (
+        "_chunked",
+        "_content_length",
         "_delegate",
+        "_fields_size",
         "_head",
         "_headers",
         "_max_header_size",
@@ -130,8 +133,11 @@ class HttptoolsResponseParser:
         self._head: ResponseHead | None = None
         self._tunnel = False
         self._reason = b""
+        self._fields_size = 0
+        self._content_length: int | None = None
+        self._chunked = False
 
-    def expect(self, method: str) -> None:
+    def expect(self, method: str, upgrade: bool = False) -> None:
         self._method = method
 
     def feed(self, data: bytes) -> None:
@@ -169,27 +175,30 @@ class HttptoolsResponseParser:
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._fields_size = 0
+        self._content_length = None
+        self._chunked = False
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._fields_size += len(name) + len(value)
+        # Framing fields found as they arrive; the length test spares a lower() per field.
+        if len(name) == 14 and name.lower() == b"content-length":
+            self._content_length = int(value)
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = value.strip().lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers
-        if sum(len(n) + len(v) for n, v in headers) > self._max_header_size:
+        if self._fields_size > self._max_header_size:
             raise HTTPError(Reason.backend_failed, "response head too large")
-        content_length: int | None = None
-        chunked = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                content_length = int(value)
-            elif lname == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
+        content_length = self._content_length
+        chunked = self._chunked
         head = ResponseHead(
             status,
             self._reason or b"-",

@@ -13,6 +13,7 @@ SERVER_FULL = 1  # the peer's write buffer is above its high-water mark
 PIPELINED = 2  # a request is queued behind one whose response is not finished
 CONNECTING = 4  # body bytes are buffered while the upstream connection is being opened
 CLIENT_FULL = 8
+UPGRADING = 16  # bytes after an Upgrade request wait for the server's 101
 
 
 class ReadGate:

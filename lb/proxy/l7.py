@@ -19,8 +19,10 @@ stops being read. Neither side is ever buffered without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -40,9 +42,13 @@ from lb.core.http import (
     response_to_client,
     valid_request_id,
 )
+from lb.core.proxy_protocol import ProxyProtocolError
+from lb.core.proxy_protocol import parse as parse_proxy
+from lb.core.redirect import https_location, redirect_response
 from lb.core.router import CompiledRoute
 from lb.protocols import request_parser
-from lb.proxy.flow import CONNECTING, PIPELINED, SERVER_FULL, ReadGate
+from lb.proxy.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING, ReadGate
+from lb.proxy.tls import client_subject
 from lb.proxy.upstream import UpstreamConnection, UpstreamServer, open_connection
 
 if TYPE_CHECKING:
@@ -69,9 +75,12 @@ class ClientConnection(asyncio.Protocol):
         "listener",
         "parser",
         "proto",
+        "proxy_buf",
         "queue",
         "receiving",
         "runtime",
+        "starting",
+        "subject",
         "transport",
         "worker",
         "write_paused",
@@ -87,11 +96,16 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.receiving: Exchange | None = None  # the exchange the parser is delivering to
         self.client_ip = "-"
-        self.proto = b"http"
+        self.proto = b"https" if listener.tls is not None else b"http"  # X-Forwarded-Proto
+        # (header name, verified client certificate subject), set once the handshake is done.
+        self.subject: tuple[bytes, bytes | None] | None = None
         self.deadline = 0.0
         self.closed = False
         self.write_paused = False
         self.corked: list[bytes] | None = None
+        self.starting: Exchange | None = None  # a head parsed in this read, started after it
+        # accept_proxy: the PROXY header's bytes so far; None once read (or not expected).
+        self.proxy_buf: bytes | None = b"" if listener.accept_proxy else None
 
     # asyncio.Protocol ---------------------------------------------------------------------
 
@@ -102,23 +116,33 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = peer[0] if peer else "-"
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        if self.listener.subject_header is not None:
+            self.subject = (self.listener.subject_header, client_subject(transport))
         self.worker.connection_opened(self)
         self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if not self.queue:
+        if self.proxy_buf is not None:
+            data = self._proxy_header(data)
+            if not data:
+                return
+        if not self.queue and not self.parser.in_head:
             # A new request is arriving: the client now has `client_header` to finish its head.
+            # Set once per head, not per read: a client trickling a byte at a time must not
+            # keep pushing the deadline out (slowloris).
             self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
         try:
             self.parser.feed(data)
         except HTTPError as err:
             self._refuse(err)
+        starting = self.starting
+        if starting is not None:
+            self.starting = None
+            self._start(starting)
 
     def eof_received(self) -> bool | None:
         # The client half-closed. Requests already received still get their answers; the
@@ -127,14 +151,25 @@ class ClientConnection(asyncio.Protocol):
             return None
         for exchange in self.queue:
             exchange.client_close = True
+        if self.queue[-1].status == 101:
+            # A tunnel: the half-close is the client's message to the server, pass it on;
+            # the server's own close then ends the tunnel.
+            self.queue[-1].tunnel_eof_from_client()
+            return True
+        if self.receiving is not None or self.parser.in_head:
+            # It stopped in the middle of a request, which can never be completed now:
+            # closing ends every exchange (connection_lost) and frees their servers.
+            return None
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline = 0.0
-        for exchange in self.queue:
-            exchange.client_lost()
+        # Copied first: a finishing exchange removes itself from the queue.
+        pending = list(self.queue)
         self.queue.clear()
+        for exchange in pending:
+            exchange.client_lost()
         self.worker.connection_closed(self)
 
     def pause_writing(self) -> None:
@@ -155,7 +190,10 @@ class ClientConnection(asyncio.Protocol):
         self.queue.append(exchange)
         self.deadline = 0.0
         if len(self.queue) == 1:
-            exchange.start()
+            # Started once the parser is through this read (data_received), not now: a
+            # request whose later bytes in the same read are malformed (a bad chunk, say) is
+            # then refused before its head goes out on a kept-alive server connection.
+            self.starting = exchange
         else:
             self.gate.pause(PIPELINED)
 
@@ -173,9 +211,21 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             self.queue[-1].on_tunnel_data_from_client(data)
 
+    def _start(self, exchange: Exchange) -> None:
+        try:
+            exchange.start()
+        except Exception:
+            # A bug here must drop this client's connection, not leave it waiting forever.
+            log.exception("exchange %r failed to start", exchange)
+            if self.transport is not None:
+                self.transport.abort()
+
     # Timeouts -------------------------------------------------------------------------------
 
     def on_deadline(self) -> None:
+        if self.proxy_buf is not None:
+            self._refuse_proxy("no PROXY header in time")
+            return
         if self.queue:
             return  # a request is being answered: the server side's deadline governs
         if self.parser.in_head:
@@ -245,6 +295,34 @@ class ClientConnection(asyncio.Protocol):
         if len(self.queue) == 1:
             failed.start()
 
+    def _proxy_header(self, data: bytes) -> bytes:
+        """accept_proxy: consume the PROXY header; the bytes after it, b"" while incomplete."""
+        assert self.proxy_buf is not None
+        data = self.proxy_buf + data
+        try:
+            header = parse_proxy(data)
+        except ProxyProtocolError as err:
+            self._refuse_proxy(str(err))
+            return b""
+        if header is None:
+            self.proxy_buf = data
+            return b""
+        self.proxy_buf = None
+        if header.src is not None:
+            self.client_ip = header.src[0]  # balancing, logs and X-Forwarded-For use it
+        return data[header.length :]
+
+    def _refuse_proxy(self, why: str) -> None:
+        # Nothing was parsed, so there is no request to answer: log why and close.
+        log.warning(
+            "refused connection from %s on %s: bad PROXY header: %s",
+            self.client_ip,
+            self.listener.name,
+            why,
+        )
+        self.worker.count_error(self.listener.name, "proxy_header")
+        self.close()
+
     def _respond_and_close(self, reason: Reason, detail: str) -> None:
         self.write(error_response(reason, detail))
         self.worker.log_refusal(self, reason, detail)
@@ -268,6 +346,7 @@ class Exchange:
         "client_close",
         "conn",
         "connecting",
+        "cookies",
         "detail",
         "excluded",
         "finished",
@@ -292,7 +371,7 @@ class Exchange:
 
     def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
         self.conn = conn
-        self.runtime = conn.runtime
+        self.runtime = conn.worker.runtime  # the newest: a kept-alive client sees a reload
         self.head = head
         self.started = time.perf_counter()
         self.refusal: HTTPError | None = None
@@ -301,6 +380,7 @@ class Exchange:
         self.server: UpstreamServer | None = None
         self.upstream: UpstreamConnection | None = None
         self.connecting = False
+        self.cookies: dict[str, bytes] | None = None  # Set-Cookie values to send, by role
         self.body: list[bytes] | None = []  # request body held until a server is attached
         self.body_buffered = 0
         self.body_bytes = 0
@@ -327,10 +407,15 @@ class Exchange:
 
     def start(self) -> None:
         """Runs when this exchange reaches the front of its connection's queue."""
+        if self.finished:
+            return  # refused, or the client left, before it could start
         head = self.head
         if head is None:
             assert self.refusal is not None
             self.fail(self.refusal.reason, self.refusal.detail)
+            return
+        if self.conn.listener.redirect_https:
+            self._redirect_https(head)
             return
         route = self.runtime.router.match(self.conn.listener.name, head)
         if route is None:
@@ -341,7 +426,16 @@ class Exchange:
         if limit is not None and head.content_length is not None and head.content_length > limit:
             self.fail(Reason.body_too_large, f"body of {head.content_length} bytes over {limit}")
             return
-        pool_name = route.pool if route.pool is not None else self.runtime.splits[route.name].pick()
+        if limit is not None and self.body_bytes > limit:  # chunks that came with the head
+            self.fail(Reason.body_too_large, f"body over {limit} bytes")
+            return
+        if route.pool is not None:
+            pool_name = route.pool
+        else:  # a canary split: forced, sticky or weighted arm (lb.filters.canary)
+            split = self.runtime.splits[route.name]
+            pool_name, cookie = split.pick(head, self.conn.proto == b"https")
+            if cookie is not None:
+                self.cookies = {"arm": cookie}
         self.pool = self.runtime.pools[pool_name]
         self._connect()
 
@@ -350,7 +444,15 @@ class Exchange:
         `fresh` skips kept-alive sockets, after one of them turned out to be stale."""
         pool = self.pool
         assert pool is not None and self.head is not None
-        server = pool.choose(self.head, self.conn.client_ip, self.excluded)
+        sticky = self.runtime.sticky.get(pool.name) if self.runtime.sticky else None
+        if sticky is None:
+            server = pool.choose(self.head, self.conn.client_ip, self.excluded)
+        else:  # cookie-insert affinity (lb.filters.sticky)
+            server, cookie = sticky.choose(
+                pool, self.head, self.conn.client_ip, self.excluded, self.conn.proto == b"https"
+            )
+            if cookie is not None:
+                self.cookies = {**(self.cookies or {}), "server": cookie}
         if server is None:
             if self.attempts:
                 self.fail(Reason.backend_failed, self.detail or "every server failed")
@@ -388,7 +490,12 @@ class Exchange:
             self.conn.gate.resume(CONNECTING)
             self._attach(task.result())
             return
-        cause = "timeout" if isinstance(exc, TimeoutError) else "refused"
+        if isinstance(exc, TimeoutError):
+            cause = "timeout"
+        elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            cause = "tls"  # e.g. the server's certificate did not verify
+        else:
+            cause = "refused"
         self.conn.worker.count_connect_error(self.pool.name, server.address, cause)
         log.warning(
             "connect to %s (pool %s) failed: %s",
@@ -398,6 +505,8 @@ class Exchange:
         )
         self.detail = f"connect to {server.address} failed ({cause})"
         server.state.in_flight -= 1
+        if self.pool.passive is not None:
+            self.pool.passive.observe(server.state, True)  # passive health checks
         self.excluded.add(server.state)
         self.server = None
         if cause == "timeout" and not self._can_try_another():
@@ -418,7 +527,12 @@ class Exchange:
         self.upstream = upstream
         self.tunnel = head.upgrade is not None
         data = request_to_server(
-            head, self.conn.client_ip, self.conn.proto, self.request_id, self.tunnel
+            head,
+            self.conn.client_ip,
+            self.conn.proto,
+            self.request_id,
+            self.tunnel,
+            self.conn.subject,
         )
         body = self.body
         if body:
@@ -428,24 +542,29 @@ class Exchange:
             data += LAST_CHUNK
         if body is not None and self.body_buffered > REPLAY_BUFFER:
             self.body = None  # too large to send twice: no more retries
-        upstream.send(self, data, head.method, route.timeouts.request)
+        upstream.send(self, data, head.method, route.timeouts.request, self.tunnel)
         if self.conn.write_paused:
             upstream.transport.pause_reading()  # type: ignore[union-attr]
 
     # Request body, from the client ----------------------------------------------------------
 
     def on_request_body(self, data: bytes) -> None:
+        if self.finished:
+            return  # already answered (e.g. 413); the rest of this read is dropped
         self.body_bytes += len(data)
         route = self.route
-        if route is not None and route.max_body_size is not None:
-            if self.body_bytes > route.max_body_size:
-                self.conn.gate.pause(PIPELINED)
-                if not self.responded:
-                    self._drop_upstream()
-                    self.fail(Reason.body_too_large, f"body over {route.max_body_size} bytes")
-                else:
-                    self.abort_request()
-                return
+        if (
+            route is not None
+            and route.max_body_size is not None
+            and self.body_bytes > route.max_body_size
+        ):
+            self.conn.gate.pause(PIPELINED)
+            if not self.responded:
+                self._drop_upstream()
+                self.fail(Reason.body_too_large, f"body over {route.max_body_size} bytes")
+            else:
+                self.abort_request()
+            return
         upstream = self.upstream
         if upstream is not None and self.body is None:
             if upstream.transport is not None:
@@ -466,9 +585,10 @@ class Exchange:
     def on_request_end(self) -> None:
         self.request_done = True
         head = self.head
-        if self.upstream is not None and head is not None and head.chunked:
-            if self.upstream.transport is not None:
-                self.upstream.transport.write(LAST_CHUNK)
+        upstream = self.upstream
+        chunked = head is not None and head.chunked
+        if chunked and upstream is not None and upstream.transport is not None:
+            upstream.transport.write(LAST_CHUNK)
         if self.response_done:
             self._finish()
 
@@ -489,6 +609,9 @@ class Exchange:
             self.client_close = True
         self.status = status
         self.responded = True
+        passive = self.pool.passive  # type: ignore[union-attr]  # passive health checks
+        if passive is not None:
+            passive.observe(self.server.state, status >= 500)  # type: ignore[union-attr]
         upstream = self.upstream
         if upstream is not None:
             upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
@@ -502,7 +625,13 @@ class Exchange:
         close = self.client_close or not self.request_done or self.conn.worker.stopping
         if close:
             self.client_close = True
-        self.conn.write(response_to_client(head, self.request_id, chunked=chunked, close=close))
+        hsts = self.conn.listener.hsts
+        extra = None if hsts is None else _hsts_unless_set(head, hsts)
+        if self.cookies:  # sticky arm and server (lb.filters)
+            extra = [*(extra or ()), *((b"set-cookie", v) for v in self.cookies.values())]
+        self.conn.write(
+            response_to_client(head, self.request_id, chunked=chunked, close=close, extra=extra)
+        )
         self.server_keep_alive = head.keep_alive
 
     def on_response_body(self, data: bytes) -> None:
@@ -539,17 +668,31 @@ class Exchange:
         for data in self.tunnel_buffer:
             self._tunnel_to_server(data)
         self.tunnel_buffer = []
+        self.conn.gate.resume(UPGRADING)
 
     def on_tunnel_data_from_client(self, data: bytes) -> None:
         if self.status == 101:
             self._tunnel_to_server(data)
         else:
+            # Held until the server agrees to switch; the client is not read meanwhile, so
+            # this holds one socket read, not whatever the client cares to send.
             self.tunnel_buffer.append(data)
+            self.conn.gate.pause(UPGRADING)
 
     def _tunnel_to_server(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(data)
+
+    def tunnel_eof_from_client(self) -> None:
+        upstream = self.upstream
+        transport = upstream.transport if upstream is not None else None
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self._drop_upstream()
+            self.response_done = True
+            self._finish()
 
     def on_tunnel_data_from_server(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -610,6 +753,8 @@ class Exchange:
                 self._connect(fresh=True)
                 return
             log.warning("server %s failed before answering: %s", address, detail)
+            if self.pool is not None and self.pool.passive is not None and server is not None:
+                self.pool.passive.observe(server.state, True)  # passive health checks
             self.fail(
                 Reason.backend_timeout if timeout else Reason.backend_failed,
                 f"server {address}: {detail}",
@@ -622,15 +767,31 @@ class Exchange:
         self._finish()
         self.conn.close()
 
+    def _redirect_https(self, head: RequestHead) -> None:
+        """A `redirect_https` listener answers every request itself: 308 to https."""
+        location = https_location(head)
+        if location is None:
+            self.fail(Reason.bad_request, "no usable Host header to redirect to https")
+            return
+        self.status = 308
+        self.responded = True
+        self.response_done = True
+        if not self.request_done:
+            self.client_close = True  # the body is not read: the connection cannot be reused
+        self.conn.write(redirect_response(location, self.request_id, self.client_close))
+        self._finish()
+
     def fail(self, reason: Reason, detail: str) -> None:
         """Answer with lb's own error (nothing was sent to the client yet)."""
+        self._drop_upstream()  # it may hold part of this request: never reuse it
         self.status = reason.status
         self.detail = detail
         self.responded = True
         self.response_done = True
         if closes_connection(reason) or not self.request_done:
             self.client_close = True
-        self.conn.write(error_response(reason, detail, self.request_id if self.head else None))
+        rid = self.request_id if self.head else None
+        self.conn.write(error_response(reason, detail, rid, close=self.client_close))
         self.conn.worker.count_error(self.conn.listener.name, reason.name)
         self._finish()
 
@@ -671,6 +832,8 @@ class Exchange:
         self.finished = True
         if self.server is not None:
             self.server.state.in_flight -= 1
+        if self.route is not None and self.route.pool is None:
+            self.runtime.splits[self.route.name].observe(self)  # per-arm metrics, rollback
         self.conn.worker.observe(self)
         self.conn.exchange_done(self)
 
@@ -678,3 +841,11 @@ class Exchange:
         head = self.head
         what = f"{head.method} {head.path}" if head is not None else "refused"
         return f"<Exchange {what} status={self.status}>"
+
+
+def _hsts_unless_set(head: ResponseHead, value: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The listener's Strict-Transport-Security, unless the server set its own."""
+    for name, _ in head.headers:
+        if name.lower() == b"strict-transport-security":
+            return None
+    return [(b"strict-transport-security", value)]

@@ -2,7 +2,11 @@
 
 A worker binds each listener itself with SO_REUSEPORT, so N workers share a port and the kernel
 spreads connections between them. `Worker.runtime` is replaced in one assignment on reload;
-connections pick it up for their next request.
+connections pick it up for their next request, while exchanges already running finish on the
+runtime they started with. The new runtime is built from the old one, so servers that stay
+keep their idle connections, in-flight counts, health and drain (lb.proxy.runtime). A reload
+also applies listener changes: a listener added (or whose bind, mode or tls-or-not changed) is
+bound, one removed stops accepting while its open connections finish.
 
 Shutdown, in order: stop accepting; close connections that are idle between requests; let
 requests in flight finish (their connections close after the response) for up to the grace
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,13 +33,18 @@ from lb.metrics import (
     RequestMetrics,
 )
 from lb.protocols import parser_kind as default_parser_kind
+from lb.proxy.discovery import Discovery
+from lb.proxy.health import worker_health
 from lb.proxy.runtime import ListenerSettings, Runtime
 from lb.proxy.timers import Ticker
+from lb.proxy.tls import ListenerTls
 
 if TYPE_CHECKING:
     from lb.proxy.l7 import ClientConnection, Exchange
 
 log = logging.getLogger("lb.worker")
+
+CERTIFICATE_CHECK_INTERVAL = 1.0  # seconds between looks at the certificate files' mtimes
 
 
 def listening_socket(bind: str, reuse_port: bool, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -64,6 +74,7 @@ class Worker:
         self.parser_kind = parser_kind or default_parser_kind()
         self.reuse_port = reuse_port
         self.ticker = Ticker(self.loop)
+        self.health = worker_health()  # active checks: probed here, or read from lb run
         self.access_log = AccessLog(config.access_log)
         self.metrics = RequestMetrics()
         self.stopping = False
@@ -71,14 +82,28 @@ class Worker:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.connections: dict[str, set[Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self.tls: dict[str, ListenerTls] = {}  # listeners that terminate TLS
+        self._tls_handle: asyncio.TimerHandle | None = None
+        self.discovery = Discovery()  # names in server addresses; `.resolve` is injectable
+        # Listeners being bound after a reload (await it to know they are up).
+        self.listening: asyncio.Task[None] | None = None
 
     # Start and stop -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.ticker.start()
+        self.health.start(self.runtime)
         self._schedule_flush()
+        await self.discovery.start(self.runtime)  # names resolved before the first request
         for settings in self.runtime.listeners.values():
             await self._listen(settings)
+        self._watch_tls()
+
+    def _watch_tls(self) -> None:
+        if self.tls and self._tls_handle is None:
+            self._tls_handle = self.loop.call_later(
+                CERTIFICATE_CHECK_INTERVAL, self._watch_certificates
+            )
 
     async def _listen(self, settings: ListenerSettings) -> None:
         if settings.mode == "udp":
@@ -86,10 +111,20 @@ class Worker:
 
             self.addresses[settings.name] = await start_udp(self, settings)
             return
+        tls = None
+        if settings.tls is not None:
+            tls = self.tls[settings.name] = ListenerTls(settings.name, settings.tls)
         sock = listening_socket(settings.bind, self.reuse_port)
-        self.connections[settings.name] = set()
+        # setdefault: a listener bound again by a reload keeps counting its old connections.
+        self.connections.setdefault(settings.name, set())
         factory = self._factory(settings)
-        server = await self.loop.create_server(factory, sock=sock, backlog=4096)
+        server = await self.loop.create_server(
+            factory,
+            sock=sock,
+            backlog=4096,
+            ssl=tls.front if tls is not None else None,
+            ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
+        )
         self.servers[settings.name] = server
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
@@ -105,11 +140,94 @@ class Worker:
         return lambda: ClientConnection(self, self.runtime.listeners[name])
 
     def reload(self, config: Config) -> None:
-        """Swap in a new config: new connections and new requests use it at once."""
+        """Swap in a new config: new connections and new requests use it at once; listeners
+        added are bound in the background (`self.listening`)."""
         old = self.runtime
-        self.runtime = Runtime(config)
+        try:
+            runtime = Runtime(config, previous=old)
+        except (OSError, ssl.SSLError) as e:  # e.g. a pool's CA file went away since the check
+            log.error("reload refused, the running config stays: %s", e)
+            return
+        self.runtime = runtime
+        added = self._listener_changes(old, runtime)
+        self._reload_tls()
+        self.health.reload(old, self.runtime)
+        self.discovery.reload(runtime)
         self.access_log.flush()
-        old.close_idle()
+        old.retire(runtime)
+        if added and not self.stopping:
+            self.listening = self.loop.create_task(self._listen_added(added, self.listening))
+
+    def _listener_changes(self, old: Runtime, new: Runtime) -> list[ListenerSettings]:
+        """Stop the listeners `new` removed or changed; return the ones to bind."""
+
+        def key(settings: ListenerSettings) -> tuple[str, str, bool]:
+            return settings.bind, settings.mode, settings.tls is not None
+
+        added = []
+        for name, settings in old.listeners.items():
+            now = new.listeners.get(name)
+            if now is None or key(now) != key(settings):
+                self._unlisten(name)
+        for name, settings in new.listeners.items():
+            if name not in self.servers:
+                added.append(settings)
+        return added
+
+    def _unlisten(self, name: str) -> None:
+        """Stop accepting on listener `name`; its connections idle between requests close,
+        those with a request in flight finish it."""
+        server = self.servers.pop(name, None)
+        if server is None:
+            return
+        server.close()
+        self.addresses.pop(name, None)
+        self.tls.pop(name, None)
+        for conn in list(self.connections.get(name, ())):
+            if not getattr(conn, "queue", True):
+                conn.close()
+        log.info("stopped listening on %s", name)
+
+    async def _listen_added(
+        self, added: list[ListenerSettings], before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # one reload's binds at a time
+        for settings in added:
+            current = self.runtime.listeners.get(settings.name)
+            if current is None or current.bind != settings.bind or self.stopping:
+                continue  # changed again by a later reload
+            if settings.name in self.servers:
+                continue
+            try:
+                await self._listen(current)
+            except (OSError, ssl.SSLError) as err:
+                log.error("listener %s: cannot listen on %s: %s", settings.name, settings.bind, err)
+        self._watch_tls()
+
+    def drain(self, pool: str, address: str, drained: bool = True) -> bool:
+        """Drain (or enable, `drained=False`) a server in this worker: it gets no new requests,
+        those in flight finish. `address` as configured (every server a name resolves to) or
+        one resolved server's address. False when there is no such server."""
+        runtime_pool = self.runtime.pools.get(pool)
+        return runtime_pool is not None and runtime_pool.set_drained(address, drained)
+
+    # TLS certificates: reloaded with the config, and when their files change -----------------
+
+    def _reload_tls(self) -> None:
+        for name, tls in self.tls.items():
+            settings = self.runtime.listeners.get(name)
+            if settings is None or settings.tls is None:
+                log.warning("listener %s: adding or removing tls needs a restart", name)
+                continue
+            tls.reload(settings.tls)
+
+    def _watch_certificates(self) -> None:
+        for tls in self.tls.values():
+            tls.refresh()
+        self._tls_handle = self.loop.call_later(
+            CERTIFICATE_CHECK_INTERVAL, self._watch_certificates
+        )
 
     async def shutdown(self, grace: float) -> None:
         self.stopping = True
@@ -127,9 +245,13 @@ class Worker:
                 if conn.transport is not None:
                     conn.transport.abort()
         self.runtime.close_idle()
+        self.health.stop()
+        self.discovery.stop()
         self.ticker.stop()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        if self._tls_handle is not None:
+            self._tls_handle.cancel()
         self.metrics.flush()
         self.access_log.close()
 

@@ -9,8 +9,10 @@ transport flow-control signals to that exchange and knows nothing of routing or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from lb.core.balancer import ServerState
@@ -31,7 +33,17 @@ MAX_IDLE_PER_SERVER = 128
 class UpstreamServer:
     """A configured server at run time: its balancing state plus its idle connections."""
 
-    __slots__ = ("address", "host", "idle", "pool", "port", "state")
+    __slots__ = (
+        "address",
+        "host",
+        "idle",
+        "max_connections",
+        "pool",
+        "port",
+        "server_hostname",
+        "ssl",
+        "state",
+    )
 
     def __init__(self, pool: str, state: ServerState, host: str, port: int) -> None:
         self.pool = pool
@@ -40,6 +52,11 @@ class UpstreamServer:
         self.host = host
         self.port = port
         self.idle: list[UpstreamConnection] = []
+        # Set by the pool when it speaks TLS to its servers (pool `tls`).
+        self.ssl: ssl.SSLContext | None = None
+        self.server_hostname: str | None = None  # SNI and the name verified
+        # Requests at once (`in_flight`) before new ones wait in the pool's queue (lb.proxy.queue).
+        self.max_connections: int | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -86,10 +103,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.ticker.watched.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -118,10 +133,8 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             exchange.upstream_failed(self, "server closed the connection", timeout=False)
         else:
-            try:
+            with contextlib.suppress(ValueError):
                 self.server.idle.remove(self)
-            except ValueError:
-                pass
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -162,9 +175,11 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, exchange: Exchange, data: bytes, method: str, timeout: float) -> None:
+    def send(
+        self, exchange: Exchange, data: bytes, method: str, timeout: float, upgrade: bool = False
+    ) -> None:
         self.exchange = exchange
-        self.parser.expect(method)
+        self.parser.expect(method, upgrade)
         self.deadline = self.ticker.loop.time() + timeout
         assert self.transport is not None
         self.transport.write(data)
@@ -206,6 +221,10 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, protocol = await loop.create_connection(
-            lambda: UpstreamConnection(server, ticker, parser_kind), server.host, server.port
+            lambda: UpstreamConnection(server, ticker, parser_kind),
+            server.host,
+            server.port,
+            ssl=server.ssl,
+            server_hostname=server.server_hostname if server.ssl is not None else None,
         )
     return protocol

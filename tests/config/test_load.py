@@ -253,9 +253,8 @@ CASES = [
         "    cache: {default_ttl: 60s}\n"
         "redis: {url: 'redis://127.0.0.1'}\n",
         [
-            "listeners.web.hsts: not built yet: HSTS (issue #6); remove this key (line 3)",
+            "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
             "pools.app.servers[0].max_connections: not built yet: per-server connection limits",
-            "pools.app.passive: not built yet: passive health checks (issue #4)",
             "routes[0].cache: not built yet: the response cache; remove this key (line 8)",
             "redis: not built yet: Redis-backed stores; remove this key (line 9)",
         ],
@@ -270,7 +269,7 @@ CASES = [
         "version: 1\nlisteners: {web: {bind: nowhere, tls: {}}}\n",
         [
             "listeners.web.bind: address 'nowhere' must be HOST:PORT (line 2)",
-            "listeners.web.tls: not built yet: TLS (issue #6); remove this key (line 2)",
+            "listeners.web.tls.certificates: required (line 2)",
         ],
         id="not-built-beside-schema-problems",
     ),

@@ -1,0 +1,744 @@
+"""Layer 4 forwarding: `mode: tcp` (a byte stream to a server of a pool) and `mode: udp`
+(datagrams, one upstream socket per client address).
+
+Theory of operation, tcp. A `TcpConnection` owns a client socket; once it knows where to go it
+opens one `ServerSide` connection and from then on relays bytes both ways unchanged. Its life
+has three phases:
+
+    PREAMBLE    only when the listener accepts PROXY or routes by SNI: client bytes are kept
+                (bounded by the two parsers' limits) until the PROXY header is read and the TLS
+                ClientHello is seen. A bad PROXY header ends the connection here: nothing has
+                reached any server. The ClientHello bytes are kept and forwarded as they are.
+    CONNECTING  connect to a server the pool's balancer picks; on refusal or connect timeout,
+                the next server, excluding those that failed, until none is left. Client bytes
+                that arrive meanwhile are kept, up to CONNECT_BUFFER, then the client is paused.
+    FORWARDING  each side's bytes are written to the other. Invariants:
+                - flow control: when a side's write buffer passes its high-water mark
+                  (`pause_writing`), the *other* side stops being read until it drains, so a
+                  connection holds at most about two write buffers whatever the speeds;
+                - half-close: a side's FIN (`eof_received`) becomes `write_eof()` on the other
+                  side and the connection stays open the other way; when both sides have sent
+                  FIN, both are closed;
+                - a side that goes away with an error (a reset) aborts the other side, so the
+                  peer learns the stream was cut; a side that goes away cleanly closes the
+                  other after its buffered bytes are written.
+
+Deadlines use the worker's `Ticker` (one `deadline` per connection): the PROXY/ClientHello wait
+(`timeouts.client_header` of the listener), the connect (`timeouts.connect` of the pool), and
+while forwarding a check every IDLE_CHECK seconds that closes the connection after
+`timeouts.idle` (of the listener) without a byte either way and adds the bytes relayed since the
+last check to `lb_tcp_bytes_total` (so the hot path counts in plain ints, not in metrics).
+
+UDP: see `UdpListener`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from lb.core.balancer import ServerState
+from lb.core.proxy_protocol import ProxyProtocolError, build_v1, build_v2
+from lb.core.proxy_protocol import parse as parse_proxy
+from lb.core.sni import MAX_HELLO, ClientHelloError, parse_client_hello
+from lb.metrics import TCP_BYTES
+from lb.proxy.flow import CONNECTING, SERVER_FULL, ReadGate
+
+if TYPE_CHECKING:
+    from lb.proxy.runtime import ListenerSettings, PoolRuntime
+    from lb.proxy.server import Worker
+    from lb.proxy.upstream import UpstreamServer
+
+log = logging.getLogger("lb.l4")
+
+Address = tuple[str, int]
+
+# Client bytes held while the server connection opens, before the client is paused.
+CONNECT_BUFFER = 256 * 1024
+# Write buffer high-water mark of both sides. Larger than asyncio's 64 KiB default so bulk
+# transfers pause and resume less often; memory per connection stays about 2 x this.
+WRITE_HIGH = 256 * 1024
+# Bytes the preamble (PROXY header plus ClientHello records) may take before lb gives up on it.
+PREAMBLE_MAX = 2 * MAX_HELLO
+# While forwarding: how often the idle timeout is checked and byte counts reach the metrics.
+IDLE_CHECK = 1.0
+
+PREAMBLE, CONNECTING_, FORWARDING, CLOSED = range(4)
+
+_bytes_children: dict[tuple[str, str], Any] = {}
+
+
+def count_bytes(listener: str, direction: str, n: int) -> None:
+    key = (listener, direction)
+    child = _bytes_children.get(key)
+    if child is None:
+        child = _bytes_children[key] = TCP_BYTES.labels(listener, direction)
+    child.inc(n)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client connection of a tcp listener, and (through `ServerSide`) its server's."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "checked",
+        "client",
+        "client_eof",
+        "closed",
+        "connect_task",
+        "deadline",
+        "excluded",
+        "gate",
+        "last_active",
+        "listener",
+        "local",
+        "pending",
+        "pending_size",
+        "phase",
+        "pool",
+        "preamble",
+        "proxy_wanted",
+        "server",
+        "server_eof",
+        "transport",
+        "upstream",
+        "worker",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None  # set once connected: the fast path
+        self.gate = ReadGate()
+        self.phase = PREAMBLE
+        self.closed = False
+        self.deadline = 0.0
+        self.client: Address | None = None  # the real client: the peer, or the PROXY source
+        self.local: Address | None = None  # where the client connected to
+        self.preamble: bytearray | None = None
+        self.proxy_wanted = listener.accept_proxy
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.pool: PoolRuntime | None = None
+        self.server: UpstreamServer | None = None
+        self.excluded: set[ServerState] = set()
+        self.connect_task: asyncio.Task[None] | None = None
+        self.client_eof = False
+        self.server_eof = False
+        self.bytes_in = 0  # client -> server, not yet added to the metrics
+        self.bytes_out = 0  # server -> client, likewise
+        self.checked = 0  # bytes_in + bytes_out at the last idle check
+        self.last_active = 0.0
+
+    # The addresses are asked of the socket only when needed (ip_hash, send_proxy, a log
+    # line): two system calls fewer per connection otherwise.
+
+    @property
+    def client_ip(self) -> str:
+        client = self.client_address()
+        return client[0] if client else "-"
+
+    def client_address(self) -> Address | None:
+        if self.client is None and self.transport is not None:
+            peer = self.transport.get_extra_info("peername")
+            self.client = (peer[0], peer[1]) if peer else None
+        return self.client
+
+    def local_address(self) -> Address | None:
+        if self.local is None and self.transport is not None:
+            local = self.transport.get_extra_info("sockname")
+            self.local = (local[0], local[1]) if local else None
+        return self.local
+
+    # Client side: asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.gate.transport = transport
+        # TCP_NODELAY: both uvloop and asyncio set it on every TCP transport already.
+        self.worker.connection_opened(self)
+        if self.closed:
+            return  # over max_connections, or the worker is stopping: counted there
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[union-attr]
+        if self.proxy_wanted or self.listener.sni is not None:
+            self.preamble = bytearray()
+            self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+            return
+        self._connect(self._pool(self.listener.pool))
+
+    def data_received(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None:  # the hot path
+            upstream.write(data)
+            self.bytes_in += len(data)
+            return
+        if self.phase == PREAMBLE and self.preamble is not None:
+            self.preamble += data
+            self._examine()
+        elif self.phase == CONNECTING_:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > CONNECT_BUFFER:
+                self.gate.pause(CONNECTING)
+
+    def eof_received(self) -> bool | None:
+        self.client_eof = True
+        if self.phase == PREAMBLE:
+            if self.proxy_wanted:
+                self._refuse_proxy("the client closed before sending a whole PROXY header")
+                return None
+            self._route_by_sni(None)  # what we have goes to the default pool
+            return True
+        if self.upstream is None:
+            return True  # connecting: write_eof() once connected
+        if self.server_eof:
+            self._close_both()
+            return None
+        if self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        return True  # keep sending the server's answer to the client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase != CLOSED and exc is not None:
+            self.worker.count_error(self.listener.name, "client_reset")
+        self._ended()
+        upstream = self.upstream
+        if upstream is not None and not upstream.is_closing():
+            if exc is not None:
+                upstream.abort()
+            else:
+                upstream.close()
+        self.worker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # The client cannot keep up: stop reading the server until its buffer drains.
+        upstream = self.upstream
+        if upstream is not None and not upstream.is_closing():
+            upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and not upstream.is_closing():
+            upstream.resume_reading()
+
+    # Preamble: PROXY header, then the ClientHello --------------------------------------------
+
+    def _examine(self) -> None:
+        data = self.preamble
+        assert data is not None
+        if self.proxy_wanted:
+            try:
+                header = parse_proxy(bytes(data))
+            except ProxyProtocolError as err:
+                self._refuse_proxy(str(err))
+                return
+            if header is None:
+                return
+            self.proxy_wanted = False
+            self.client = header.src or self.client_address()
+            self.local = header.dst or self.local_address()
+            del data[: header.length]
+            if self.listener.sni is None:
+                self._preamble_done()
+                return
+        if not data:
+            return
+        try:
+            hello = parse_client_hello(bytes(data))
+        except ClientHelloError as err:
+            log.debug("%s: no server name from %s: %s", self.listener.name, self.client_ip, err)
+            self._route_by_sni(None)
+            return
+        if hello is not None:
+            self._route_by_sni(hello.server_name)
+        elif len(data) > PREAMBLE_MAX:
+            self._route_by_sni(None)
+
+    def _route_by_sni(self, server_name: str | None) -> None:
+        sni = self.listener.sni
+        name = sni.pool_for(server_name) if sni is not None else self.listener.pool
+        self._preamble_done(name)
+
+    def _preamble_done(self, pool_name: str | None = None) -> None:
+        data = self.preamble
+        self.preamble = None
+        if data:
+            self.pending.append(bytes(data))
+            self.pending_size += len(data)
+        self._connect(self._pool(pool_name if pool_name is not None else self.listener.pool))
+
+    def _refuse_proxy(self, why: str) -> None:
+        log.warning(
+            "%s: refused connection from %s: bad PROXY header: %s",
+            self.listener.name,
+            self.client_ip,
+            why,
+        )
+        self.worker.count_error(self.listener.name, "proxy_header")
+        self.close()
+
+    # Connecting -------------------------------------------------------------------------------
+
+    def _pool(self, name: str | None) -> PoolRuntime | None:
+        return self.worker.runtime.pools.get(name) if name is not None else None
+
+    def _connect(self, pool: PoolRuntime | None) -> None:
+        self.phase = CONNECTING_
+        if pool is None:
+            self._give_up("no_server", "no pool")
+            return
+        self.pool = pool
+        server = pool.choose_for_client(
+            self.client_ip if pool.hashes_client_ip else "", self.excluded
+        )
+        if server is None:
+            self._give_up("no_server", f"no healthy server in pool {pool.name}")
+            return
+        self.server = server
+        server.state.in_flight += 1
+        self.deadline = self.worker.loop.time() + pool.timeouts.connect
+        self.connect_task = self.worker.loop.create_task(self._open(server))
+
+    async def _open(self, server: UpstreamServer) -> None:
+        try:
+            await self.worker.loop.create_connection(
+                lambda: ServerSide(self), server.host, server.port
+            )
+        except OSError as exc:
+            if self.server is server and self.phase == CONNECTING_:
+                cause = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
+                self._connect_failed(server, cause, str(exc) or type(exc).__name__)
+
+    def _connect_failed(self, server: UpstreamServer, cause: str, detail: str) -> None:
+        assert self.pool is not None
+        self.connect_task = None
+        self.server = None
+        server.state.in_flight -= 1
+        self.excluded.add(server.state)
+        self.worker.count_connect_error(self.pool.name, server.address, cause)
+        log.info(
+            "%s: connect to %s (pool %s) failed: %s",
+            self.listener.name,
+            server.address,
+            self.pool.name,
+            detail,
+        )
+        if self.closed:
+            return
+        self._connect(self.pool)  # the next server, without those that failed
+
+    def _give_up(self, cause: str, detail: str) -> None:
+        name = self.listener.name
+        log.warning("%s: closing connection from %s: %s", name, self.client_ip, detail)
+        self.worker.count_error(self.listener.name, cause)
+        self.close()
+
+    def on_server_connected(self, transport: asyncio.Transport) -> None:
+        """ServerSide.connection_made: send what we hold, then relay."""
+        self.connect_task = None
+        if self.closed:
+            transport.abort()
+            return
+        pool = self.pool
+        assert pool is not None and self.transport is not None
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.phase = FORWARDING
+        if pool.send_proxy is not None:
+            build = build_v2 if pool.send_proxy == "v2" else build_v1
+            transport.write(build(self.client_address(), self.local_address()))
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending = []
+            self.bytes_in += len(data)
+            transport.write(data)
+        self.upstream = transport
+        if self.client_eof and transport.can_write_eof():
+            transport.write_eof()
+        self.gate.resume(CONNECTING)
+        now = self.worker.loop.time()
+        self.last_active = now
+        self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
+
+    # Server side events (from ServerSide) ---------------------------------------------------
+
+    def on_server_eof(self) -> bool | None:
+        self.server_eof = True
+        transport = self.transport
+        if transport is None or self.closed:
+            return None
+        if self.client_eof:
+            self._close_both()
+            return None
+        if transport.can_write_eof():
+            transport.write_eof()
+        return True  # keep sending the client's bytes to the server
+
+    def on_server_lost(self, exc: Exception | None) -> None:
+        if self.phase == CLOSED:
+            return
+        if exc is not None:
+            self.worker.count_error(self.listener.name, "server_reset")
+        self._ended()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if exc is not None:
+                transport.abort()
+            else:
+                transport.close()
+
+    # Deadlines --------------------------------------------------------------------------------
+
+    def on_deadline(self) -> None:
+        now = self.worker.loop.time()
+        phase = self.phase
+        if phase == FORWARDING:
+            self._flush_bytes()
+            total = self.bytes_in + self.bytes_out
+            idle = self.listener.timeouts.idle
+            if total != self.checked:
+                self.checked = total
+                self.last_active = now
+            elif now - self.last_active >= idle:
+                log.info("%s: idle for %gs, closing %s", self.listener.name, idle, self.client_ip)
+                self.worker.count_error(self.listener.name, "idle_timeout")
+                self._close_both()
+                return
+            self.deadline = now + min(IDLE_CHECK, max(self.last_active + idle - now, 0.01))
+        elif phase == PREAMBLE:
+            if self.proxy_wanted:
+                self.worker.count_error(self.listener.name, "proxy_header_timeout")
+                log.warning(
+                    "%s: refused connection from %s: no PROXY header within %gs",
+                    self.listener.name,
+                    self.client_ip,
+                    self.listener.timeouts.client_header,
+                )
+                self.close()
+            else:
+                self._route_by_sni(None)  # no ClientHello in time: the default pool
+        elif phase == CONNECTING_:
+            server, task = self.server, self.connect_task
+            if server is not None and task is not None:
+                task.cancel()
+                self._connect_failed(server, "timeout", "connect timed out")
+
+    # Closing ----------------------------------------------------------------------------------
+
+    def _flush_bytes(self) -> None:
+        # Counted since the last flush; `checked` follows in the same units.
+        name = self.listener.name
+        if self.bytes_in:
+            count_bytes(name, "in", self.bytes_in)
+        if self.bytes_out:
+            count_bytes(name, "out", self.bytes_out)
+        self.checked -= self.bytes_in + self.bytes_out
+        self.bytes_in = self.bytes_out = 0
+
+    def _ended(self) -> None:
+        """Bookkeeping that runs once, whichever side ends first."""
+        if self.phase == CLOSED:
+            return
+        self.phase = CLOSED
+        self.closed = True
+        self.deadline = 0.0
+        self._flush_bytes()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.server is not None:
+            self.server.state.in_flight -= 1
+            self.server = None
+
+    def _close_both(self) -> None:
+        self._ended()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        """Close the client side (flushing what is buffered), and so the server side."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._close_both()
+        else:
+            self._ended()
+
+    def __repr__(self) -> str:
+        phase = ("preamble", "connecting", "forwarding", "closed")[self.phase]
+        server = self.server.address if self.server is not None else "-"
+        return f"<TcpConnection {self.client_ip} on {self.listener.name} {phase} -> {server}>"
+
+
+class ServerSide(asyncio.Protocol):
+    """The server socket of a `TcpConnection`: relays to the client transport and reports
+    flow control and endings to the connection."""
+
+    __slots__ = ("client", "conn")
+
+    def __init__(self, conn: TcpConnection) -> None:
+        self.conn = conn
+        self.client = conn.transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn.on_server_connected(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.write(data)
+            self.conn.bytes_out += len(data)
+
+    def eof_received(self) -> bool | None:
+        return self.conn.on_server_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.on_server_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The server cannot keep up: stop reading the client until its buffer drains.
+        self.conn.gate.pause(SERVER_FULL)
+
+    def resume_writing(self) -> None:
+        self.conn.gate.resume(SERVER_FULL)
+
+
+# -- UDP ------------------------------------------------------------------------------------
+
+
+async def start_udp(worker: Worker, settings: ListenerSettings) -> Address:
+    """Bind a udp listener; returns the bound address."""
+    from lb.proxy.server import listening_socket
+
+    sock = listening_socket(settings.bind, worker.reuse_port, socket.SOCK_DGRAM)
+    worker.connections.setdefault(settings.name, set())
+    transport, _ = await worker.loop.create_datagram_endpoint(
+        lambda: UdpListener(worker, settings.name), sock=sock
+    )
+    worker.servers[settings.name] = UdpServer(worker.loop, transport)
+    host, port = sock.getsockname()[:2]
+    log.info("listening on %s (%s, udp)", settings.bind, settings.name)
+    return host, port
+
+
+class UdpServer(asyncio.AbstractServer):
+    """What the worker closes on shutdown for a udp listener: its socket."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport) -> None:
+        self._loop = loop
+        self._transport = transport
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return not self._transport.is_closing()
+
+    async def wait_closed(self) -> None:
+        return None
+
+    async def start_serving(self) -> None:
+        return None  # serving since it was bound
+
+    async def serve_forever(self) -> None:
+        raise NotImplementedError("the worker runs the loop")
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """A udp listener's socket. Theory of operation: every client address has a `UdpSession`,
+    created by its first datagram: the balancer picks a server, and the session opens its own
+    connected socket to it, so the server's answers arrive on that socket and go back to that
+    client from the listener's address. Datagrams are relayed one by one, never merged or
+    split. A session ends after `timeouts.idle` without a datagram either way; the client's
+    next datagram starts a new one (and may get another server)."""
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self.worker = worker
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sessions: dict[Address, UdpSession] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        session = self.sessions.get(addr)
+        if session is None:
+            if self.worker.stopping:
+                return
+            settings = self.worker.runtime.listeners.get(self.name)
+            if settings is None:
+                return
+            session = UdpSession(self, settings, (addr[0], addr[1]))
+            self.sessions[addr] = session
+            session.start()
+        session.from_client(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s: socket error: %s", self.name, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for session in list(self.sessions.values()):
+            session.close()
+
+
+# Datagrams held per session while its socket to the server is being opened.
+UDP_PENDING = 64
+
+
+class UdpSession(asyncio.DatagramProtocol):
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "checked",
+        "client",
+        "closed",
+        "deadline",
+        "last_active",
+        "listener",
+        "owner",
+        "pending",
+        "server",
+        "transport",
+        "worker",
+    )
+
+    # Nothing is ever in flight in a way worth waiting for: shutdown closes sessions at once.
+    queue: tuple[()] = ()
+
+    def __init__(self, owner: UdpListener, listener: ListenerSettings, client: Address) -> None:
+        self.owner = owner
+        self.worker = owner.worker
+        self.listener = listener
+        self.client = client
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: list[bytes] | None = []
+        self.server: UpstreamServer | None = None
+        self.closed = False
+        self.deadline = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.checked = 0
+        self.last_active = 0.0
+
+    def start(self) -> None:
+        pool = self.worker.runtime.pools.get(self.listener.pool or "")
+        server = pool.choose_for_client(self.client[0]) if pool is not None else None
+        if server is None:
+            self.worker.count_error(self.listener.name, "no_server")
+            self._forget()
+            self.closed = True
+            return
+        self.server = server
+        server.state.in_flight += 1
+        self.worker.loop.create_task(self._open(server))
+
+    async def _open(self, server: UpstreamServer) -> None:
+        try:
+            await self.worker.loop.create_datagram_endpoint(
+                lambda: self, remote_addr=(server.host, server.port)
+            )
+        except OSError as exc:
+            log.info("%s: udp socket to %s failed: %s", self.listener.name, server.address, exc)
+            self.worker.count_connect_error(server.pool, server.address, "error")
+            self.close()
+            self._ended()
+
+    def from_client(self, data: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.transport
+        if transport is not None:
+            transport.sendto(data)
+            self.bytes_in += len(data)
+        elif self.pending is not None and len(self.pending) < UDP_PENDING:
+            self.pending.append(data)
+
+    # asyncio.DatagramProtocol (the session's socket to its server)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.closed:
+            transport.close()
+            return
+        self.worker.connection_opened(self)  # accounting, max_connections (sessions)
+        if self.closed:
+            self._forget()
+            return
+        pending, self.pending = self.pending or [], None
+        for data in pending:
+            self.transport.sendto(data)  # type: ignore[union-attr]
+            self.bytes_in += len(data)
+        now = self.worker.loop.time()
+        self.last_active = now
+        self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        owner = self.owner.transport
+        if owner is not None and not self.closed:
+            owner.sendto(data, self.client)
+            self.bytes_out += len(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # A refused datagram (ICMP port unreachable): end the session, so the client's next
+        # datagram is balanced again.
+        self.worker.count_error(self.listener.name, "server_refused")
+        log.info("%s: udp server of %s: %s", self.listener.name, self.client[0], exc)
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+        self.worker.connection_closed(self)
+
+    # Deadlines: an idle check, as for tcp
+
+    def on_deadline(self) -> None:
+        now = self.worker.loop.time()
+        self._flush_bytes()
+        total = self.bytes_in + self.bytes_out
+        idle = self.listener.timeouts.idle
+        if total != self.checked:
+            self.checked = total
+            self.last_active = now
+        elif now - self.last_active >= idle:
+            self.close()
+            return
+        self.deadline = now + min(IDLE_CHECK, max(self.last_active + idle - now, 0.01))
+
+    def _flush_bytes(self) -> None:
+        name = self.listener.name
+        if self.bytes_in:
+            count_bytes(name, "in", self.bytes_in)
+        if self.bytes_out:
+            count_bytes(name, "out", self.bytes_out)
+        self.checked -= self.bytes_in + self.bytes_out
+        self.bytes_in = self.bytes_out = 0
+
+    def _forget(self) -> None:
+        if self.owner.sessions.get(self.client) is self:
+            del self.owner.sessions[self.client]
+
+    def _ended(self) -> None:
+        self.closed = True
+        self.deadline = 0.0
+        self._forget()
+        self._flush_bytes()
+        if self.server is not None:
+            self.server.state.in_flight -= 1
+            self.server = None
+
+    def close(self) -> None:
+        self.closed = True
+        self._forget()  # the client's next datagram starts a new session at once
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def __repr__(self) -> str:
+        server = self.server.address if self.server is not None else "-"
+        return f"<UdpSession {self.client[0]}:{self.client[1]} on {self.listener.name} -> {server}>"

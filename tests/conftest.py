@@ -1,0 +1,509 @@
+"""Fixtures shared by the whole suite: real origin servers, an in-process lb worker, raw clients.
+
+Everything listens on 127.0.0.1:0 and is torn down by the fixture that made it. Clients are raw
+sockets so a test sees the exact bytes lb sends; origins record the exact bytes they receive so
+a test can assert that nothing of a refused request reached a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from lb.config import load_config_text
+from lb.proxy.server import Worker
+
+# --------------------------------------------------------------------------------------------
+# A minimal HTTP/1.1 message reader, shared by origins (requests) and clients (responses).
+
+
+@dataclass
+class Message:
+    """A request (method, target) or a response (status, reason), with its raw head bytes."""
+
+    start: list[str]
+    headers: list[tuple[str, str]]
+    raw_head: bytes
+    body: bytes = b""
+
+    @property
+    def method(self) -> str:
+        return self.start[0]
+
+    @property
+    def target(self) -> str:
+        return self.start[1]
+
+    @property
+    def status(self) -> int:
+        return int(self.start[1])
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return ", ".join(values) if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    def has(self, name: str) -> bool:
+        return bool(self.all(name))
+
+
+async def read_head(reader: asyncio.StreamReader) -> Message | None:
+    """One head, or None at a clean EOF before any byte of it."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    start = lines[0].split(" ", 2)
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip()))
+    return Message(start, headers, raw)
+
+
+async def read_body(
+    reader: asyncio.StreamReader, msg: Message, *, until_eof: bool = False
+) -> bytes:
+    """The body framed by Content-Length or chunked; with until_eof, a close-delimited one."""
+    te = (msg.header("transfer-encoding") or "").lower()
+    if te == "chunked":
+        parts = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = msg.header("content-length")
+    if length is not None:
+        return await reader.readexactly(int(length))
+    return await reader.read() if until_eof else b""
+
+
+# --------------------------------------------------------------------------------------------
+# Origins.
+
+Handler = Callable[["Origin", Message, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Any]]
+
+
+def response(
+    status: int = 200,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    reason: str = "OK",
+    length: bool = True,
+) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{n}: {v}" for n, v in headers or []]
+    if length:
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@dataclass
+class Origin:
+    """A real HTTP server; `handler` answers each request (see the `handlers` below)."""
+
+    handler: Handler
+    host: str = "127.0.0.1"
+    port: int = 0
+    connections: int = 0  # TCP connections accepted
+    requests: list[Message] = field(default_factory=list)  # parsed, with bodies read
+    received: bytearray = field(default_factory=bytearray)  # every raw byte, all connections
+    sent: int = 0  # body bytes written by streaming handlers
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    server: asyncio.AbstractServer | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        recorder = _RecordingReader(reader, self.received)
+        try:
+            while True:
+                head = await read_head(recorder)  # type: ignore[arg-type]
+                if head is None:
+                    break
+                result = await self.handler(self, head, recorder, writer)  # type: ignore[arg-type]
+                await writer.drain()
+                if result == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await asyncio.sleep(0)
+
+
+class _RecordingReader:
+    """Reads from a StreamReader and keeps a copy of every byte."""
+
+    def __init__(self, reader: asyncio.StreamReader, sink: bytearray) -> None:
+        self._reader = reader
+        self._sink = sink
+
+    async def readuntil(self, sep: bytes) -> bytes:
+        data = await self._reader.readuntil(sep)
+        self._sink += data
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self._reader.readexactly(n)
+        self._sink += data
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._reader.read(n)
+        self._sink += data
+        return data
+
+
+async def _record(origin: Origin, head: Message, reader: asyncio.StreamReader) -> None:
+    head.body = await read_body(reader, head)
+    origin.requests.append(head)
+
+
+class handlers:
+    """Origin behaviours. Each is `async (origin, request, reader, writer) -> "close" | None`."""
+
+    @staticmethod
+    def fixed(body: bytes = b"hello", status: int = 200, headers: Any = None) -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            writer.write(response(status, body, list(headers or [])))
+
+        return handle
+
+    @staticmethod
+    def echo() -> Handler:
+        """The request head as JSON: {method, target, headers: [[name, value], ...], body_len}."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            doc = {
+                "method": req.method,
+                "target": req.target,
+                "headers": req.headers,
+                "body_sha256": hashlib.sha256(req.body).hexdigest(),
+                "body_len": len(req.body),
+            }
+            writer.write(response(200, json.dumps(doc).encode(), [("content-type", "json")]))
+
+        return handle
+
+    @staticmethod
+    def chunked(parts: list[bytes]) -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            writer.write(response(200, headers=[("transfer-encoding", "chunked")], length=False))
+            for part in parts:
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+
+        return handle
+
+    @staticmethod
+    def slow(delay: float, body: bytes = b"slow") -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            await asyncio.sleep(delay)
+            writer.write(response(200, body))
+
+        return handle
+
+    @staticmethod
+    def never() -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
+            origin.requests.append(req)  # the head only: a body is never read either
+            await asyncio.sleep(3600)
+            return "close"
+
+        return handle
+
+    @staticmethod
+    def large(size: int, piece: int = 64 * 1024) -> Handler:
+        """A body of `size` bytes of a known pattern, written with drain() so `origin.sent`
+        shows how far the writes got (a bounded proxy makes them block)."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            writer.write(response(200, headers=[("content-length", str(size))], length=False))
+            block = pattern(piece)
+            left = size
+            while left:
+                n = min(piece, left)
+                writer.write(block[:n])
+                await writer.drain()
+                origin.sent += n
+                left -= n
+
+        return handle
+
+    @staticmethod
+    def sha256() -> Handler:
+        """Hashes the request body; answers the digest as the body of a chunked response
+        that repeats the request body back (so a test can hash it down too)."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            digest = hashlib.sha256(req.body).hexdigest()
+            writer.write(
+                response(
+                    200,
+                    headers=[("transfer-encoding", "chunked"), ("x-sha256", digest)],
+                    length=False,
+                )
+            )
+            view = memoryview(req.body)
+            for i in range(0, len(view), 100_000):
+                part = bytes(view[i : i + 100_000])
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+
+        return handle
+
+    @staticmethod
+    def upgrade_echo() -> Handler:
+        """101 Switching Protocols, then every byte received is sent back upper-cased."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
+            origin.requests.append(req)
+            writer.write(
+                response(
+                    101,
+                    headers=[("connection", "upgrade"), ("upgrade", req.header("upgrade") or "")],
+                    reason="Switching Protocols",
+                    length=False,
+                )
+            )
+            writer.write(b"server-first")
+            while data := await reader.read(65536):
+                writer.write(data.upper())
+                await writer.drain()
+            return "close"
+
+        return handle
+
+    @staticmethod
+    def informational(status: int = 100, headers: Any = None) -> Handler:
+        """A 1xx (100 Continue, 103 Early Hints) before reading the body, then 200 with it."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            head = response(status, headers=list(headers or []), reason="Info", length=False)
+            writer.write(head)
+            await writer.drain()
+            await _record(origin, req, reader)
+            writer.write(response(200, b"got:" + req.body))
+
+        return handle
+
+    @staticmethod
+    def close_delimited(body: bytes = b"until-close") -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
+            await _record(origin, req, reader)
+            writer.write(response(200, body, length=False))
+            return "close"
+
+        return handle
+
+    @staticmethod
+    def head_aware(body: bytes = b"0123456789") -> Handler:
+        """Content-Length of the body for GET and HEAD, the body itself only for GET."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+            await _record(origin, req, reader)
+            head = response(200, headers=[("content-length", str(len(body)))], length=False)
+            writer.write(head if req.method == "HEAD" else head + body)
+
+        return handle
+
+    @staticmethod
+    def truncated(promised: int = 1000, body: bytes = b"partial") -> Handler:
+        """Promises `promised` bytes, sends fewer, closes: a server dying mid-response."""
+
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
+            await _record(origin, req, reader)
+            head = response(200, headers=[("content-length", str(promised))], length=False)
+            writer.write(head + body)
+            return "close"
+
+        return handle
+
+    @staticmethod
+    def raw(data: bytes, close: bool = False) -> Handler:
+        async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str | None:
+            await _record(origin, req, reader)
+            writer.write(data)
+            return "close" if close else None
+
+        return handle
+
+
+def pattern(n: int) -> bytes:
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
+    """`await origin(handlers.echo())` starts a server; all are closed after the test."""
+    started: list[Origin] = []
+
+    async def start(handler: Handler | None = None) -> Origin:
+        o = Origin(handler or handlers.fixed())
+        o.server = await asyncio.start_server(o._serve, "127.0.0.1", 0)
+        o.port = o.server.sockets[0].getsockname()[1]
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        await o.close()
+
+
+# --------------------------------------------------------------------------------------------
+# lb itself.
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def parser_kind(request: pytest.FixtureRequest) -> str:
+    """Every test that uses `proxy` runs against both parser adapters."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def proxy(parser_kind: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """`await proxy(yaml_text)` starts a Worker in-process. The YAML may leave out `version`,
+    `access_log` (off by default here) and listener `bind` (127.0.0.1:0); the address of
+    listener NAME is `worker.addresses[NAME]`."""
+    workers: list[Worker] = []
+
+    async def start(text: str | dict[str, Any]) -> Worker:
+        data = yaml.safe_load(text) if isinstance(text, str) else dict(text)
+        data.setdefault("version", 1)
+        data.setdefault("access_log", {"enabled": False})
+        for listener in data.get("listeners", {}).values():
+            listener.setdefault("bind", "127.0.0.1:0")
+        config = load_config_text(yaml.safe_dump(data, sort_keys=False))
+        worker = Worker(config, reuse_port=False, parser_kind=parser_kind)
+        await worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.shutdown(0.2)
+
+
+def one_pool(*origins: Origin, **sections: Any) -> dict[str, Any]:
+    """A config with listener `web`, a catch-all route to pool `app` of `origins`; keyword
+    arguments replace or add top-level sections (`routes=[...]`, `defaults={...}`)."""
+    data: dict[str, Any] = {
+        "listeners": {"web": {}},
+        "routes": [{"name": "default", "match": {}, "pool": "app"}],
+        "pools": {"app": {"servers": [{"address": o.address} for o in origins]}},
+    }
+    data.update(sections)
+    return data
+
+
+class RawClient:
+    """A raw TCP client: `send` exact bytes, read exact responses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self, timeout: float = 2.0, *, head_only: bool = False) -> Message:
+        """One response; 1xx heads are returned on their own (they have no body)."""
+        async with asyncio.timeout(timeout):
+            msg = await read_head(self.reader)
+            if msg is None:
+                raise ConnectionError("connection closed before a response")
+            if head_only or msg.status < 200 or msg.status in (204, 304):
+                return msg
+            close = "close" in (msg.header("connection") or "").lower()
+            msg.body = await read_body(self.reader, msg, until_eof=close)
+            return msg
+
+    async def request(self, data: bytes, timeout: float = 2.0) -> Message:
+        await self.send(data)
+        return await self.response(timeout)
+
+    async def closed(self, timeout: float = 2.0) -> bool:
+        """True when the server closes (EOF or reset) within `timeout`; extra bytes are
+        returned as False."""
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(65536)
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+        return data == b""
+
+    async def read_all(self, timeout: float = 2.0) -> bytes:
+        """Everything until the server closes."""
+        async with asyncio.timeout(timeout):
+            return await self.reader.read(-1)
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+    def reset(self) -> None:
+        """Close with a TCP RST (SO_LINGER 0): a client that is gone, not half-closed."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
+    """`await connect(worker)` (first listener) or `await connect((host, port))`."""
+    clients: list[RawClient] = []
+
+    async def open_(target: Worker | tuple[str, int], listener: str | None = None) -> RawClient:
+        if isinstance(target, Worker):
+            addresses = target.addresses
+            target = addresses[listener] if listener else next(iter(addresses.values()))
+        reader, writer = await asyncio.open_connection(*target, limit=1 << 20)
+        client = RawClient(reader, writer)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        client.close()

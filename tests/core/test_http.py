@@ -1,0 +1,325 @@
+"""lb.core.http as tables: heads, framing checks, the bytes sent on each way."""
+
+from __future__ import annotations
+
+import pytest
+
+from lb.core.errors import HTTPError, Reason, error_response
+from lb.core.http import (
+    RequestHead,
+    ResponseHead,
+    check_raw_head,
+    check_request_framing,
+    encode_chunk,
+    informational_to_client,
+    new_request_id,
+    request_to_server,
+    response_has_body,
+    response_to_client,
+    valid_request_id,
+)
+
+
+def req(*headers: tuple[bytes, bytes], version: str = "1.1", target: bytes = b"/") -> RequestHead:
+    return RequestHead("GET", target, version, list(headers))
+
+
+HOST = (b"Host", b"x")
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        (b"/", "/"),
+        (b"/a/b?c=d", "/a/b"),
+        (b"/a%20b", "/a b"),
+        (b"http://h.test/p?q", "/p"),
+        (b"https://h.test", "/"),
+        (b"*", "*"),
+    ],
+)
+def test_path(target: bytes, path: str) -> None:
+    assert req(HOST, target=target).path == path
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (b"Example.COM", "example.com"),
+        (b"example.com:8080", "example.com"),
+        (b"[::1]:8080", "[::1]"),
+        (b"[::1]", "[::1]"),
+        (b"", ""),
+    ],
+)
+def test_host(host: bytes, expected: str) -> None:
+    assert req((b"Host", host)).host == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keep_alive"),
+    [
+        ("1.1", None, True),
+        ("1.1", b"close", False),
+        ("1.1", b"Keep-Alive, Close", False),
+        ("1.0", None, False),
+        ("1.0", b"keep-alive", True),
+        ("1.0", b"Keep-Alive", True),
+    ],
+)
+def test_keep_alive(version: str, connection: bytes | None, keep_alive: bool) -> None:
+    headers = [HOST] + ([(b"Connection", connection)] if connection else [])
+    assert req(*headers, version=version).keep_alive is keep_alive
+
+
+def test_upgrade_needs_connection_upgrade() -> None:
+    assert req(HOST, (b"Upgrade", b"websocket")).upgrade is None
+    h = req(HOST, (b"Connection", b"keep-alive, Upgrade"), (b"Upgrade", b"websocket"))
+    assert h.upgrade == b"websocket"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "name", "value"),
+    [
+        (b"a=1; b=2", "b", "2"),
+        (b"a=1;b=2", "b", "2"),
+        (b"a=1", "b", None),
+        (b"ab=1", "a", None),
+        (b"a=x=y", "a", "x=y"),
+        (b"a=", "a", ""),
+    ],
+)
+def test_cookie(cookie: bytes, name: str, value: str | None) -> None:
+    assert req(HOST, (b"Cookie", cookie)).cookie(name) == value
+
+
+FRAMING_OK = [
+    ([HOST], None, False),
+    ([HOST, (b"Content-Length", b"0")], 0, False),
+    ([HOST, (b"content-length", b" 42 ")], 42, False),
+    ([HOST, (b"Transfer-Encoding", b"chunked")], None, True),
+    ([HOST, (b"Transfer-Encoding", b"Chunked ")], None, True),
+]
+
+
+@pytest.mark.parametrize(("headers", "length", "chunked"), FRAMING_OK)
+def test_framing_accepted(headers: list, length: int | None, chunked: bool) -> None:
+    h = req(*headers)
+    check_request_framing(h)
+    assert (h.content_length, h.chunked) == (length, chunked)
+    assert h.has_body is (chunked or bool(length))
+
+
+FRAMING_BAD = [
+    ([HOST, (b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")], "both"),
+    ([HOST, (b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"1")], "both"),
+    ([HOST, (b"Content-Length", b"1"), (b"Content-Length", b"1")], "content-length"),
+    ([HOST, (b"Content-Length", b"1, 1")], "invalid"),
+    ([HOST, (b"Content-Length", b"")], "invalid"),
+    ([HOST, (b"Content-Length", b"-1")], "invalid"),
+    ([HOST, (b"Content-Length", b"+1")], "invalid"),
+    ([HOST, (b"Content-Length", b"1" * 19)], "invalid"),
+    ([HOST, (b"Transfer-Encoding", b"gzip")], "other than chunked"),
+    ([HOST, (b"Transfer-Encoding", b"gzip, chunked")], "other than chunked"),
+    ([HOST, (b"Transfer-Encoding", b"chunked, gzip")], "other than chunked"),
+    (
+        [HOST, (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+        "transfer-encoding",
+    ),
+    ([], "missing host"),
+    ([HOST, HOST], "more than one host"),
+]
+
+
+@pytest.mark.parametrize(("headers", "detail"), FRAMING_BAD)
+def test_framing_refused(headers: list, detail: str) -> None:
+    with pytest.raises(HTTPError) as info:
+        check_request_framing(req(*headers))
+    assert info.value.reason is Reason.bad_request
+    assert detail.lower() in info.value.detail.lower()
+
+
+def test_framing_http10() -> None:
+    check_request_framing(req(version="1.0"))  # Host is optional in 1.0
+    with pytest.raises(HTTPError):
+        check_request_framing(req(HOST, (b"Transfer-Encoding", b"chunked"), version="1.0"))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\ty\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\x7f\x01\r\n\r\n",
+    ],
+)
+def test_raw_head_refused(raw: bytes) -> None:
+    with pytest.raises(HTTPError):
+        check_raw_head(raw)
+
+
+def test_raw_head_accepted() -> None:
+    check_raw_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\tc\r\n\r\n")
+
+
+def headers_of(data: bytes) -> list[tuple[bytes, bytes]]:
+    lines = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+    return [(n.lower(), v.strip()) for n, _, v in (line.partition(b":") for line in lines)]
+
+
+def test_request_to_server_forwarding_and_hop_by_hop() -> None:
+    h = req(
+        (b"Host", b"Site.test:81"),
+        (b"X-Forwarded-For", b"10.0.0.1"),
+        (b"X-Forwarded-Proto", b"https"),
+        (b"X-Forwarded-Host", b"evil"),
+        (b"X-Request-ID", b"client-id"),
+        (b"Connection", b"keep-alive, X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Keep-Alive", b"300"),
+        (b"TE", b"trailers"),
+        (b"Proxy-Connection", b"keep-alive"),
+        (b"Content-Length", b"3"),
+        (b"X-End", b"kept"),
+        target=b"/p?q=1",
+    )
+    check_request_framing(h)
+    data = request_to_server(h, "192.0.2.1", b"http", b"rid", False)
+    assert data.startswith(b"GET /p?q=1 HTTP/1.1\r\n")
+    assert data.endswith(b"\r\n\r\n")
+    assert headers_of(data) == [
+        (b"host", b"Site.test:81"),
+        (b"x-end", b"kept"),
+        (b"x-forwarded-for", b"10.0.0.1, 192.0.2.1"),
+        (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-host", b"Site.test:81"),
+        (b"x-request-id", b"rid"),
+        (b"content-length", b"3"),
+    ]
+
+
+def test_request_to_server_chunked_and_upgrade() -> None:
+    h = req(HOST, (b"Transfer-Encoding", b"chunked"))
+    check_request_framing(h)
+    assert (b"transfer-encoding", b"chunked") in headers_of(
+        request_to_server(h, "1.2.3.4", b"http", b"r", False)
+    )
+    h = req(HOST, (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"))
+    got = headers_of(request_to_server(h, "1.2.3.4", b"https", b"r", True))
+    assert (b"connection", b"upgrade") in got and (b"upgrade", b"websocket") in got
+    assert (b"x-forwarded-proto", b"https") in got
+    # Without the upgrade flag, an Upgrade header is dropped like any hop-by-hop field.
+    got = headers_of(request_to_server(h, "1.2.3.4", b"http", b"r", False))
+    assert not [n for n, _ in got if n in (b"upgrade", b"connection")]
+
+
+def resp(*headers: tuple[bytes, bytes], status: int = 200, cl: int | None = None) -> ResponseHead:
+    return ResponseHead(status, b"OK", "1.1", list(headers), True, cl, False)
+
+
+@pytest.mark.parametrize("connection_first", [True, False])
+def test_response_to_client_hop_by_hop(connection_first: bool) -> None:
+    listed = [(b"X-Hop", b"1"), (b"Connection", b"X-Hop, keep-alive")]
+    if connection_first:
+        listed.reverse()
+    h = resp(
+        *listed,
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"X-Request-ID", b"server-id"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+    )
+    data = response_to_client(h, b"rid", chunked=True, close=False)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert headers_of(data) == [
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"transfer-encoding", b"chunked"),
+        (b"x-request-id", b"rid"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("chunked", "close", "cl", "expected"),
+    [
+        (False, False, 5, [(b"content-length", b"5"), (b"x-request-id", b"r")]),
+        (True, False, None, [(b"transfer-encoding", b"chunked"), (b"x-request-id", b"r")]),
+        (False, True, None, [(b"x-request-id", b"r"), (b"connection", b"close")]),
+    ],
+)
+def test_response_to_client_framing(
+    chunked: bool, close: bool, cl: int | None, expected: list
+) -> None:
+    h = resp((b"Content-Length", b"5"), cl=cl)
+    assert headers_of(response_to_client(h, b"r", chunked=chunked, close=close)) == expected
+
+
+def test_response_101_keeps_upgrade() -> None:
+    h = resp((b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), status=101)
+    got = headers_of(response_to_client(h, b"r", chunked=False, close=True))
+    assert (b"connection", b"upgrade") in got and (b"upgrade", b"websocket") in got
+    assert (b"connection", b"close") not in got
+
+
+def test_informational() -> None:
+    h = ResponseHead(
+        103, b"Early Hints", "1.1", [(b"Link", b"</a>"), (b"Connection", b"x")], True, None, False
+    )
+    assert informational_to_client(h) == b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "body"),
+    [
+        ("GET", 200, True),
+        ("HEAD", 200, False),
+        ("GET", 204, False),
+        ("GET", 304, False),
+        ("GET", 100, False),
+        ("POST", 404, True),
+    ],
+)
+def test_response_has_body(method: str, status: int, body: bool) -> None:
+    assert response_has_body(method, status) is body
+
+
+def test_encode_chunk() -> None:
+    assert encode_chunk(b"a" * 26) == b"1a\r\n" + b"a" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b"abc-123", True),
+        (b"a" * 200, True),
+        (b"a" * 201, False),
+        (b"", False),
+        (b"a b", False),
+        (b"a\r\nb", False),
+        (b"\xff", False),
+    ],
+)
+def test_valid_request_id(value: bytes, ok: bool) -> None:
+    assert valid_request_id(value) is ok
+
+
+def test_new_request_ids_are_unique_and_valid() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(valid_request_id(i) for i in ids)
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_error_response(reason: Reason) -> None:
+    data = error_response(reason, "why", b"rid")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % reason.status)
+    got = dict(headers_of(data))
+    assert got[b"x-lb-error"] == reason.name.encode()
+    assert got[b"content-type"] == b"text/plain; charset=utf-8"
+    assert got[b"content-length"] == b"%d" % len(body)
+    assert got[b"x-request-id"] == b"rid"
+    assert b"why" in body

@@ -1,0 +1,207 @@
+"""Both parser adapters against one table: bytes in, our events out, the same for each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lb.core.errors import HTTPError, Reason
+from lb.core.http import RequestHead, ResponseHead
+from lb.protocols import request_parser, response_parser
+from tests.proxy.test_l7_errors import SMUGGLING
+
+KINDS = ["httptools", "h11"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def on_request_head(self, head: RequestHead) -> None:
+        self.events.append(("head", (head.method, head.target, head.content_length, head.chunked)))
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.events.append(("head", (head.status, head.content_length, head.keep_alive)))
+
+    def on_request_body(self, data: bytes) -> None:
+        self._data("body", data)
+
+    def on_response_body(self, data: bytes) -> None:
+        self._data("body", data)
+
+    def _data(self, kind: str, data: bytes) -> None:
+        """Consecutive pieces are joined: how bytes are split into events is free."""
+        if self.events and self.events[-1][0] == kind:
+            self.events[-1] = (kind, self.events[-1][1] + data)
+        else:
+            self.events.append((kind, data))
+
+    def on_request_end(self) -> None:
+        self.events.append(("end", None))
+
+    def on_response_end(self) -> None:
+        self.events.append(("end", None))
+
+    def on_upgrade_data(self, data: bytes) -> None:
+        self._data("upgrade", data)
+
+
+REQUESTS = [
+    (
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        [("head", ("GET", b"/a", None, False)), ("end", None)],
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        [
+            ("head", ("POST", b"/", 5, False)),
+            ("body", b"hello"),
+            ("end", None),
+            ("head", ("GET", b"/b", None, False)),
+            ("end", None),
+        ],
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        [("head", ("POST", b"/", None, True)), ("body", b"abcde"), ("end", None)],
+    ),
+    (
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+        [("head", ("GET", b"/", None, False)), ("end", None)] * 2,
+    ),
+    (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"\x81\x00raw",
+        [("head", ("GET", b"/ws", None, False)), ("end", None), ("upgrade", b"\x81\x00raw")],
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("data", "events"), REQUESTS)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+def test_request_events(kind: str, data: bytes, events: list, split: bool) -> None:
+    rec = Recorder()
+    parser = request_parser(rec, 64 * 1024, kind)
+    if split:
+        for i in range(len(data)):
+            parser.feed(data[i : i + 1])
+    else:
+        parser.feed(data)
+    assert rec.events == events
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(SMUGGLING))
+def test_smuggling_refused_before_a_head_is_delivered(kind: str, name: str) -> None:
+    rec = Recorder()
+    data = SMUGGLING[name]
+    with pytest.raises(HTTPError) as info:
+        request_parser(rec, 64 * 1024, kind).feed(data)
+    assert info.value.reason is Reason.bad_request
+    if b"\r\n\r\n" in data and not name.startswith("chunk"):
+        # A problem in the head is found before the head is handed on.
+        assert not [e for e in rec.events if e[0] == "head"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_head_too_large(kind: str) -> None:
+    parser = request_parser(Recorder(), 1024, kind)
+    with pytest.raises(HTTPError) as info:
+        parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 2000 + b"\r\n\r\n")
+    assert info.value.reason is Reason.headers_too_large
+    parser = request_parser(Recorder(), 1024, kind)
+    parser.feed(b"GET / HTTP/1.1\r\nX-A: ")
+    assert parser.in_head
+    with pytest.raises(HTTPError) as info:
+        for _ in range(10):
+            parser.feed(b"a" * 200)  # a header line that never ends
+    assert info.value.reason is Reason.headers_too_large
+
+
+RESPONSES = [
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        [("head", (200, 2, True)), ("body", b"ok"), ("end", None)],
+    ),
+    (
+        "HEAD",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n",
+        False,
+        [("head", (200, 20, True)), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        False,
+        [("head", (204, None, True)), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+        False,
+        [("head", (304, 9, True)), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        False,
+        [("head", (103, None, True)), ("head", (200, 0, True)), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        False,
+        [("head", (200, None, True)), ("body", b"a"), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+        True,
+        [("head", (200, None, False)), ("body", b"until close"), ("end", None)],
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        False,
+        [("head", (200, 0, False)), ("end", None)],
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("method", "data", "eof", "events"), RESPONSES)
+def test_response_events(kind: str, method: str, data: bytes, eof: bool, events: list) -> None:
+    rec = Recorder()
+    parser = response_parser(rec, 64 * 1024, kind)
+    parser.expect(method)
+    parser.feed(data)
+    if eof:
+        assert parser.feed_eof()
+    assert rec.events == events
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_response_101_then_tunnel(kind: str) -> None:
+    rec = Recorder()
+    parser = response_parser(rec, 64 * 1024, kind)
+    parser.expect("GET", upgrade=True)
+    parser.feed(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\nab")
+    parser.feed(b"cd")
+    assert rec.events[0] == ("head", (101, None, True)) or rec.events[0][1][0] == 101
+    assert rec.events[-1] == ("upgrade", b"abcd")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_response(kind: str) -> None:
+    parser = response_parser(Recorder(), 64 * 1024, kind)
+    parser.expect("GET")
+    with pytest.raises(HTTPError) as info:
+        parser.feed(b"HTTP/1.1 2x0 OK\r\n\r\n")
+    assert info.value.reason is Reason.backend_failed

@@ -1,0 +1,130 @@
+"""Fixtures for the TLS tests: certificates made on the fly (trustme), an in-process lb worker
+with TLS listeners, and real `ssl` clients.
+
+Every TLS test runs on both event loops lb can serve on (asyncio's and uvloop's), since each
+has its own TLS implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import uvloop
+
+from lb.config import load_config_text
+from lb.proxy.server import Worker
+from tests.conftest import RawClient
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@dataclass
+class Pair:
+    cert: Path
+    key: Path
+    leaf: trustme.LeafCert
+
+    @property
+    def yaml(self) -> str:
+        return f"{{cert: '{self.cert}', key: '{self.key}'}}"
+
+
+class Pki:
+    """A CA (and a second, untrusted one) issuing certificates into a temp dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ca = trustme.CA()
+        self.other_ca = trustme.CA()  # not trusted by anyone in the tests
+        self.ca_file = root / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.other_ca_file = root / "other-ca.pem"
+        self.other_ca.cert_pem.write_to_path(str(self.other_ca_file))
+
+    def pair(self, name: str, *identities: str, ca: trustme.CA | None = None, **kw: Any) -> Pair:
+        leaf = (ca or self.ca).issue_cert(*identities, **kw)
+        return self.write(name, leaf)
+
+    def write(self, name: str, leaf: trustme.LeafCert) -> Pair:
+        cert, key = self.root / f"{name}.crt", self.root / f"{name}.key"
+        # The chain file: leaf first, then intermediates (trustme issues from the root here).
+        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        key.write_bytes(leaf.private_key_pem.bytes())
+        return Pair(cert, key, leaf)
+
+    def client_context(self, **kw: Any) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        for k, v in kw.items():
+            setattr(ctx, k, v)
+        return ctx
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+@pytest.fixture
+async def lb() -> AsyncIterator[Callable[[str], Awaitable[Worker]]]:
+    """`await lb(yaml)`: a Worker serving the YAML (version and access_log may be left out)."""
+    workers: list[Worker] = []
+
+    async def start(text: str) -> Worker:
+        if not text.lstrip().startswith("version:"):
+            text = "version: 1\naccess_log: {enabled: false}\n" + text
+        worker = Worker(load_config_text(text), reuse_port=False)
+        await worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.shutdown(0.2)
+
+
+async def tls_connect(
+    address: tuple[str, int], ctx: ssl.SSLContext, server_name: str | None
+) -> RawClient:
+    """A TLS client; raises ssl.SSLError (or ConnectionError) when the handshake fails."""
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection(
+            *address, ssl=ctx, server_hostname=server_name, limit=1 << 20
+        )
+    return RawClient(reader, writer)
+
+
+def peer(client: RawClient) -> ssl.SSLObject:
+    sslobj = client.writer.get_extra_info("ssl_object")
+    assert sslobj is not None
+    return sslobj
+
+
+def peer_serial(client: RawClient) -> int:
+    """The serial number of the certificate the server presented."""
+    from cryptography import x509
+
+    der = peer(client).getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def serial_of(pair: Pair) -> int:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pair.cert.read_bytes()).serial_number
+
+
+def get(host: str = "a.test", path: str = "/", extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()

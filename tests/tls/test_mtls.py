@@ -1,0 +1,89 @@
+"""Client certificates (mTLS): required or optional, verified against client_ca, and the
+verified subject passed to servers in the configured header (never the client's own)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import pytest
+
+from tests.conftest import handlers
+from tests.tls.conftest import Pki, get, tls_connect
+
+pytestmark = pytest.mark.timeout(30)
+
+REFUSED = (ssl.SSLError, ConnectionError)
+
+
+async def start(pki: Pki, origin, lb, mode: str):
+    app = await origin(handlers.echo())
+    pair = pki.pair("site", "a.test")
+    worker = await lb(f"""
+listeners:
+  web:
+    bind: 127.0.0.1:0
+    tls:
+      certificates: [{pair.yaml}]
+      client_ca: '{pki.ca_file}'
+      client_cert: {mode}
+      client_subject_header: X-Client-Subject
+routes: [{{match: {{}}, pool: app}}]
+pools: {{app: {{servers: [{{address: "{app.address}"}}]}}}}
+""")
+    return worker, app
+
+
+def with_client_cert(pki: Pki, ca=None, **kw) -> ssl.SSLContext:
+    ctx = pki.client_context(**kw)
+    leaf = (ca or pki.ca).issue_cert("client.test", common_name="alice")
+    leaf.configure_cert(ctx)
+    return ctx
+
+
+def subjects(reply) -> list[str]:
+    return [v for k, v in json.loads(reply.body)["headers"] if k.lower() == "x-client-subject"]
+
+
+@pytest.mark.parametrize("mode", ["required", "optional"])
+async def test_a_verified_client_certificate_is_passed_on(pki, origin, lb, mode) -> None:
+    worker, _ = await start(pki, origin, lb, mode)
+    client = await tls_connect(worker.addresses["web"], with_client_cert(pki), "a.test")
+    # A subject the client writes itself is dropped: only lb sets this header.
+    reply = await client.request(get(extra="X-Client-Subject: CN=admin\r\n"))
+    assert reply.status == 200
+    [subject] = subjects(reply)
+    assert subject.startswith("CN=alice") and "admin" not in subject
+    client.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("certificate", ["none", "untrusted"])
+async def test_required_refuses_at_the_handshake(pki, origin, lb, version, certificate) -> None:
+    worker, app = await start(pki, origin, lb, "required")
+    if certificate == "none":
+        ctx = pki.client_context(maximum_version=version)
+    else:
+        ctx = with_client_cert(pki, pki.other_ca, maximum_version=version)
+    # TLS 1.2 fails in the handshake itself; in TLS 1.3 the client finishes its side first and
+    # reads the server's alert with its first read.
+    with pytest.raises(REFUSED):
+        client = await tls_connect(worker.addresses["web"], ctx, "a.test")
+        await client.request(get())
+    assert not app.requests
+
+
+async def test_optional_lets_a_client_without_a_certificate_in(pki, origin, lb) -> None:
+    worker, _ = await start(pki, origin, lb, "optional")
+    client = await tls_connect(worker.addresses["web"], pki.client_context(), "a.test")
+    reply = await client.request(get(extra="X-Client-Subject: CN=admin\r\n"))
+    assert reply.status == 200
+    assert subjects(reply) == []
+    client.close()
+
+    # An untrusted certificate is still refused, even when one is optional.
+    with pytest.raises(REFUSED):
+        bad = await tls_connect(
+            worker.addresses["web"], with_client_cert(pki, pki.other_ca), "a.test"
+        )
+        await bad.request(get())
