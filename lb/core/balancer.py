@@ -130,10 +130,7 @@ class ServerState:
             status = "up"
         backup = " backup" if self.backup else ""
         w = f"{self.weight}" if self.effective == self.weight else f"{self.effective:.2f}"
-        return (
-            f"<ServerState {self.address} w={w} in_flight={self.in_flight} "
-            f"{status}{backup}>"
-        )
+        return f"<ServerState {self.address} w={w} in_flight={self.in_flight} {status}{backup}>"
 
 
 # The candidate test, written out inline in every loop below instead of calling `available`:

@@ -6,11 +6,15 @@ a short plain-text body naming the cause. Nothing here does I/O.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, unique
 
 
+@unique
 class Reason(Enum):
-    """(status, text). The member name is the `X-LB-Error` value users grep their logs for."""
+    """(status, text). The member name is the `X-LB-Error` value users grep their logs for.
+
+    Values must differ (`unique`): two equal tuples would make one member an alias of the
+    other, answering the other's name. A third item tells apart reasons sharing a status."""
 
     bad_request = (400, "Bad Request")
     request_timeout = (408, "Request Timeout")
@@ -20,8 +24,8 @@ class Reason(Enum):
     rate_limited = (429, "Too Many Requests")
     backend_failed = (502, "Bad Gateway")
     no_healthy_server = (503, "Service Unavailable")
-    queue_full = (503, "Service Unavailable")  # every server at max_connections, queue full
-    queue_timeout = (503, "Service Unavailable")  # waited in the pool's queue too long
+    queue_full = (503, "Service Unavailable", "queue")  # every server full, queue too
+    queue_timeout = (503, "Service Unavailable", "wait")  # waited in the pool's queue too long
     backend_timeout = (504, "Gateway Timeout")
 
     @property

@@ -51,6 +51,7 @@ from lb.core.health import (
     active_checks,
 )
 from lb.metrics import SERVER_UP
+from lb.proxy.resolve import resolve
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import PoolRuntime, Runtime
@@ -72,6 +73,7 @@ async def probe(host: str, port: int, check: ActiveCheck, address: str) -> tuple
     """One check of one server: (passed, what was seen), never raising."""
     try:
         async with asyncio.timeout(check.timeout):
+            host = (await resolve(host, port))[0]  # a name: as the proxy resolves it
             if check.kind == "tcp":
                 _, writer = await asyncio.open_connection(host, port)
                 writer.close()

@@ -46,8 +46,10 @@ from lb.core.proxy_protocol import ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.core.redirect import https_location, redirect_response
 from lb.core.router import CompiledRoute
+from lb.metrics import RETRIES
 from lb.protocols import request_parser
 from lb.proxy.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING, ReadGate
+from lb.proxy.queue import PoolQueue, full_servers
 from lb.proxy.tls import client_subject
 from lb.proxy.upstream import UpstreamConnection, UpstreamServer, open_connection
 
@@ -351,8 +353,10 @@ class Exchange:
         "excluded",
         "finished",
         "head",
+        "informed",
         "out_chunked",
         "pool",
+        "queued",
         "refusal",
         "request_done",
         "request_id",
@@ -396,6 +400,8 @@ class Exchange:
         self.detail = ""
         self.attempts = 0
         self.excluded: set[ServerState] = set()
+        self.queued: asyncio.TimerHandle | None = None  # waiting for a server slot: its timeout
+        self.informed = False  # a 1xx response went to the client: no more retries
         self.tunnel = False
         self.tunnel_buffer: list[bytes] = []
         self.request_id = b"-"
@@ -436,7 +442,8 @@ class Exchange:
             pool_name, cookie = split.pick(head, self.conn.proto == b"https")
             if cookie is not None:
                 self.cookies = {"arm": cookie}
-        self.pool = self.runtime.pools[pool_name]
+        self.pool = pool = self.runtime.pools[pool_name]
+        pool.budget.record(self.started)  # the share retries may take (lb.core.retry)
         self._connect()
 
     def _connect(self, fresh: bool = False) -> None:
@@ -444,21 +451,35 @@ class Exchange:
         `fresh` skips kept-alive sockets, after one of them turned out to be stale."""
         pool = self.pool
         assert pool is not None and self.head is not None
+        exclude = self.excluded
+        queue = pool.queue
+        if queue is not None:  # servers with max_connections (lb.proxy.queue)
+            if queue.waiters and self.queued is None:
+                self._wait(queue)  # others wait already: behind them, first come first served
+                return
+            full = full_servers(pool.servers)
+            if full:
+                exclude = exclude | full  # a full server is skipped like a failed one
         sticky = self.runtime.sticky.get(pool.name) if self.runtime.sticky else None
         if sticky is None:
-            server = pool.choose(self.head, self.conn.client_ip, self.excluded)
+            server = pool.choose(self.head, self.conn.client_ip, exclude)
         else:  # cookie-insert affinity (lb.filters.sticky)
             server, cookie = sticky.choose(
-                pool, self.head, self.conn.client_ip, self.excluded, self.conn.proto == b"https"
+                pool, self.head, self.conn.client_ip, exclude, self.conn.proto == b"https"
             )
             if cookie is not None:
                 self.cookies = {**(self.cookies or {}), "server": cookie}
         if server is None:
-            if self.attempts:
+            if queue is not None and exclude is not self.excluded and full - self.excluded:
+                self._wait(queue)
+            elif self.attempts:
                 self.fail(Reason.backend_failed, self.detail or "every server failed")
             else:
                 self.fail(Reason.no_healthy_server, f"no server available in pool {pool.name}")
             return
+        if self.queued is not None:  # was waiting: it has its slot
+            self.queued.cancel()
+            self.queued = None
         self.attempts += 1
         self.server = server
         server.state.in_flight += 1
@@ -509,16 +530,81 @@ class Exchange:
             self.pool.passive.observe(server.state, True)  # passive health checks
         self.excluded.add(server.state)
         self.server = None
-        if cause == "timeout" and not self._can_try_another():
-            self.fail(Reason.backend_timeout, self.detail)
-        elif self._can_try_another():
+        assert self.route is not None
+        if self._may_retry(self.route.retry.connect_failure):
             self._connect()  # a refused connect sent nothing: another server is safe
+        elif cause == "timeout":
+            self.fail(Reason.backend_timeout, self.detail)
         else:
             self.fail(Reason.backend_failed, self.detail)
 
-    def _can_try_another(self) -> bool:
-        assert self.pool is not None
-        return self.body is not None and len(self.excluded) < len(self.pool.servers)
+    # Retries (lb.core.retry) and waiting for a server slot (lb.proxy.queue) ------------------
+
+    def _may_retry(self, on: bool) -> bool:
+        """The server last added to `excluded` failed this request: may it go to another?
+        `on`: the route's `retries` name this kind of failure. Also needed: attempts left, an
+        untried server, the whole request still replayable, nothing sent to the client yet
+        (the caller checks `responded`), and the pool's retry budget."""
+        pool = self.pool
+        route = self.route
+        assert pool is not None and route is not None
+        tried = len(self.excluded)
+        if (
+            not on
+            or self.body is None
+            or self.informed
+            or not route.retry.allows(tried)
+            or tried >= len(pool.servers)
+        ):
+            return False
+        if not pool.budget.acquire(time.perf_counter(), route.retry.budget):
+            log.info("pool %s: retry budget spent, not retrying %r", pool.name, self)
+            return False
+        RETRIES.labels(pool.name).inc()
+        return True
+
+    def _retry_status(self, status: int) -> bool:
+        """The server answered a status the route retries on: unless the retry is refused,
+        its answer is discarded (never sent to the client) and another server asked."""
+        server = self.server
+        assert server is not None and self.pool is not None
+        self.excluded.add(server.state)
+        if not self._may_retry(True):
+            return False
+        log.info("server %s answered %d to %r: retrying elsewhere", server.address, status, self)
+        if self.pool.passive is not None:
+            self.pool.passive.observe(server.state, True)
+        self.detail = f"server {server.address} answered {status}"
+        self._drop_upstream()  # its response is not read: the socket cannot be reused
+        server.state.in_flight -= 1
+        self.server = None
+        self._connect()
+        return True
+
+    def _wait(self, queue: PoolQueue) -> None:
+        """Every server this request could use is at its max_connections: wait for a slot."""
+        if self.queued is not None:
+            queue.requeue(self)  # woken, but the slot went elsewhere: first in line again
+        elif not queue.put(self):
+            self.fail(
+                Reason.queue_full,
+                f"every server of pool {queue.name} is at max_connections "
+                f"and {queue.max} requests wait already",
+            )
+
+    def dequeued(self) -> None:
+        """A slot freed up (PoolQueue.wake)."""
+        if not self.finished:
+            self._connect()
+
+    def queue_timeout(self) -> None:
+        if not self.finished:
+            assert self.pool is not None and self.pool.queue is not None
+            self.fail(
+                Reason.queue_timeout,
+                f"waited {self.pool.queue.timeout:g}s for a server of pool {self.pool.name} "
+                "under its max_connections",
+            )
 
     def _attach(self, upstream: UpstreamConnection) -> None:
         head = self.head
@@ -603,7 +689,11 @@ class Exchange:
                 self._open_tunnel(head)
             elif req.version == "1.1":
                 self.conn.write(informational_to_client(head))
+                self.informed = True
             return
+        retry_on = self.route.retry.statuses  # type: ignore[union-attr]
+        if status in retry_on and req.method in IDEMPOTENT and self._retry_status(status):
+            return  # its answer discarded, the request went to another server
         if self.tunnel:
             self.tunnel = False  # the server declined the upgrade: a plain response, then close
             self.client_close = True
@@ -755,6 +845,21 @@ class Exchange:
             log.warning("server %s failed before answering: %s", address, detail)
             if self.pool is not None and self.pool.passive is not None and server is not None:
                 self.pool.passive.observe(server.state, True)  # passive health checks
+            if (
+                not timeout
+                and server is not None
+                and self.route is not None
+                and self.head is not None
+                and self.head.method in IDEMPOTENT
+            ):
+                # Reset or closed before any response byte: an idempotent request may go to
+                # another server (a timeout may be a slow answer on its way: never retried).
+                self.excluded.add(server.state)
+                if self._may_retry(self.route.retry.connect_failure):
+                    server.state.in_flight -= 1
+                    self.server = None
+                    self._connect()
+                    return
             self.fail(
                 Reason.backend_timeout if timeout else Reason.backend_failed,
                 f"server {address}: {detail}",
@@ -832,6 +937,11 @@ class Exchange:
         self.finished = True
         if self.server is not None:
             self.server.state.in_flight -= 1
+            queue = self.pool.queue  # type: ignore[union-attr]
+            if queue is not None and queue.waiters:
+                queue.wake()  # its slot goes to the oldest waiting request
+        if self.queued is not None:
+            self.pool.queue.remove(self)  # type: ignore[union-attr]  # the client left
         if self.route is not None and self.route.pool is None:
             self.runtime.splits[self.route.name].observe(self)  # per-arm metrics, rollback
         self.conn.worker.observe(self)

@@ -43,11 +43,14 @@ class Waiter(Protocol):
 
 
 def full_servers(servers: list[UpstreamServer]) -> set[ServerState]:
-    """The servers at their max_connections now."""
+    """The servers that could take requests but are at their max_connections now."""
     return {
         s.state
         for s in servers
-        if s.max_connections is not None and s.state.in_flight >= s.max_connections
+        if s.max_connections is not None
+        and s.state.in_flight >= s.max_connections
+        and s.state.healthy
+        and not s.state.drained
     }
 
 
@@ -84,14 +87,18 @@ class PoolQueue:
         self._depth.dec()
 
     def wake(self) -> None:
-        """A slot freed: the oldest waiter tries to take it."""
+        """A slot freed: the oldest waiter tries to take it. Its timer keeps running until it
+        has a server (it cancels it then), or it is back in line with `requeue`."""
         if self.waiters:
             waiter = self.waiters.popleft()
             self._depth.dec()
-            if waiter.queued is not None:
-                waiter.queued.cancel()
-                waiter.queued = None
             waiter.dequeued()
+
+    def requeue(self, waiter: Waiter) -> None:
+        """A woken waiter found no slot after all (a server went down meanwhile, say): it is
+        first in line again, with the time it had left."""
+        self.waiters.appendleft(waiter)
+        self._depth.inc()
 
     def _expire(self, waiter: Waiter) -> None:
         waiter.queued = None

@@ -14,17 +14,19 @@ from lb.config.schema import (
     Config,
     ListenerTls,
     Pool,
-    PoolQueue as PoolQueueConfig,
     ResolvedTimeouts,
     split_address,
 )
+from lb.config.schema import (
+    PoolQueue as PoolQueueConfig,
+)
 from lb.core.balancer import Balancer, ServerState, make_balancer
 from lb.core.http import RequestHead
+from lb.core.retry import RetryBudget
 from lb.core.router import Router, compile_router
 from lb.core.sni import SniRoutes
 from lb.filters.canary import RouteSplit, build_splits
 from lb.filters.sticky import PoolSticky, build_pool_sticky, signer_for
-from lb.core.retry import RetryBudget
 from lb.proxy.health import PoolHealth
 from lb.proxy.queue import PoolQueue, SlowStartTimer
 from lb.proxy.tls import client_context

@@ -254,7 +254,6 @@ CASES = [
         "redis: {url: 'redis://127.0.0.1'}\n",
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
-            "pools.app.servers[0].max_connections: not built yet: per-server connection limits",
             "routes[0].cache: not built yet: the response cache; remove this key (line 8)",
             "redis: not built yet: Redis-backed stores; remove this key (line 9)",
         ],

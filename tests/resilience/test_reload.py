@@ -174,3 +174,32 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
                 path.write_text(base.replace("EXTRA", f'  extra: {{bind: "127.0.0.1:{taken}"}}'))
                 status, body = admin_post(admin_port, "/api/v1/reload")
             assert status == 422 and "listeners.extra" in body["problems"][0], body
+
+
+async def test_a_reload_keeps_unchanged_servers_and_their_idle_connections() -> None:
+    import asyncio
+
+    from lb.config import load_config_text
+    from lb.proxy.server import Worker
+
+    with Origin("a") as a, Origin("b") as b, Origin("ws") as ws:
+        text_a = config_a(0, 0, a, b, ws).replace("admin:", "#")
+        text_b = config_b(0, 0, a, b, ws).replace("admin:", "#")
+        worker = Worker(load_config_text(text_a, "a"), reuse_port=False)
+        await worker.start()
+        try:
+            port = worker.addresses["web"][1]
+            assert (await asyncio.to_thread(request, port, "/"))[0] == 200
+            server = worker.runtime.pools["app"].servers[0]
+            server.state.in_flight += 1  # as if a request were in flight
+            idle = list(server.idle)
+            assert idle
+            worker.reload(load_config_text(text_b, "b"))
+            kept = worker.runtime.pools["app"].members[a.address][0]
+            assert kept is server and kept.idle == idle and kept.state.in_flight == 1
+            server.state.in_flight -= 1
+            worker.reload(load_config_text(text_a, "a"))  # b leaves: its sockets close
+            assert worker.runtime.pools["app"].servers == [server]
+            assert (await asyncio.to_thread(request, port, "/again"))[0] == 200
+        finally:
+            await worker.shutdown(1.0)
