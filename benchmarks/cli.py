@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="results dir [benchmarks/results/<timestamp>/]")
     p.add_argument("--lb-access-log", action="store_true", help="run lb with its access log on")
     p.add_argument(
+        "--lb-health",
+        action="store_true",
+        help="also run lb with active + passive health checks (subject lb-health, after lb)",
+    )
+    p.add_argument(
         "--origin",
         choices=("auto", "nginx", "python"),
         default="auto",
@@ -110,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 start_timeout=args.start_timeout,
                 lb_access_log=args.lb_access_log,
             )
-            subjects = [SUBJECTS[name] for name in args.subjects]
+            names = list(args.subjects)
+            if args.lb_health and "lb-health" not in names:
+                # Right after plain lb, so the two figures come from the same run, side by side.
+                at = names.index("lb") + 1 if "lb" in names else len(names)
+                names.insert(at, "lb-health")
+            subjects = [SUBJECTS[name] for name in names]
             cases = [CASES[name] for name in args.cases]
             rows = runner.run_all(ctx, subjects, cases, settings, log=_log)
         finally:

@@ -169,9 +169,11 @@ def lb_http(
     admin_port: int,
     access_log: Path | None,
     tls: tuple[int, Path, Path] | None = None,
+    health: bool = False,
 ) -> str:
     """`lb` with one http listener routing everything to the origin; with `tls` (port, cert,
-    key) also a listener terminating TLS."""
+    key) also a listener terminating TLS; with `health`, active health checks (GET /small every
+    2s) and passive ones on the pool, as a production config would have them."""
     websecure = ""
     if tls is not None:
         tls_port, cert, key = tls
@@ -181,6 +183,11 @@ def lb_http(
         )
     log = (
         f'{{enabled: true, path: "{access_log}"}}' if access_log is not None else "{enabled: false}"
+    )
+    checks = (
+        "    health_check: {path: /small, interval: 2s}\n    passive: {consecutive_failures: 5}\n"
+        if health
+        else ""
     )
     return f"""\
 version: 1
@@ -193,6 +200,6 @@ listeners:
 pools:
   origin:
     servers: [{{address: "127.0.0.1:{origin_port}"}}]
-access_log: {log}
+{checks}access_log: {log}
 admin: {{bind: "127.0.0.1:{admin_port}"}}
 """

@@ -83,6 +83,7 @@ class Lb(Subject):
     name = "lb"
     title = "lb run --workers 1"
     schemes = frozenset({"http", "https"})
+    health = False  # active + passive health checks on the pool (`lb-health`)
 
     def start(self, ctx: RunContext) -> Running:
         port, admin = procs.free_port(), procs.free_port()
@@ -91,15 +92,32 @@ class Lb(Subject):
         tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
         conf.write_text(
             configs.lb_http(
-                port, ctx.origin.port, admin, log, tls=(tls_port, files.cert, files.key)
+                port,
+                ctx.origin.port,
+                admin,
+                log,
+                tls=(tls_port, files.cert, files.key),
+                health=self.health,
             )
         )
         # The supervisor is started under taskset; its worker children inherit the CPU.
         argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
-        process = self._serve(ctx, "lb", argv, port)
-        note = "access log on" if log is not None else ""
+        process = self._serve(ctx, self.name, argv, port)
+        notes = ["access log on"] if log is not None else []
+        if self.health:
+            notes.append("health checks on")
+        note = ", ".join(notes)
         targets = {"http": f"http://{HOST}:{port}", "https": f"https://{HOST}:{tls_port}"}
         return Running(targets, [process.pid], [process], note)
+
+
+class LbHealth(Lb):
+    """lb as deployed: the pool actively checked (GET /small every 2s) and passively watched,
+    to show what health checking costs against plain `lb` in the same run (`--lb-health`)."""
+
+    name = "lb-health"
+    title = "lb run --workers 1, active + passive health checks"
+    health = True
 
 
 class Nginx(Subject):
@@ -173,5 +191,5 @@ class HaproxyTcp(Subject):
 
 
 SUBJECTS: dict[str, Subject] = {
-    s.name: s for s in (Direct(), Lb(), Nginx(), Haproxy(), LbTcp(), HaproxyTcp())
+    s.name: s for s in (Direct(), Lb(), LbHealth(), Nginx(), Haproxy(), LbTcp(), HaproxyTcp())
 }

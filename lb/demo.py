@@ -55,7 +55,8 @@ def serve_backend(port: int) -> None:
         asyncio.run(main())
 
 
-def _port_taken(port: int) -> bool:
+def port_taken(port: int) -> bool:
+    """Something holds `port` on 127.0.0.1 (a bind with SO_REUSEADDR fails)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -66,7 +67,7 @@ def _port_taken(port: int) -> bool:
 
 
 def run_demo(config_path: str, workers: int) -> int:
-    taken = [port for port in DEMO_PORTS if _port_taken(port)]
+    taken = [port for port in DEMO_PORTS if port_taken(port)]
     if taken:
         print(
             f"lb demo: port {', '.join(map(str, taken))} on 127.0.0.1 is in use; the demo "

@@ -12,15 +12,18 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import yaml
 
-from lb.config import load_config_text
+from lb.config import Config, ConfigError, load_config_text
 from lb.proxy.server import Worker
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +138,12 @@ class Origin:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    async def listen(self, tls: ssl.SSLContext | None = None) -> Origin:
+        """Start serving (on `port`; 0: a free one), speaking TLS with `tls`."""
+        self.server = await asyncio.start_server(self._serve, self.host, self.port, ssl=tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -369,6 +378,38 @@ class handlers:
         return handle
 
 
+@contextlib.contextmanager
+def hanging_address(fillers: int = 4) -> Iterator[str]:
+    """`host:port` of a listener whose accept queue is full: Linux drops further SYNs, so a
+    connect to it hangs until the connector's timeout. Closed on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    filling = []
+    try:
+        for _ in range(fillers):
+            f = socket.socket()
+            f.setblocking(False)
+            filling.append(f)
+            f.connect_ex(sock.getsockname())
+        time.sleep(0.1)  # the handshakes that fit complete; the rest wait in SYN_SENT
+        yield "{}:{}".format(*sock.getsockname())
+    finally:
+        for f in filling:
+            f.close()
+        sock.close()
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll `predicate` every 10ms until it holds; AssertionError after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g}s")
+        await asyncio.sleep(0.01)
+
+
 def pattern(n: int) -> bytes:
     return (bytes(range(256)) * (n // 256 + 1))[:n]
 
@@ -379,9 +420,7 @@ async def origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
     started: list[Origin] = []
 
     async def start(handler: Handler | None = None) -> Origin:
-        o = Origin(handler or handlers.fixed())
-        o.server = await asyncio.start_server(o._serve, "127.0.0.1", 0)
-        o.port = o.server.sockets[0].getsockname()[1]
+        o = await Origin(handler or handlers.fixed()).listen()
         started.append(o)
         return o
 
@@ -394,6 +433,16 @@ async def origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
 # lb itself.
 
 
+def config_problems(text: str) -> list[str]:
+    """Every problem `lb check` finds in a YAML config (indented text is dedented); fails the
+    test when the config loads."""
+    try:
+        load_config_text(textwrap.dedent(text))
+    except ConfigError as e:
+        return [str(p) for p in e.problems]
+    raise AssertionError("the config loaded")
+
+
 @pytest.fixture(params=["httptools", "h11"])
 def parser_kind(request: pytest.FixtureRequest) -> str:
     """Every test that uses `proxy` runs against both parser adapters."""
@@ -401,11 +450,29 @@ def parser_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def proxy(parser_kind: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+async def start_worker() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """`await start_worker(config, **worker_kw)`: a Worker serving a `Config` in this process
+    (no SO_REUSEPORT), probing its own health checks; each is shut down after the test."""
+    workers: list[Worker] = []
+
+    async def start(config: Config, **kw: Any) -> Worker:
+        worker = Worker(config, reuse_port=False, **kw)
+        await worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.shutdown(0.2)
+
+
+@pytest.fixture
+async def proxy(
+    parser_kind: str, start_worker: Callable[..., Awaitable[Worker]]
+) -> Callable[..., Awaitable[Worker]]:
     """`await proxy(yaml_text)` starts a Worker in-process. The YAML may leave out `version`,
     `access_log` (off by default here) and listener `bind` (127.0.0.1:0); the address of
     listener NAME is `worker.addresses[NAME]`."""
-    workers: list[Worker] = []
 
     async def start(text: str | dict[str, Any]) -> Worker:
         data = yaml.safe_load(text) if isinstance(text, str) else dict(text)
@@ -414,14 +481,9 @@ async def proxy(parser_kind: str) -> AsyncIterator[Callable[..., Awaitable[Worke
         for listener in data.get("listeners", {}).values():
             listener.setdefault("bind", "127.0.0.1:0")
         config = load_config_text(yaml.safe_dump(data, sort_keys=False))
-        worker = Worker(config, reuse_port=False, parser_kind=parser_kind)
-        await worker.start()
-        workers.append(worker)
-        return worker
+        return await start_worker(config, parser_kind=parser_kind)
 
-    yield start
-    for worker in workers:
-        await worker.shutdown(0.2)
+    return start
 
 
 def one_pool(*origins: Origin, **sections: Any) -> dict[str, Any]:

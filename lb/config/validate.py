@@ -365,6 +365,12 @@ def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
                 f"only for pools of tcp listeners, yet {http_pools[name]} (http) sends traffic "
                 "here: http server connections are kept alive and shared between clients",
             )
+        if pool.tls is not None and user is not None and name not in http_pools:
+            yield (
+                (*loc, "tls"),
+                f"only for pools that http routes use, yet only {user} (tcp/udp) sends traffic "
+                "here: it passes the client's bytes through as they are, TLS included",
+            )
         if pool.health_check is not None:
             default_type = config.defaults.health_check.type
             yield from _health_check(pool.health_check, (*loc, "health_check"), default_type)

@@ -2,7 +2,9 @@
 
 The decisions are in `lb.core.health`; this module runs the probes (tcp: a connect; http: a GET
 on a fresh connection, up to the status line), keeps the timers, and turns verdicts into
-`ServerState.healthy` (which the balancers honour) and the `lb_server_up` gauge.
+`ServerState.healthy` (which the balancers honour) and the `lb_server_up` gauge. A pool with
+`tls` is probed as the proxy connects to it: the TLS handshake, verified as the pool says, is
+part of both kinds of check, so a server whose certificate lb would refuse is DOWN.
 
 Active checks run once per server, not once per worker. Under `lb run` the supervisor probes
 (`HealthPublisher`): it is the one process that lives as long as lb does and already owns the
@@ -36,12 +38,13 @@ import hashlib
 import logging
 import mmap
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from lb.config.schema import Config, PassiveCheck, split_address
+from lb.config.schema import Config, PassiveCheck, PoolTls, split_address
 from lb.core.balancer import ServerState
 from lb.core.health import (
     ActiveCheck,
@@ -52,6 +55,7 @@ from lb.core.health import (
 )
 from lb.metrics import SERVER_UP
 from lb.proxy.resolve import resolve
+from lb.proxy.tls import client_context, pool_server_name
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import PoolRuntime, Runtime
@@ -69,43 +73,61 @@ DRAINED = 0x10  # the admin API drained this server (lb.supervisor)
 # -- probes -------------------------------------------------------------------------------------
 
 
-async def probe(host: str, port: int, check: ActiveCheck, address: str) -> tuple[bool, str]:
-    """One check of one server: (passed, what was seen), never raising."""
+async def probe(
+    host: str,
+    port: int,
+    check: ActiveCheck,
+    address: str,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> tuple[bool, str]:
+    """One check of one server: (passed, what was seen), never raising. With `tls` (the
+    pool's client context) the connection does the TLS handshake first, as the proxy's do."""
     try:
         async with asyncio.timeout(check.timeout):
             host = (await resolve(host, port))[0]  # a name: as the proxy resolves it
-            if check.kind == "tcp":
-                _, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                limit=MAX_STATUS_LINE,
+                ssl=tls,
+                server_hostname=server_hostname if tls is not None else None,
+            )
+            try:
+                if check.kind == "tcp":
+                    return True, "TLS handshake done" if tls is not None else "connected"
+                return await _http_probe(reader, writer, check, address)
+            finally:
                 writer.close()
-                return True, "connected"
-            return await _http_probe(host, port, check, address)
     except TimeoutError:
         return False, f"timed out after {check.timeout:g}s"
     except ConnectionRefusedError:
         return False, "connect refused"
+    except ssl.SSLCertVerificationError as err:
+        return False, f"TLS certificate refused: {err.verify_message or err.reason}"
+    except ssl.SSLError as err:
+        return False, f"TLS handshake failed: {err.reason or err}"
     except OSError as err:
         return False, f"connect failed: {err.strerror or err}"
     except Exception as err:  # a probe must never kill its task
         return False, f"check failed: {err!r}"
 
 
-async def _http_probe(host: str, port: int, check: ActiveCheck, address: str) -> tuple[bool, str]:
-    reader, writer = await asyncio.open_connection(host, port, limit=MAX_STATUS_LINE)
+async def _http_probe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, check: ActiveCheck, address: str
+) -> tuple[bool, str]:
+    writer.write(
+        (
+            f"GET {check.path} HTTP/1.1\r\nHost: {check.host or address}\r\n"
+            "User-Agent: lb-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+    )
     try:
-        writer.write(
-            (
-                f"GET {check.path} HTTP/1.1\r\nHost: {check.host or address}\r\n"
-                "User-Agent: lb-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-            ).encode("latin-1")
-        )
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return False, "server closed the connection before answering"
-        except asyncio.LimitOverrunError:
-            return False, "not an HTTP response (status line too long)"
-    finally:
-        writer.close()
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        return False, "server closed the connection before answering"
+    except asyncio.LimitOverrunError:
+        return False, "not an HTTP response (status line too long)"
     parts = line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return False, f"not an HTTP response: {line[:40]!r}"
@@ -127,6 +149,8 @@ class Target:
     check: ActiveCheck
     counter: HealthCounter
     detail: str = "not checked yet"
+    tls: ssl.SSLContext | None = None  # the pool's `tls`, as the proxy connects
+    server_hostname: str | None = None
 
 
 Key = tuple[str, str]  # (pool, server address)
@@ -140,12 +164,25 @@ class ActiveChecker:
         self.on_change = on_change
         self.targets: dict[Key, Target] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Pool name -> its `tls` and the client context built from it (kept while unchanged).
+        self._tls: dict[str, tuple[PoolTls, ssl.SSLContext]] = {}
 
     def set_config(self, config: Config) -> None:
         """(Re)start the probes for `config`, keeping what is known of the servers it shares
         with the previous one."""
         targets: dict[Key, Target] = {}
+        contexts: dict[str, tuple[PoolTls, ssl.SSLContext]] = {}
         for pool_name, check in active_checks(config).items():
+            pool_tls = config.pools[pool_name].tls
+            tls = None
+            if pool_tls is not None:
+                kept = self._tls.get(pool_name)
+                tls = (
+                    kept[1]
+                    if kept is not None and kept[0] == pool_tls
+                    else client_context(pool_tls)
+                )
+                contexts[pool_name] = (pool_tls, tls)
             for server in config.pools[pool_name].servers:
                 key = (pool_name, server.address)
                 old = self.targets.get(key)
@@ -160,11 +197,15 @@ class ActiveChecker:
                     )
                 host, port = split_address(server.address)
                 target = Target(pool_name, server.address, host, port, check, counter)
+                if pool_tls is not None:
+                    target.tls = tls
+                    target.server_hostname = pool_server_name(pool_tls, server.address)
                 if old is not None:
                     target.detail = old.detail
                 targets[key] = target
         self.stop()
         self.targets = targets
+        self._tls = contexts
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(t)) for t in targets.values()]
 
@@ -178,7 +219,14 @@ class ActiveChecker:
         check = target.check
         while True:
             started = loop.time()
-            ok, detail = await probe(target.host, target.port, check, target.address)
+            ok, detail = await probe(
+                target.host,
+                target.port,
+                check,
+                target.address,
+                target.tls,
+                target.server_hostname,
+            )
             target.detail = detail
             change = target.counter.observe(ok)
             if change is not None:

@@ -12,6 +12,8 @@ has three phases:
     CONNECTING  connect to a server the pool's balancer picks; on refusal or connect timeout,
                 the next server, excluding those that failed, until none is left. Client bytes
                 that arrive meanwhile are kept, up to CONNECT_BUFFER, then the client is paused.
+                With the pool's `passive` checks, a refusal or timeout counts as a failure of
+                that server and a connect as a success (tcp has no answer to judge).
     FORWARDING  each side's bytes are written to the other. Invariants:
                 - flow control: when a side's write buffer passes its high-water mark
                   (`pause_writing`), the *other* side stops being read until it drains, so a
@@ -76,6 +78,34 @@ def count_bytes(listener: str, direction: str, n: int) -> None:
     if child is None:
         child = _bytes_children[key] = TCP_BYTES.labels(listener, direction)
     child.inc(n)
+
+
+def flush_bytes(conn: TcpConnection | UdpSession) -> None:
+    """Add the bytes relayed since the last flush to `lb_tcp_bytes_total`; `checked` follows
+    in the same units."""
+    name = conn.listener.name
+    if conn.bytes_in:
+        count_bytes(name, "in", conn.bytes_in)
+    if conn.bytes_out:
+        count_bytes(name, "out", conn.bytes_out)
+    conn.checked -= conn.bytes_in + conn.bytes_out
+    conn.bytes_in = conn.bytes_out = 0
+
+
+def idle_check(conn: TcpConnection | UdpSession, now: float) -> bool:
+    """The periodic check of a relaying connection (tcp) or session (udp): flush its byte
+    counts; False when no byte went either way for the listener's `timeouts.idle` (the caller
+    closes it), else True with the next check set."""
+    flush_bytes(conn)
+    total = conn.bytes_in + conn.bytes_out
+    idle = conn.listener.timeouts.idle
+    if total != conn.checked:
+        conn.checked = total
+        conn.last_active = now
+    elif now - conn.last_active >= idle:
+        return False
+    conn.deadline = now + min(IDLE_CHECK, max(conn.last_active + idle - now, 0.01))
+    return True
 
 
 class TcpConnection(asyncio.Protocol):
@@ -319,6 +349,8 @@ class TcpConnection(asyncio.Protocol):
         self.server = None
         server.state.in_flight -= 1
         self.excluded.add(server.state)
+        if self.pool.passive is not None:  # refused or timed out: a failure, for passive checks
+            self.pool.passive.observe(server.state, True)
         self.worker.count_connect_error(self.pool.name, server.address, cause)
         log.info(
             "%s: connect to %s (pool %s) failed: %s",
@@ -340,10 +372,12 @@ class TcpConnection(asyncio.Protocol):
     def on_server_connected(self, transport: asyncio.Transport) -> None:
         """ServerSide.connection_made: send what we hold, then relay."""
         self.connect_task = None
+        pool, server = self.pool, self.server
+        if pool is not None and pool.passive is not None and server is not None:
+            pool.passive.observe(server.state, False)  # connected: the failure streak ends
         if self.closed:
             transport.abort()
             return
-        pool = self.pool
         assert pool is not None and self.transport is not None
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         self.phase = FORWARDING
@@ -396,18 +430,11 @@ class TcpConnection(asyncio.Protocol):
         now = self.worker.loop.time()
         phase = self.phase
         if phase == FORWARDING:
-            self._flush_bytes()
-            total = self.bytes_in + self.bytes_out
-            idle = self.listener.timeouts.idle
-            if total != self.checked:
-                self.checked = total
-                self.last_active = now
-            elif now - self.last_active >= idle:
+            if not idle_check(self, now):
+                idle = self.listener.timeouts.idle
                 log.info("%s: idle for %gs, closing %s", self.listener.name, idle, self.client_ip)
                 self.worker.count_error(self.listener.name, "idle_timeout")
                 self._close_both()
-                return
-            self.deadline = now + min(IDLE_CHECK, max(self.last_active + idle - now, 0.01))
         elif phase == PREAMBLE:
             if self.proxy_wanted:
                 self.worker.count_error(self.listener.name, "proxy_header_timeout")
@@ -428,16 +455,6 @@ class TcpConnection(asyncio.Protocol):
 
     # Closing ----------------------------------------------------------------------------------
 
-    def _flush_bytes(self) -> None:
-        # Counted since the last flush; `checked` follows in the same units.
-        name = self.listener.name
-        if self.bytes_in:
-            count_bytes(name, "in", self.bytes_in)
-        if self.bytes_out:
-            count_bytes(name, "out", self.bytes_out)
-        self.checked -= self.bytes_in + self.bytes_out
-        self.bytes_in = self.bytes_out = 0
-
     def _ended(self) -> None:
         """Bookkeeping that runs once, whichever side ends first."""
         if self.phase == CLOSED:
@@ -445,7 +462,7 @@ class TcpConnection(asyncio.Protocol):
         self.phase = CLOSED
         self.closed = True
         self.deadline = 0.0
-        self._flush_bytes()
+        flush_bytes(self)
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -699,26 +716,8 @@ class UdpSession(asyncio.DatagramProtocol):
     # Deadlines: an idle check, as for tcp
 
     def on_deadline(self) -> None:
-        now = self.worker.loop.time()
-        self._flush_bytes()
-        total = self.bytes_in + self.bytes_out
-        idle = self.listener.timeouts.idle
-        if total != self.checked:
-            self.checked = total
-            self.last_active = now
-        elif now - self.last_active >= idle:
+        if not idle_check(self, self.worker.loop.time()):
             self.close()
-            return
-        self.deadline = now + min(IDLE_CHECK, max(self.last_active + idle - now, 0.01))
-
-    def _flush_bytes(self) -> None:
-        name = self.listener.name
-        if self.bytes_in:
-            count_bytes(name, "in", self.bytes_in)
-        if self.bytes_out:
-            count_bytes(name, "out", self.bytes_out)
-        self.checked -= self.bytes_in + self.bytes_out
-        self.bytes_in = self.bytes_out = 0
 
     def _forget(self) -> None:
         if self.owner.sessions.get(self.client) is self:
@@ -728,7 +727,7 @@ class UdpSession(asyncio.DatagramProtocol):
         self.closed = True
         self.deadline = 0.0
         self._forget()
-        self._flush_bytes()
+        flush_bytes(self)
         if self.server is not None:
             self.server.state.in_flight -= 1
             self.server = None

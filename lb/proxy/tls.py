@@ -26,7 +26,7 @@ import os
 import ssl
 from datetime import UTC, datetime
 
-from lb.config.schema import Certificate, PoolTls
+from lb.config.schema import Certificate, PoolTls, split_address
 from lb.config.schema import ListenerTls as ListenerTlsConfig
 from lb.config.tls_checks import TlsFileError, pair_problems, read_ca
 from lb.config.validate import format_path
@@ -82,6 +82,13 @@ def client_context(tls: PoolTls) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return _hardened(ctx, "1.2")
+
+
+def pool_server_name(tls: PoolTls, address: str) -> str:
+    """The name lb sends (SNI) and verifies when connecting to a pool's server at `address`:
+    `sni`, else the configured address's host (a name, not the IP it resolves to; an IP is
+    verified against the certificate's IP addresses and sends no SNI)."""
+    return tls.sni or split_address(address)[0]
 
 
 def certificate_index(tls: ListenerTlsConfig, where: str) -> NameIndex[ssl.SSLContext]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lb.config import ConfigError, Problem, load_config, load_config_text, summarize
+from tests.conftest import config_problems
 
 FULL = """\
 version: 1
@@ -66,12 +67,7 @@ access_log: {format: text}
 """
 
 
-def problems(text: str) -> list[str]:
-    try:
-        load_config_text(textwrap.dedent(text))
-    except ConfigError as e:
-        return [str(p) for p in e.problems]
-    raise AssertionError("the config loaded")
+problems = config_problems
 
 
 def test_full_example_loads() -> None:

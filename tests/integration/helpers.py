@@ -54,22 +54,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
 class Origin:
     """An HTTP/1.1 server in a thread that answers `origin <name> <path>`; counts requests.
 
-    GET /slow?s=1.5 answers after 1.5 seconds.
+    GET /slow?s=1.5 answers after 1.5 seconds; a request with `Upgrade:` is answered 101, then
+    every byte is echoed back. `host` and `port` choose where it listens (default: a free port
+    on 127.0.0.1).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
         self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                origin.hits[self.path] += 1
+                with origin.lock:
+                    origin.hits[self.path] += 1
+                if self.headers.get("upgrade"):
+                    self._tunnel()
+                    return
                 if self.path.startswith("/slow"):
-                    _, _, seconds = self.path.partition("s=")
-                    time.sleep(float(seconds or 1))
+                    time.sleep(float(self.path.partition("s=")[2] or 1))
                 body = f"origin {origin.name} {self.path}\n".encode()
                 self.send_response(200)
                 self.send_header("content-type", "text/plain")
@@ -79,18 +85,34 @@ class Origin:
 
             do_POST = do_GET
 
+            def _tunnel(self) -> None:
+                self.send_response(101)
+                self.send_header("connection", "upgrade")
+                self.send_header("upgrade", self.headers["upgrade"])
+                self.end_headers()
+                self.wfile.flush()
+                sock = self.connection
+                sock.settimeout(30)
+                try:
+                    while data := sock.recv(65536):
+                        sock.sendall(data)
+                except OSError:
+                    pass
+                self.close_connection = True
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def total(self) -> int:
-        return sum(self.hits.values())
+        with self.lock:
+            return sum(self.hits.values())
 
     def __enter__(self) -> Origin:
         self.thread.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lb.demo import port_taken
 from tests.integration.helpers import (
     REPO,
     free_port,
@@ -93,18 +94,8 @@ def test_run_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
     assert f"listeners.web: cannot bind 127.0.0.1:{port}" in result.stderr
 
 
-def _port_busy(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def test_demo_answers_from_both_backends_and_stops_on_sigint() -> None:
-    busy = [p for p in (8080, 9001, 9002, 9901) if _port_busy(p)]
+    busy = [p for p in (8080, 9001, 9002, 9901) if port_taken(p)]
     if busy:
         pytest.skip(f"lb demo uses fixed ports; in use here: {busy}")
     proc = subprocess.Popen(

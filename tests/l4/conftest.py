@@ -7,7 +7,6 @@ tasks serving them, so a test can assert that nothing reached a server, and tear
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,18 +82,11 @@ def config(listeners: dict[str, Any], pools: dict[str, Any], **extra: Any) -> st
 
 
 @pytest.fixture
-async def lb() -> AsyncIterator[Callable[[str], Awaitable[Worker]]]:
-    workers: list[Worker] = []
-
+def lb(start_worker: Callable[..., Awaitable[Worker]]) -> Callable[[str], Awaitable[Worker]]:
     async def start(text: str) -> Worker:
-        worker = Worker(load_config_text(text), reuse_port=False)
-        await worker.start()
-        workers.append(worker)
-        return worker
+        return await start_worker(load_config_text(text))
 
-    yield start
-    for worker in workers:
-        await worker.shutdown(0.2)
+    return start
 
 
 async def open_to(
@@ -108,25 +100,8 @@ async def read_all(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
     return await asyncio.wait_for(reader.read(), timeout)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def metric(name: str, **labels: str) -> float:
     from prometheus_client import REGISTRY
 
     value = REGISTRY.get_sample_value(name, labels)
     return value or 0.0
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
-    import socket
-
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

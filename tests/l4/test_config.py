@@ -7,16 +7,10 @@ import textwrap
 import pytest
 
 from lb.config import load_config_text
-from lb.config.load import ConfigError
 from lb.proxy.runtime import Runtime
+from tests.conftest import config_problems
 
-
-def problems(text: str) -> list[str]:
-    try:
-        load_config_text(textwrap.dedent(text))
-    except ConfigError as e:
-        return [str(p) for p in e.problems]
-    raise AssertionError("the config loaded")
+problems = config_problems
 
 
 def test_l4_keys_load_into_the_runtime() -> None:
@@ -108,8 +102,23 @@ def test_l4_keys_load_into_the_runtime() -> None:
             """,
             ["pools.p.send_proxy"],
         ),
+        (
+            """\
+            version: 1
+            listeners:
+              db: {bind: "127.0.0.1:1", mode: tcp, pool: p}
+            pools: {p: {tls: {verify: false}, servers: [{address: "127.0.0.1:1"}]}}
+            """,
+            ["pools.p.tls: only for pools that http routes use, yet only listeners.db (tcp/udp)"],
+        ),
     ],
-    ids=["tcp-routes", "wrong-mode", "send-proxy-on-http-pool", "send-proxy-value"],
+    ids=[
+        "tcp-routes",
+        "wrong-mode",
+        "send-proxy-on-http-pool",
+        "send-proxy-value",
+        "tls-on-tcp-pool",
+    ],
 )
 def test_problems(text: str, expected: list[str]) -> None:
     found = problems(text)

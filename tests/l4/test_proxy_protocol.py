@@ -10,7 +10,8 @@ import struct
 import pytest
 
 from lb.core.proxy_protocol import V2_SIGNATURE
-from tests.l4.conftest import config, metric, open_to, read_all, wait_until
+from tests.conftest import wait_until
+from tests.l4.conftest import config, metric, open_to, read_all
 
 
 def recorder(got: list[bytes]):  # type: ignore[no-untyped-def]

@@ -12,14 +12,9 @@ import struct
 import time
 
 from lb.proxy.l4 import WRITE_HIGH, TcpConnection
-from tests.l4.conftest import (
-    config,
-    free_port,
-    metric,
-    open_to,
-    read_all,
-    wait_until,
-)
+from tests.conftest import hanging_address, wait_until
+from tests.integration.helpers import free_port
+from tests.l4.conftest import config, metric, open_to, read_all
 
 MiB = 1024 * 1024
 
@@ -302,22 +297,10 @@ async def test_no_server_left_closes_the_client(lb):
 
 
 async def test_connect_timeout_then_the_next_server(tcp_backend, lb):
-    # A server whose accept queue is full: Linux drops the SYNs, so connects hang.
-    stuck = socket.socket()
-    stuck.bind(("127.0.0.1", 0))
-    stuck.listen(0)
-    fillers = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(stuck.getsockname())
-        fillers.append(s)
-    await asyncio.sleep(0.1)
     live = await tcp_backend(named(b"L"))
-    stuck_address = f"127.0.0.1:{stuck.getsockname()[1]}"
-    text = config(tcp_listener(), pool(stuck_address, live.address, timeouts={"connect": "200ms"}))
-    worker = await lb(text)
-    try:
+    with hanging_address() as stuck_address:
+        pools = pool(stuck_address, live.address, timeouts={"connect": "200ms"})
+        worker = await lb(config(tcp_listener(), pools))
         started = time.monotonic()
         reader, writer = await open_to(worker)
         assert await asyncio.wait_for(reader.readexactly(1), 5) == b"L"
@@ -330,9 +313,6 @@ async def test_connect_timeout_then_the_next_server(tcp_backend, lb):
             >= 1
         )
         writer.close()
-    finally:
-        for s in [*fillers, stuck]:
-            s.close()
 
 
 async def test_idle_timeout_closes_a_quiet_connection(tcp_backend, lb):

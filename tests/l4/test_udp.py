@@ -8,7 +8,8 @@ import os
 from typing import Any
 
 from lb.proxy.l4 import UdpListener
-from tests.l4.conftest import config, metric, wait_until
+from tests.conftest import wait_until
+from tests.l4.conftest import config, metric
 
 Address = tuple[str, int]
 

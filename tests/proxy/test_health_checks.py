@@ -18,6 +18,7 @@ from lb.config import load_config_text
 from lb.metrics import SERVER_UP
 from lb.proxy.health import HEALTH_DIR_ENV, HealthPublisher, SharedHealth
 from lb.proxy.server import Worker
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -97,18 +98,11 @@ async def backends() -> AsyncIterator[Callable[[str], Any]]:
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[Callable[[str], Any]]:
-    started: list[Worker] = []
-
+def workers(start_worker: Callable[..., Any]) -> Callable[[str], Any]:
     async def start(text: str) -> Worker:
-        worker = Worker(load_config_text(text), reuse_port=False)
-        await worker.start()
-        started.append(worker)
-        return worker
+        return await start_worker(load_config_text(text))
 
-    yield start
-    for worker in started:
-        await worker.shutdown(0.1)
+    return start
 
 
 def config(*servers: Backend, pool: str = "", health: str = "", passive: str = "") -> str:
@@ -147,12 +141,6 @@ async def get(worker: Worker, path: str = "/") -> tuple[int, str]:
         writer.close()
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
-
-
 def state(worker: Worker, backend: Backend, pool: str = "app") -> Any:
     return next(s.state for s in worker.runtime.pools[pool].servers if s.address == backend.address)
 
@@ -180,11 +168,11 @@ async def test_killed_server_goes_down_then_comes_back(
     caplog.set_level(logging.INFO, logger="lb.health")
     a, b = await backends("a"), await backends("b")
     worker = await workers(config(a, b, health=FAST))
-    await eventually(lambda: b.checks >= 2)
+    await wait_until(lambda: b.checks >= 2)
     assert state(worker, b).healthy and gauge("app", b) == 1
 
     await b.kill()
-    await eventually(lambda: not state(worker, b).healthy)
+    await wait_until(lambda: not state(worker, b).healthy)
     assert gauge("app", b) == 0
     down = messages(caplog, f"server {b.address} in pool app is DOWN")
     assert down == [f"server {b.address} in pool app is DOWN: connect refused (3 failures)"]
@@ -195,7 +183,7 @@ async def test_killed_server_goes_down_then_comes_back(
     assert not messages(caplog, "connect to")  # the dead server was not even tried
 
     await b.start()  # same port
-    await eventually(lambda: state(worker, b).healthy)
+    await wait_until(lambda: state(worker, b).healthy)
     assert gauge("app", b) == 1
     up = messages(caplog, f"server {b.address} in pool app is UP")
     assert up == [f"server {b.address} in pool app is UP: status 200 (2 passes)"]
@@ -212,18 +200,18 @@ async def test_http_check_expected_status_and_host(backends: Any, workers: Any) 
         " timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 2}"
     )
     worker = await workers(config(a, b, health=health))
-    await eventually(lambda: b.checks >= 2)
+    await wait_until(lambda: b.checks >= 2)
     assert b.host_headers[0] == "health.test"
 
     b.health_status = 204  # a 2xx, but not the one expected
-    await eventually(lambda: not state(worker, b).healthy)
+    await wait_until(lambda: not state(worker, b).healthy)
     hits = b.hits
     answers = [await get(worker) for _ in range(6)]
     assert answers == [(200, "a")] * 6  # b still answers requests, yet gets none
     assert b.hits == hits
 
     b.health_status = 200
-    await eventually(lambda: state(worker, b).healthy)
+    await wait_until(lambda: state(worker, b).healthy)
     assert {body for _, body in [await get(worker) for _ in range(4)]} == {"a", "b"}
 
 
@@ -235,7 +223,7 @@ async def test_tcp_check_and_unconfirmed_dead_server(
     await dead.kill()  # dead from the start: down at its first failed check
     health = "{type: tcp, interval: 100ms, timeout: 100ms}"
     worker = await workers(config(a, dead, health=health))
-    await eventually(lambda: not state(worker, dead).healthy, timeout=0.5)
+    await wait_until(lambda: not state(worker, dead).healthy, timeout=0.5)
     assert messages(caplog, "is DOWN") == [
         f"server {dead.address} in pool app is DOWN: connect refused (1 failure)"
     ]
@@ -253,9 +241,9 @@ async def test_no_health_check_means_not_checked(backends: Any, workers: Any) ->
 async def test_reload_keeps_verdicts(backends: Any, workers: Any) -> None:
     a, b = await backends("a"), await backends("b")
     worker = await workers(config(a, b, health=FAST))
-    await eventually(lambda: b.checks >= 1)
+    await wait_until(lambda: b.checks >= 1)
     await b.kill()
-    await eventually(lambda: not state(worker, b).healthy)
+    await wait_until(lambda: not state(worker, b).healthy)
     # Same servers, a slower check: b is still known to be down in the new runtime.
     worker.reload(load_config_text(config(a, b, health=FAST.replace("100ms,", "150ms,", 1))))
     assert not state(worker, b).healthy
@@ -286,7 +274,7 @@ async def test_passive_ejects_after_5xx_and_readmits_with_growing_time(
     assert sorted([await get(worker) for _ in range(6)]) == [(200, "a")] * 3 + [(200, "c")] * 3
     assert b.hits == 3
 
-    await eventually(lambda: state(worker, b).healthy, timeout=1.0)
+    await wait_until(lambda: state(worker, b).healthy, timeout=1.0)
     assert messages(caplog, "back from ejection")
     assert gauge("app", b) == 1
     for _ in range(9):
@@ -343,7 +331,7 @@ async def test_workers_read_the_published_verdicts(
         assert 4 <= b.checks <= 6  # ~one check per 100ms in all, not three
 
         await b.kill()
-        await eventually(lambda: not state(one, b).healthy and not state(two, b).healthy)
+        await wait_until(lambda: not state(one, b).healthy and not state(two, b).healthy)
         assert publisher.state("app", b.address)["health"] == "down"
         assert [await get(one) for _ in range(3)] == [(200, "a")] * 3
 
@@ -352,7 +340,7 @@ async def test_workers_read_the_published_verdicts(
         assert not state(one, b).healthy
 
         await b.start()
-        await eventually(lambda: state(one, b).healthy and state(two, b).healthy)
+        await wait_until(lambda: state(one, b).healthy and state(two, b).healthy)
         assert publisher.state("app", b.address) == {"health": "up", "last_check": "status 200"}
         assert publisher.state("nope", b.address) == {"health": "unchecked"}
     finally:

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.conftest import Message, handlers, one_pool
+from tests.conftest import Message, handlers, hanging_address, one_pool
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -151,24 +151,13 @@ async def test_connect_refused_is_502(proxy, connect):
 
 
 async def test_connect_timeout_is_504(proxy, connect):
-    # A listener whose backlog is full: the kernel drops further SYNs, so connect hangs.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(0)
-    fillers = []
-    for _ in range(3):
-        f = socket.socket()
-        f.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            f.connect(sock.getsockname())
-        fillers.append(f)
-    try:
+    with hanging_address(3) as address:
         w = await proxy(
             {
                 "listeners": {"web": {}},
                 "defaults": {"timeouts": {"connect": "200ms"}},
                 "routes": [{"match": {}, "pool": "app"}],
-                "pools": {"app": {"servers": [{"address": "{}:{}".format(*sock.getsockname())}]}},
+                "pools": {"app": {"servers": [{"address": address}]}},
             }
         )
         c = await connect(w)
@@ -176,10 +165,6 @@ async def test_connect_timeout_is_504(proxy, connect):
         assert_lb_error(r, 504, "backend_timeout")
         assert b"timeout" in r.body
         assert in_flight(w) == [0]
-    finally:
-        for f in fillers:
-            f.close()
-        sock.close()
 
 
 async def test_request_timeout_is_504(origin, proxy, connect):

@@ -1,5 +1,6 @@
 """Real processes and sockets for the resilience tests: origins on a chosen address (so two of
-them can share a port on 127.0.0.1 and 127.0.0.2), an Upgrade tunnel client, and admin calls.
+them can share a port on 127.0.0.1 and 127.0.0.2; `Origin` is tests.integration.helpers'), an
+Upgrade tunnel client, and admin calls.
 
 Everything waits with a deadline; processes are stopped by PID (tests.integration.helpers)."""
 
@@ -8,79 +9,11 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
-import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.integration.helpers import free_port
+from tests.integration.helpers import Origin, free_port
 
-
-class Origin:
-    """HTTP/1.1 origin answering `origin NAME PATH`; `GET /slow?s=X` answers after X seconds;
-    a request with `Upgrade:` is answered 101, then every byte is echoed back."""
-
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.name = name
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with origin.lock:
-                    origin.hits[self.path] += 1
-                if self.headers.get("upgrade"):
-                    self._tunnel()
-                    return
-                if self.path.startswith("/slow"):
-                    time.sleep(float(self.path.partition("s=")[2] or 1))
-                body = f"origin {origin.name} {self.path}\n".encode()
-                self.send_response(200)
-                self.send_header("content-type", "text/plain")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _tunnel(self) -> None:
-                self.send_response(101)
-                self.send_header("connection", "upgrade")
-                self.send_header("upgrade", self.headers["upgrade"])
-                self.end_headers()
-                self.wfile.flush()
-                sock = self.connection
-                sock.settimeout(30)
-                try:
-                    while data := sock.recv(65536):
-                        sock.sendall(data)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.address = f"{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.hits.values())
-
-    def __enter__(self) -> Origin:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+__all__ = ["Origin", "Tunnel", "admin_post", "get", "shared_port"]
 
 
 def shared_port() -> int:

@@ -3,7 +3,7 @@ client that keeps a cookie jar."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,18 +25,13 @@ def config_of(data: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-async def worker() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Worker]]]:
-    started: list[Worker] = []
-
+def worker(
+    start_worker: Callable[..., Awaitable[Worker]],
+) -> Callable[[dict[str, Any]], Awaitable[Worker]]:
     async def start(data: dict[str, Any]) -> Worker:
-        w = Worker(config_of(data), reuse_port=False, parser_kind="httptools")
-        await w.start()
-        started.append(w)
-        return w
+        return await start_worker(config_of(data), parser_kind="httptools")
 
-    yield start
-    for w in started:
-        await w.shutdown(0.2)
+    return start
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import uvloop
 
 from lb.config import load_config_text
 from lb.proxy.server import Worker
-from tests.conftest import RawClient
+from tests.conftest import Handler, Origin, RawClient, handlers
 
 
 def pytest_asyncio_loop_factories(
@@ -77,21 +77,49 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-async def lb() -> AsyncIterator[Callable[[str], Awaitable[Worker]]]:
+def lb(start_worker: Callable[..., Awaitable[Worker]]) -> Callable[[str], Awaitable[Worker]]:
     """`await lb(yaml)`: a Worker serving the YAML (version and access_log may be left out)."""
-    workers: list[Worker] = []
 
     async def start(text: str) -> Worker:
         if not text.lstrip().startswith("version:"):
             text = "version: 1\naccess_log: {enabled: false}\n" + text
-        worker = Worker(load_config_text(text), reuse_port=False)
-        await worker.start()
-        workers.append(worker)
-        return worker
+        return await start_worker(load_config_text(text))
+
+    return start
+
+
+@pytest.fixture
+async def tls_origin(pki: Pki) -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
+    """`await tls_origin(handler)`: an HTTPS origin whose certificate (from pki.ca) names
+    app.internal and 127.0.0.1; `origin.names` records the SNI of every handshake."""
+    started: list[Origin] = []
+
+    async def start(handler: Handler | None = None) -> Origin:
+        leaf = pki.ca.issue_cert("app.internal", "127.0.0.1")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        leaf.configure_cert(ctx)
+        o = Origin(handler or handlers.fixed(b"secure"))
+        o.names = []  # type: ignore[attr-defined]
+        ctx.sni_callback = lambda sslobj, name, _ctx: o.names.append(name)  # type: ignore[attr-defined]
+        started.append(await o.listen(ctx))
+        return o
 
     yield start
-    for worker in workers:
-        await worker.shutdown(0.2)
+    for o in started:
+        await o.close()
+
+
+def pool_config(o: Origin, tls: str, pool_keys: str = "") -> str:
+    """One http listener routing everything to pool `app` of origin `o`, with pool `tls`
+    (a flow mapping, or "" for none) and any more `pool_keys` (YAML lines of the pool)."""
+    tls_line = f"    tls: {tls}\n" if tls else ""
+    return f"""
+listeners: {{web: {{bind: "127.0.0.1:0"}}}}
+routes: [{{match: {{}}, pool: app}}]
+pools:
+  app:
+{tls_line}{pool_keys}    servers: [{{address: "{o.address}"}}]
+"""
 
 
 async def tls_connect(

@@ -2,49 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-
 import pytest
 
-from tests.conftest import Origin, handlers
-from tests.tls.conftest import Pki, get
+from tests.tls.conftest import get, pool_config
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def tls_origin(pki: Pki):
-    """An HTTPS origin whose certificate (from pki.ca) names app.internal and 127.0.0.1;
-    `origin.names` records the SNI of every handshake."""
-    started: list[Origin] = []
-
-    async def start() -> Origin:
-        leaf = pki.ca.issue_cert("app.internal", "127.0.0.1")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        leaf.configure_cert(ctx)
-        o = Origin(handlers.fixed(b"secure"))
-        o.names = []  # type: ignore[attr-defined]
-        ctx.sni_callback = lambda sslobj, name, _ctx: o.names.append(name)  # type: ignore[attr-defined]
-        o.server = await asyncio.start_server(o._serve, "127.0.0.1", 0, ssl=ctx)
-        o.port = o.server.sockets[0].getsockname()[1]
-        started.append(o)
-        return o
-
-    yield start
-    for o in started:
-        await o.close()
-
-
-def pool_config(o: Origin, tls: str) -> str:
-    return f"""
-listeners: {{web: {{bind: "127.0.0.1:0"}}}}
-routes: [{{match: {{}}, pool: app}}]
-pools:
-  app:
-    tls: {tls}
-    servers: [{{address: "{o.address}"}}]
-"""
 
 
 @pytest.mark.parametrize(
