@@ -42,6 +42,8 @@ class RequestParser(Protocol):
 
 
 class ResponseParser(Protocol):
+    delegate: ResponseDelegate  # may be re-pointed between messages
+
     def expect(self, method: str, upgrade: bool = False) -> None:
         """Before each request is sent: the response to a HEAD request has no body, and
         only a request that asked for an Upgrade may be answered 101."""

@@ -17,7 +17,7 @@ from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 class H11RequestParser:
     def __init__(self, delegate: RequestDelegate, max_header_size: int) -> None:
-        self._delegate = delegate
+        self.delegate = delegate
         self._max_header_size = max_header_size
         self._pending = b""  # bytes of a head not yet complete
         self._conn: h11.Connection | None = None  # h11 for the message whose body is arriving
@@ -26,7 +26,7 @@ class H11RequestParser:
 
     def feed(self, data: bytes) -> None:
         if self._tunnel:
-            self._delegate.on_upgrade_data(data)
+            self.delegate.on_upgrade_data(data)
             return
         while data:
             if self._conn is None:
@@ -79,19 +79,19 @@ class H11RequestParser:
             if isinstance(event, h11.Request):
                 self._on_request(event)
             elif isinstance(event, h11.Data):
-                self._delegate.on_request_body(bytes(event.data))
+                self.delegate.on_request_body(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
                 # The message is over. Its h11 connection is dropped here rather than at
                 # PAUSED: after an HTTP/1.0 request h11 expects only EOF and would refuse the
                 # next request of a keep-alive 1.0 client.
                 if isinstance(event, h11.EndOfMessage):
-                    self._delegate.on_request_end()
+                    self.delegate.on_request_end()
                 rest, _closed = conn.trailing_data
                 self._conn = None
                 if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
                     self._tunnel = True
                     if rest:
-                        self._delegate.on_upgrade_data(bytes(rest))
+                        self.delegate.on_upgrade_data(bytes(rest))
                     return b""
                 return bytes(rest)
             else:  # ConnectionClosed
@@ -104,7 +104,7 @@ class H11RequestParser:
         headers = [(bytes(n), bytes(v)) for n, v in event.headers.raw_items()]
         head = RequestHead(method, bytes(event.target), event.http_version.decode(), headers)
         check_request_framing(head)
-        self._delegate.on_request_head(head)
+        self.delegate.on_request_head(head)
 
 
 def _check_raw_content_length(head: bytes) -> None:
@@ -134,7 +134,7 @@ def _chunk_too_large(conn: h11.Connection) -> bool:
 
 class H11ResponseParser:
     def __init__(self, delegate: ResponseDelegate, max_header_size: int) -> None:
-        self._delegate = delegate
+        self.delegate = delegate
         self._max_header_size = max_header_size
         self._conn: h11.Connection | None = None
         self._method = "GET"
@@ -154,7 +154,7 @@ class H11ResponseParser:
 
     def feed(self, data: bytes) -> None:
         if self._tunnel:
-            self._delegate.on_upgrade_data(data)
+            self.delegate.on_upgrade_data(data)
             return
         if self._conn is None:
             raise HTTPError(Reason.backend_failed, "response without a request")
@@ -181,15 +181,15 @@ class H11ResponseParser:
                     self._tunnel = True
                     rest = conn.trailing_data[0]
                     if rest:
-                        self._delegate.on_upgrade_data(bytes(rest))
+                        self.delegate.on_upgrade_data(bytes(rest))
                 return
             if isinstance(event, h11.InformationalResponse | h11.Response):
                 self._on_head(event)
             elif isinstance(event, h11.Data):
-                self._delegate.on_response_body(bytes(event.data))
+                self.delegate.on_response_body(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 self._conn = None
-                self._delegate.on_response_end()
+                self.delegate.on_response_end()
                 return
             else:  # ConnectionClosed
                 return
@@ -223,4 +223,4 @@ class H11ResponseParser:
             content_length,
             chunked,
         )
-        self._delegate.on_response_head(head)
+        self.delegate.on_response_head(head)

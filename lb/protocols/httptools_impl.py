@@ -22,7 +22,6 @@ class _StopParsing(Exception):
 
 class HttptoolsRequestParser:
     __slots__ = (
-        "_delegate",
         "_fields_size",
         "_head_size",
         "_headers",
@@ -30,11 +29,12 @@ class HttptoolsRequestParser:
         "_parser",
         "_tunnel",
         "_url",
+        "delegate",
         "in_head",
     )
 
     def __init__(self, delegate: RequestDelegate, max_header_size: int) -> None:
-        self._delegate = delegate
+        self.delegate = delegate
         self._max_header_size = max_header_size
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
@@ -46,7 +46,7 @@ class HttptoolsRequestParser:
 
     def feed(self, data: bytes) -> None:
         if self._tunnel:
-            self._delegate.on_upgrade_data(data)
+            self.delegate.on_upgrade_data(data)
             return
         if self.in_head or not self._headers:
             # Bound the head before llhttp buffers it: a client streaming one endless header
@@ -58,7 +58,7 @@ class HttptoolsRequestParser:
             self._tunnel = True
             rest = data[exc.args[0] :]
             if rest:
-                self._delegate.on_upgrade_data(rest)
+                self.delegate.on_upgrade_data(rest)
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -99,21 +99,20 @@ class HttptoolsRequestParser:
             raise HTTPError(Reason.bad_request, "CONNECT is not supported")
         head = RequestHead(method, self._url, parser.get_http_version(), self._headers)
         check_request_framing(head)
-        self._delegate.on_request_head(head)
+        self.delegate.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
-        self._delegate.on_request_body(body)
+        self.delegate.on_request_body(body)
 
     def on_message_complete(self) -> None:
         self._headers = []
-        self._delegate.on_request_end()
+        self.delegate.on_request_end()
 
 
 class HttptoolsResponseParser:
     __slots__ = (
         "_chunked",
         "_content_length",
-        "_delegate",
         "_fields_size",
         "_head",
         "_headers",
@@ -122,10 +121,11 @@ class HttptoolsResponseParser:
         "_parser",
         "_reason",
         "_tunnel",
+        "delegate",
     )
 
     def __init__(self, delegate: ResponseDelegate, max_header_size: int) -> None:
-        self._delegate = delegate
+        self.delegate = delegate
         self._max_header_size = max_header_size
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
@@ -142,7 +142,7 @@ class HttptoolsResponseParser:
 
     def feed(self, data: bytes) -> None:
         if self._tunnel:
-            self._delegate.on_upgrade_data(data)
+            self.delegate.on_upgrade_data(data)
             return
         try:
             self._parser.feed_data(data)
@@ -150,7 +150,7 @@ class HttptoolsResponseParser:
             self._tunnel = True
             rest = data[exc.args[0] :]
             if rest:
-                self._delegate.on_upgrade_data(rest)
+                self.delegate.on_upgrade_data(rest)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _StopParsing):
@@ -168,7 +168,7 @@ class HttptoolsResponseParser:
         head = self._head
         if head is not None and head.content_length is None and not head.chunked:
             self._head = None
-            self._delegate.on_response_end()
+            self.delegate.on_response_end()
             return True
         return False
 
@@ -210,18 +210,18 @@ class HttptoolsResponseParser:
         )
         if status >= 200 and status != 101:
             self._head = head
-        self._delegate.on_response_head(head)
+        self.delegate.on_response_head(head)
         if status >= 200 and (self._method == "HEAD" or status in (204, 304)):
             self._head = None
-            self._delegate.on_response_end()
+            self.delegate.on_response_end()
             if self._method == "HEAD":
                 raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
-        self._delegate.on_response_body(body)
+        self.delegate.on_response_body(body)
 
     def on_message_complete(self) -> None:
         head = self._head
         if head is not None:
             self._head = None
-            self._delegate.on_response_end()
+            self.delegate.on_response_end()

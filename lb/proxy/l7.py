@@ -784,6 +784,9 @@ class Exchange:
             self.response_done = True
             self._finish()
 
+    def on_upgrade_data(self, data: bytes) -> None:  # response parser delegate, after a 101
+        self.on_tunnel_data_from_server(data)
+
     def on_tunnel_data_from_server(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.conn.write(data)

@@ -144,23 +144,20 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.upstream_resume_writing()
 
-    # Response parser delegate: forwarded to the exchange being answered.
+    # Response parser delegate while no exchange is attached: events then have no one to go
+    # to (a server speaking out of turn), and the connection is not reused.
 
     def on_response_head(self, head: ResponseHead) -> None:
-        if self.exchange is not None:
-            self.exchange.on_response_head(head)
+        self.close()  # a response nobody asked for: the connection cannot be trusted
 
     def on_response_body(self, data: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.on_response_body(data)
+        pass
 
     def on_response_end(self) -> None:
-        if self.exchange is not None:
-            self.exchange.on_response_end()
+        pass
 
     def on_upgrade_data(self, data: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.on_tunnel_data_from_server(data)
+        pass
 
     # Deadlines: the exchange sets one while it waits; an idle connection gets the idle one.
 
@@ -179,14 +176,21 @@ class UpstreamConnection(asyncio.Protocol):
         self, exchange: Exchange, data: bytes, method: str, timeout: float, upgrade: bool = False
     ) -> None:
         self.exchange = exchange
+        # The parser reports straight to the exchange while it is being answered (one call
+        # less per event on the hot path); `_detach` points it back here afterwards.
+        self.parser.delegate = exchange
         self.parser.expect(method, upgrade)
         self.deadline = self.ticker.loop.time() + timeout
         assert self.transport is not None
         self.transport.write(data)
 
+    def _detach(self) -> None:
+        self.exchange = None
+        self.parser.delegate = self  # stray events now meet the guards below
+
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for the next request."""
-        self.exchange = None
+        self._detach()
         self.reused = True
         server = self.server
         transport = self.transport
@@ -198,13 +202,13 @@ class UpstreamConnection(asyncio.Protocol):
         server.idle.append(self)
 
     def close(self) -> None:
-        self.exchange = None
+        self._detach()
         self.deadline = 0.0
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
-        self.exchange = None
+        self._detach()
         self.deadline = 0.0
         if self.transport is not None:
             self.transport.abort()
