@@ -59,11 +59,15 @@ class Subject(ABC):
     def start(self, ctx: RunContext) -> Running: ...
 
     @staticmethod
-    def _serve(ctx: RunContext, name: str, argv: list[str], port: int) -> procs.Process:
-        """Start `argv` pinned to the subject CPU and wait until `port` accepts connections."""
+    def _serve(
+        ctx: RunContext, name: str, argv: list[str], port: int, *more_ports: int
+    ) -> procs.Process:
+        """Start `argv` pinned to the subject CPU and wait until every port accepts connections
+        (a subject may open its listeners one after the other)."""
         process = procs.start(name, ctx.pinning.subject_prefix() + argv, ctx.log_dir, REPO_ROOT)
         try:
-            procs.wait_for_port(process, HOST, port, ctx.start_timeout)
+            for each in (port, *more_ports):
+                procs.wait_for_port(process, HOST, each, ctx.start_timeout)
         except BaseException:
             process.stop()
             raise
@@ -102,7 +106,7 @@ class Lb(Subject):
         )
         # The supervisor is started under taskset; its worker children inherit the CPU.
         argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
-        process = self._serve(ctx, self.name, argv, port)
+        process = self._serve(ctx, self.name, argv, port, tls_port)
         notes = ["access log on"] if log is not None else []
         if self.health:
             notes.append("health checks on")
