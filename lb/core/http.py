@@ -70,21 +70,24 @@ class RequestHead:
         self.target = target
         self.version = version
         self.headers = headers
-        index: dict[bytes, bytes] = {}
+        # The common case, no field repeated, in one comprehension; the loop only otherwise.
+        index = {name.lower(): value for name, value in headers}
         repeated: list[bytes] | None = None
-        for name, value in headers:
-            lname = name.lower()
-            prev = index.get(lname)
-            if prev is None:
-                index[lname] = value
-            else:
-                index[lname] = prev + (b"; " if lname == b"cookie" else b", ") + value
-                if repeated is None:
-                    repeated = []
-                repeated.append(lname)
+        if len(index) != len(headers):
+            index = {}
+            repeated = []
+            for name, value in headers:
+                lname = name.lower()
+                prev = index.get(lname)
+                if prev is None:
+                    index[lname] = value
+                else:
+                    index[lname] = prev + (b"; " if lname == b"cookie" else b", ") + value
+                    repeated.append(lname)
         self.index = index
         self.repeated = repeated  # names seen more than once, for check_request_framing
-        self.connection_tokens = _tokens(index.get(b"connection"))
+        connection = index.get(b"connection")
+        self.connection_tokens = _NO_TOKENS if connection is None else _tokens(connection)
         if version == "1.1":
             self.keep_alive = b"close" not in self.connection_tokens
         else:
@@ -334,6 +337,9 @@ def encode_chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 def _tokens(value: bytes | None) -> frozenset[bytes]:
     if not value:
         return frozenset()
@@ -352,6 +358,8 @@ def _path_of(target: bytes) -> str:
     """The path matched by routes: without query, percent-decoded. An absolute-form target
     (RFC 9112 §3.2.2) is reduced to its path."""
     t = target.decode("latin-1")
+    if t[:1] == "/" and "?" not in t and "%" not in t:
+        return t  # origin-form with nothing to strip: most requests
     if t.startswith(("http://", "https://")):
         slash = t.find("/", t.find("//") + 2)
         t = t[slash:] if slash != -1 else "/"
