@@ -16,15 +16,24 @@ if TYPE_CHECKING:
     from lb.supervisor import Supervisor
 
 
-def status_document(supervisor: Supervisor) -> dict[str, Any]:
-    config = supervisor.config
-    requests: dict[tuple[str, str], float] = defaultdict(float)
-    errors: dict[tuple[str, str], float] = defaultdict(float)
-    for labels, value in samples("lb_upstream_requests_total"):
-        key = (labels["pool"], labels["server"])
-        requests[key] += value
+Counts = dict[tuple[str, str], float]
+
+
+def _counts_and_5xx(metric: str, first: str, second: str) -> tuple[Counts, Counts]:
+    """A counter with a `code` label summed by two other labels: all answers, and the 5xx."""
+    total: Counts = defaultdict(float)
+    errors: Counts = defaultdict(float)
+    for labels, value in samples(metric):
+        key = (labels[first], labels[second])
+        total[key] += value
         if labels["code"].startswith("5"):
             errors[key] += value
+    return total, errors
+
+
+def status_document(supervisor: Supervisor) -> dict[str, Any]:
+    config = supervisor.config
+    requests, errors = _counts_and_5xx("lb_upstream_requests_total", "pool", "server")
     up: dict[tuple[str, str], float] = {}
     for labels, value in samples("lb_server_up"):
         up[(labels["pool"], labels["server"])] = value
@@ -87,13 +96,7 @@ def _splits(supervisor: Supervisor) -> dict[str, Any]:
     rollbacks: dict[tuple[str, str], float] = defaultdict(float)
     for labels, value in samples("lb_split_rollbacks_total"):
         rollbacks[(labels["route"], labels["pool"])] += value
-    traffic: dict[tuple[str, str], float] = defaultdict(float)
-    errors: dict[tuple[str, str], float] = defaultdict(float)
-    for labels, value in samples("lb_requests_total"):
-        key = (labels["route"], labels["pool"])
-        traffic[key] += value
-        if labels["code"].startswith("5"):
-            errors[key] += value
+    traffic, errors = _counts_and_5xx("lb_requests_total", "route", "pool")
     out: dict[str, Any] = {}
     for i, route in enumerate(supervisor.config.routes):
         if not route.split:

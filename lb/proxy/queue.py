@@ -80,11 +80,16 @@ class PoolQueue:
         if waiter.queued is not None:
             waiter.queued.cancel()
             waiter.queued = None
+        self._leave(waiter)
+
+    def _leave(self, waiter: Waiter) -> bool:
+        """Take `waiter` out of the line; False if it was not in it."""
         try:
             self.waiters.remove(waiter)
         except ValueError:
-            return
+            return False
         self._depth.dec()
+        return True
 
     def wake(self) -> None:
         """A slot freed: the oldest waiter tries to take it. Its timer keeps running until it
@@ -102,12 +107,8 @@ class PoolQueue:
 
     def _expire(self, waiter: Waiter) -> None:
         waiter.queued = None
-        try:
-            self.waiters.remove(waiter)
-        except ValueError:
-            return
-        self._depth.dec()
-        waiter.queue_timeout()
+        if self._leave(waiter):
+            waiter.queue_timeout()
 
     def __len__(self) -> int:
         return len(self.waiters)
