@@ -159,6 +159,10 @@ class ResponseHead:
 def check_request_framing(head: RequestHead) -> None:
     """RFC 9112 §6.1-§6.3 and §3.2, applied strictly: anything a server behind lb could read
     differently from lb is refused (request smuggling). Raises HTTPError(bad_request)."""
+    if head.version != "1.1" and head.version != "1.0":
+        # HTTP/0.9 (llhttp's reading of a request line without a version), "HTTP/2.0" (an h2
+        # preface sent in clear) and the like: lb would forward them as HTTP/1.1.
+        raise HTTPError(Reason.bad_request, f"unsupported HTTP version {head.version}")
     repeated = head.repeated
     if repeated is not None:
         for name in (b"content-length", b"transfer-encoding", b"host"):

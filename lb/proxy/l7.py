@@ -265,7 +265,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         if self.queue:
-            self.queue[0].start()
+            self._start(self.queue[0])
             if len(self.queue) == 1:
                 self.gate.resume(PIPELINED)
         else:
@@ -288,8 +288,14 @@ class ClientConnection(asyncio.Protocol):
         if receiving is not None and receiving is self.queue[0] and not receiving.responded:
             receiving.fail(err.reason, err.detail)  # answered now; closes after it
             return
+        if receiving is not None and receiving is not self.queue[0]:
+            # A pipelined request not started yet: nothing of it went anywhere, so it is
+            # refused in its turn, after the answers to the requests before it.
+            receiving.refusal = err
+            self.receiving = None
+            return
         if receiving is not None:
-            receiving.abort_request()
+            receiving.abort_request()  # its response is under way: close both sides
             return
         failed = Exchange(self, None)
         failed.refusal = err
@@ -415,11 +421,11 @@ class Exchange:
         """Runs when this exchange reaches the front of its connection's queue."""
         if self.finished:
             return  # refused, or the client left, before it could start
-        head = self.head
-        if head is None:
-            assert self.refusal is not None
+        if self.refusal is not None:  # the parser refused its bytes (ClientConnection._refuse)
             self.fail(self.refusal.reason, self.refusal.detail)
             return
+        head = self.head
+        assert head is not None
         if self.conn.listener.redirect_https:
             self._redirect_https(head)
             return
@@ -508,7 +514,6 @@ class Exchange:
             return
         exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
         if exc is None:
-            self.conn.gate.resume(CONNECTING)
             self._attach(task.result())
             return
         if isinstance(exc, TimeoutError):
@@ -525,11 +530,10 @@ class Exchange:
             "timed out" if cause == "timeout" else exc,
         )
         self.detail = f"connect to {server.address} failed ({cause})"
-        server.state.in_flight -= 1
         if self.pool.passive is not None:
             self.pool.passive.observe(server.state, True)  # passive health checks
         self.excluded.add(server.state)
-        self.server = None
+        self._free_slot()
         assert self.route is not None
         if self._may_retry(self.route.retry.connect_failure):
             self._connect()  # a refused connect sent nothing: another server is safe
@@ -576,8 +580,7 @@ class Exchange:
             self.pool.passive.observe(server.state, True)
         self.detail = f"server {server.address} answered {status}"
         self._drop_upstream()  # its response is not read: the socket cannot be reused
-        server.state.in_flight -= 1
-        self.server = None
+        self._free_slot()
         self._connect()
         return True
 
@@ -611,6 +614,10 @@ class Exchange:
         route = self.route
         assert head is not None and route is not None
         self.upstream = upstream
+        # Body bytes held while waiting for a server (connecting, or queued for a slot) may
+        # have paused the client; they go out now, so it is read again. An idle connection
+        # taken straight from the pool never passes through `_connected`.
+        self.conn.gate.resume(CONNECTING)
         self.tunnel = head.upgrade is not None
         data = request_to_server(
             head,
@@ -738,6 +745,7 @@ class Exchange:
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
+            self.conn.gate.resume(SERVER_FULL)  # that socket's full buffer is no reason now
             upstream.deadline = 0.0
             if self.request_done and self.server_keep_alive and upstream.usable():
                 upstream.release()
@@ -815,8 +823,7 @@ class Exchange:
         """The server connection broke or timed out while this exchange used it."""
         if upstream is not self.upstream:
             return
-        self.upstream = None
-        upstream.abort()
+        self._drop_upstream()
         server = self.server
         address = server.address if server is not None else "-"
         if self.status == 101:
@@ -841,8 +848,7 @@ class Exchange:
                 and self.server is not None
             ):
                 # The same server is fine: it is alive, only that socket was not.
-                self.server.state.in_flight -= 1
-                self.server = None
+                self._free_slot()
                 self._connect(fresh=True)
                 return
             log.warning("server %s failed before answering: %s", address, detail)
@@ -859,8 +865,7 @@ class Exchange:
                 # another server (a timeout may be a slow answer on its way: never retried).
                 self.excluded.add(server.state)
                 if self._may_retry(self.route.retry.connect_failure):
-                    server.state.in_flight -= 1
-                    self.server = None
+                    self._free_slot()
                     self._connect()
                     return
             self.fail(
@@ -926,10 +931,27 @@ class Exchange:
         self.response_done = True
         self._finish()
 
+    def _free_slot(self) -> None:
+        """This exchange no longer uses `server` (done, or going to try another): its slot goes
+        to the oldest request waiting in the pool's queue, which may take it at once. Every
+        `in_flight` decrement is here, so none of them forgets the waiters."""
+        server = self.server
+        if server is None:
+            return
+        if not self.finished:
+            self.server = None  # a finished exchange keeps it: the log names its server
+        server.state.in_flight -= 1
+        queue = self.pool.queue if self.pool is not None else None
+        if queue is not None and queue.waiters:
+            queue.wake()
+
     def _drop_upstream(self) -> None:
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
+            # Its resume_writing will never come to this exchange: the client must not stay
+            # paused for a socket it no longer writes to (a retry's new one pauses it anew).
+            self.conn.gate.resume(SERVER_FULL)
             upstream.abort()
 
     # Log and count: always, exactly once ----------------------------------------------------
@@ -938,11 +960,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.server is not None:
-            self.server.state.in_flight -= 1
-            queue = self.pool.queue  # type: ignore[union-attr]
-            if queue is not None and queue.waiters:
-                queue.wake()  # its slot goes to the oldest waiting request
+        self._free_slot()
         if self.queued is not None:
             self.pool.queue.remove(self)  # type: ignore[union-attr]  # the client left
         if self.route is not None and self.route.pool is None:

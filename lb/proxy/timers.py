@@ -9,9 +9,12 @@ which is fine for values in the hundreds of milliseconds and up.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 TICK = 0.05
+
+log = logging.getLogger("lb.timers")
 
 
 class HasDeadline(Protocol):
@@ -35,9 +38,14 @@ class Ticker:
             self._handle = None
 
     def _tick(self) -> None:
+        # Rescheduled first, and each expiry on its own: one handler's bug must not stop
+        # every deadline of the worker (nothing would ever time out again).
+        self._handle = self.loop.call_later(TICK, self._tick)
         now = self.loop.time()
         expired = [c for c in self.watched if 0.0 < c.deadline <= now]
         for conn in expired:
             conn.deadline = 0.0
-            conn.on_deadline()
-        self._handle = self.loop.call_later(TICK, self._tick)
+            try:
+                conn.on_deadline()
+            except Exception:
+                log.exception("deadline handler of %r failed", conn)

@@ -118,7 +118,14 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed(data)
         except HTTPError as err:
-            exchange.upstream_failed(self, err.detail, timeout=False)
+            # The exchange that fed may be done already (bytes after its complete response):
+            # the error is then this connection's, and whoever holds it now is told.
+            current = self.exchange
+            if current is not None:
+                current.upstream_failed(self, err.detail, timeout=False)
+            else:
+                log.info("%s: %s after a complete response, closing", self, err.detail)
+                self.abort()  # its parser is broken: never reuse it
         finally:
             client.uncork()
 

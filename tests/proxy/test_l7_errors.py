@@ -350,6 +350,11 @@ SMUGGLING = {
     "two_hosts": b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
     "control_char_in_value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x01c\r\n\r\n",
     "space_in_target": b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Not HTTP/1.x: llhttp takes a request line without a version as HTTP/0.9, h11 takes any
+    # digit.digit; either way lb would forward it as an HTTP/1.1 request it is not.
+    "http09": b"GET /\r\n\r\n",
+    "http2_version": b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+    "h2_preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 }
 
 
