@@ -46,6 +46,7 @@ class Timeouts(Model):
     client_header: Duration | None = None  # whole request head from the client, else 408
     request: Duration | None = None  # request sent -> response head, and between reads after
     idle: Duration | None = None  # keep-alive connection with no request in flight
+    tunnel: Duration | None = None  # an Upgrade/WebSocket tunnel with no byte either way
 
 
 class ResolvedTimeouts(Model):
@@ -55,6 +56,7 @@ class ResolvedTimeouts(Model):
     client_header: Duration = 10.0
     request: Duration = 30.0
     idle: Duration = 60.0
+    tunnel: Duration = 3600.0  # HAProxy's `timeout tunnel`: a peer that vanished silently
 
     def merged(self, override: Timeouts | None) -> ResolvedTimeouts:
         if override is None:

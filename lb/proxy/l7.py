@@ -760,8 +760,7 @@ class Exchange:
         self.status = 101
         self.responded = True
         self.client_close = True
-        if self.upstream is not None:
-            self.upstream.deadline = 0.0  # tunnels live as long as both ends want
+        self._tunnel_active()  # a tunnel lives while bytes flow, up to `timeouts.tunnel` idle
         self.conn.write(response_to_client(head, self.request_id, chunked=False, close=False))
         for data in self.tunnel_buffer:
             self._tunnel_to_server(data)
@@ -781,6 +780,12 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(data)
+            self._tunnel_active()
+
+    def _tunnel_active(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and self.route is not None:
+            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.tunnel
 
     def tunnel_eof_from_client(self) -> None:
         upstream = self.upstream
@@ -798,6 +803,7 @@ class Exchange:
     def on_tunnel_data_from_server(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.conn.write(data)
+        self._tunnel_active()
 
     # Flow control --------------------------------------------------------------------------
 
@@ -827,6 +833,9 @@ class Exchange:
         server = self.server
         address = server.address if server is not None else "-"
         if self.status == 101:
+            if timeout:
+                self.detail = "tunnel idle past timeouts.tunnel"
+                log.info("closing tunnel from %s to %s: idle", self.conn.client_ip, address)
             self.response_done = True
             self._finish()
             self.conn.close()
@@ -905,6 +914,17 @@ class Exchange:
             self.client_close = True
         rid = self.request_id if self.head else None
         self.conn.write(error_response(reason, detail, rid, close=self.client_close))
+        head = self.head
+        log.info(
+            "%s: %d %s for %s %s from %s: %s",
+            self.conn.listener.name,
+            reason.status,
+            reason.name,
+            head.method if head is not None else "-",
+            head.path if head is not None else "-",
+            self.conn.client_ip,
+            detail,
+        )
         self.conn.worker.count_error(self.conn.listener.name, reason.name)
         self._finish()
 

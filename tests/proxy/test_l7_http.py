@@ -237,6 +237,30 @@ async def test_websocket_upgrade_is_a_tunnel(origin, proxy, connect):
             await asyncio.sleep(0.02)
 
 
+async def test_idle_tunnel_is_closed_after_the_tunnel_timeout(origin, proxy, connect):
+    o = await origin(handlers.upgrade_echo())
+    w = await proxy(one_pool(o, defaults={"timeouts": {"tunnel": "400ms"}}))
+    c = await connect(w)
+    await c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n")
+    r = await c.response(head_only=True)
+    assert r.status == 101
+    got = b""
+    async with asyncio.timeout(2):
+        while len(got) < len(b"server-first"):
+            got += await c.reader.read(100)
+    # Traffic keeps it open past the timeout...
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        await c.send(b"ping")
+        async with asyncio.timeout(2):
+            assert await c.reader.read(100) == b"PING"
+    # ...silence closes both sides.
+    async with asyncio.timeout(2):
+        assert await c.reader.read(100) == b""
+        while any(w.connections.values()):
+            await asyncio.sleep(0.02)
+
+
 async def test_bytes_before_the_101_are_bounded(origin, proxy, connect):
     o = await origin(handlers.never())  # takes the upgrade request, never answers
     w = await proxy(one_pool(o, defaults={"timeouts": {"request": "5s"}}))
