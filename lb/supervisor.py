@@ -46,7 +46,8 @@ from lb.config import Config, ConfigError, Problem, load_config_text
 from lb.config.schema import split_address
 
 if TYPE_CHECKING:
-    from lb.proxy.health import HealthPublisher  # imported in run(): after the metrics dir is set
+    # Imported in run(): after the metrics dir is set.
+    from lb.proxy.health_channel import HealthPublisher
 
 log = logging.getLogger("lb.supervisor")
 
@@ -166,7 +167,8 @@ class Supervisor:
                 ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
-                env={**os.environ, "LB_HEALTH_DIR": self.run_dir},  # see lb.proxy.health
+                # See lb.proxy.health_channel.
+                env={**os.environ, "LB_HEALTH_DIR": self.run_dir},
             )
         except BaseException:
             os.close(read_fd)
@@ -274,7 +276,7 @@ class Supervisor:
                 except OSError as err:
                     log.error("admin.bind %s: %s", self.config.admin.bind, err.strerror or err)
                     return 1
-            from lb.proxy.health import HealthPublisher
+            from lb.proxy.health_channel import HealthPublisher
 
             self.health = HealthPublisher(self.run_dir)
             self.health.start(self.config)

@@ -2,8 +2,8 @@
 
 Theory of operation. A route's `RetryPolicy` says what may be retried (a connect failure; a
 5xx status for idempotent requests) and how many extra tries one request gets (`attempts`).
-The shell (lb.proxy.l7) adds the conditions only it can see: nothing reached the client yet,
-the request body is still held for replay, an untried server is left.
+The shell (lb.proxy.exchange) adds the conditions only it can see: nothing reached the client
+yet, the request body is still held for replay, an untried server is left.
 
 A pool's `RetryBudget` keeps retries from multiplying an outage (the retry storm: every client
 request becoming 1 + attempts server requests just when the servers are failing). Over a

@@ -40,7 +40,8 @@ from lb.proxy.timers import Ticker
 from lb.proxy.tls import ListenerTls
 
 if TYPE_CHECKING:
-    from lb.proxy.l7 import ClientConnection, Exchange
+    from lb.proxy.exchange import Exchange
+    from lb.proxy.l7 import ClientConnection
 
 log = logging.getLogger("lb.worker")
 
@@ -107,7 +108,7 @@ class Worker:
 
     async def _listen(self, settings: ListenerSettings) -> None:
         if settings.mode == "udp":
-            from lb.proxy.l4 import start_udp
+            from lb.proxy.udp import start_udp
 
             self.addresses[settings.name] = await start_udp(self, settings)
             return
@@ -132,7 +133,7 @@ class Worker:
     def _factory(self, settings: ListenerSettings) -> Callable[[], asyncio.Protocol]:
         name = settings.name
         if settings.mode == "tcp":
-            from lb.proxy.l4 import TcpConnection
+            from lb.proxy.tcp import TcpConnection
 
             return lambda: TcpConnection(self, self.runtime.listeners[name])
         from lb.proxy.l7 import ClientConnection

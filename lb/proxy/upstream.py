@@ -21,7 +21,7 @@ from lb.core.http import ResponseHead
 from lb.protocols import ResponseParser, response_parser
 
 if TYPE_CHECKING:
-    from lb.proxy.l7 import Exchange
+    from lb.proxy.exchange import Exchange
     from lb.proxy.timers import Ticker
 
 log = logging.getLogger("lb.upstream")

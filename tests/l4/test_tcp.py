@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from lb.proxy.l4 import WRITE_HIGH, TcpConnection
+from lb.proxy.tcp import WRITE_HIGH, TcpConnection
 from tests.conftest import hanging_address, wait_until
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to, read_all

@@ -16,7 +16,7 @@ import pytest
 
 from lb.config import load_config_text
 from lb.metrics import SERVER_UP
-from lb.proxy.health import HEALTH_DIR_ENV, HealthPublisher, SharedHealth
+from lb.proxy.health_channel import HEALTH_DIR_ENV, HealthPublisher, SharedHealth
 from lb.proxy.server import Worker
 from tests.conftest import wait_until
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lb.proxy.health import LocalHealth, Target
+from lb.proxy.health import LocalHealth
+from lb.proxy.probes import Target
 from lb.proxy.server import Worker
 from tests.conftest import Origin, handlers, wait_until
 from tests.tls.conftest import Pki, get, pool_config, tls_connect

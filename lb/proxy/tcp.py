@@ -1,7 +1,6 @@
-"""Layer 4 forwarding: `mode: tcp` (a byte stream to a server of a pool) and `mode: udp`
-(datagrams, one upstream socket per client address).
+"""Layer 4 forwarding, `mode: tcp`: a byte stream to a server of a pool.
 
-Theory of operation, tcp. A `TcpConnection` owns a client socket; once it knows where to go it
+Theory of operation. A `TcpConnection` owns a client socket; once it knows where to go it
 opens one `ServerSide` connection and from then on relays bytes both ways unchanged. Its life
 has three phases:
 
@@ -31,31 +30,28 @@ while forwarding a check every IDLE_CHECK seconds that closes the connection aft
 `timeouts.idle` (of the listener) without a byte either way and adds the bytes relayed since the
 last check to `lb_tcp_bytes_total` (so the hot path counts in plain ints, not in metrics).
 
-UDP: see `UdpListener`.
+Shared with udp (byte counting, the idle check): `lb.proxy.l4_common`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lb.core.balancer import ServerState
 from lb.core.proxy_protocol import ProxyProtocolError, build_v1, build_v2
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.core.sni import MAX_HELLO, ClientHelloError, parse_client_hello
-from lb.metrics import TCP_BYTES
 from lb.proxy.flow import CONNECTING, SERVER_FULL, ReadGate
+from lb.proxy.l4_common import IDLE_CHECK, Address, flush_bytes, idle_check
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import ListenerSettings, PoolRuntime
     from lb.proxy.server import Worker
     from lb.proxy.upstream import UpstreamServer
 
-log = logging.getLogger("lb.l4")
-
-Address = tuple[str, int]
+log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
 # Client bytes held while the server connection opens, before the client is paused.
 CONNECT_BUFFER = 256 * 1024
@@ -64,48 +60,8 @@ CONNECT_BUFFER = 256 * 1024
 WRITE_HIGH = 256 * 1024
 # Bytes the preamble (PROXY header plus ClientHello records) may take before lb gives up on it.
 PREAMBLE_MAX = 2 * MAX_HELLO
-# While forwarding: how often the idle timeout is checked and byte counts reach the metrics.
-IDLE_CHECK = 1.0
 
 PREAMBLE, CONNECTING_, FORWARDING, CLOSED = range(4)
-
-_bytes_children: dict[tuple[str, str], Any] = {}
-
-
-def count_bytes(listener: str, direction: str, n: int) -> None:
-    key = (listener, direction)
-    child = _bytes_children.get(key)
-    if child is None:
-        child = _bytes_children[key] = TCP_BYTES.labels(listener, direction)
-    child.inc(n)
-
-
-def flush_bytes(conn: TcpConnection | UdpSession) -> None:
-    """Add the bytes relayed since the last flush to `lb_tcp_bytes_total`; `checked` follows
-    in the same units."""
-    name = conn.listener.name
-    if conn.bytes_in:
-        count_bytes(name, "in", conn.bytes_in)
-    if conn.bytes_out:
-        count_bytes(name, "out", conn.bytes_out)
-    conn.checked -= conn.bytes_in + conn.bytes_out
-    conn.bytes_in = conn.bytes_out = 0
-
-
-def idle_check(conn: TcpConnection | UdpSession, now: float) -> bool:
-    """The periodic check of a relaying connection (tcp) or session (udp): flush its byte
-    counts; False when no byte went either way for the listener's `timeouts.idle` (the caller
-    closes it), else True with the next check set."""
-    flush_bytes(conn)
-    total = conn.bytes_in + conn.bytes_out
-    idle = conn.listener.timeouts.idle
-    if total != conn.checked:
-        conn.checked = total
-        conn.last_active = now
-    elif now - conn.last_active >= idle:
-        return False
-    conn.deadline = now + min(IDLE_CHECK, max(conn.last_active + idle - now, 0.01))
-    return True
 
 
 class TcpConnection(asyncio.Protocol):
@@ -521,223 +477,3 @@ class ServerSide(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.conn.gate.resume(SERVER_FULL)
-
-
-# -- UDP ------------------------------------------------------------------------------------
-
-
-async def start_udp(worker: Worker, settings: ListenerSettings) -> Address:
-    """Bind a udp listener; returns the bound address."""
-    from lb.proxy.server import listening_socket
-
-    sock = listening_socket(settings.bind, worker.reuse_port, socket.SOCK_DGRAM)
-    worker.connections.setdefault(settings.name, set())
-    transport, _ = await worker.loop.create_datagram_endpoint(
-        lambda: UdpListener(worker, settings.name), sock=sock
-    )
-    worker.servers[settings.name] = UdpServer(worker.loop, transport)
-    host, port = sock.getsockname()[:2]
-    log.info("listening on %s (%s, udp)", settings.bind, settings.name)
-    return host, port
-
-
-class UdpServer(asyncio.AbstractServer):
-    """What the worker closes on shutdown for a udp listener: its socket."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport) -> None:
-        self._loop = loop
-        self._transport = transport
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def is_serving(self) -> bool:
-        return not self._transport.is_closing()
-
-    async def wait_closed(self) -> None:
-        return None
-
-    async def start_serving(self) -> None:
-        return None  # serving since it was bound
-
-    async def serve_forever(self) -> None:
-        raise NotImplementedError("the worker runs the loop")
-
-
-class UdpListener(asyncio.DatagramProtocol):
-    """A udp listener's socket. Theory of operation: every client address has a `UdpSession`,
-    created by its first datagram: the balancer picks a server, and the session opens its own
-    connected socket to it, so the server's answers arrive on that socket and go back to that
-    client from the listener's address. Datagrams are relayed one by one, never merged or
-    split. A session ends after `timeouts.idle` without a datagram either way; the client's
-    next datagram starts a new one (and may get another server)."""
-
-    def __init__(self, worker: Worker, name: str) -> None:
-        self.worker = worker
-        self.name = name
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sessions: dict[Address, UdpSession] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        session = self.sessions.get(addr)
-        if session is None:
-            if self.worker.stopping:
-                return
-            settings = self.worker.runtime.listeners.get(self.name)
-            if settings is None:
-                return
-            session = UdpSession(self, settings, (addr[0], addr[1]))
-            self.sessions[addr] = session
-            session.start()
-        session.from_client(data)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("%s: socket error: %s", self.name, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for session in list(self.sessions.values()):
-            session.close()
-
-
-# Datagrams held per session while its socket to the server is being opened.
-UDP_PENDING = 64
-
-
-class UdpSession(asyncio.DatagramProtocol):
-    __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "checked",
-        "client",
-        "closed",
-        "deadline",
-        "last_active",
-        "listener",
-        "owner",
-        "pending",
-        "server",
-        "transport",
-        "worker",
-    )
-
-    # Nothing is ever in flight in a way worth waiting for: shutdown closes sessions at once.
-    queue: tuple[()] = ()
-
-    def __init__(self, owner: UdpListener, listener: ListenerSettings, client: Address) -> None:
-        self.owner = owner
-        self.worker = owner.worker
-        self.listener = listener
-        self.client = client
-        self.transport: asyncio.DatagramTransport | None = None
-        self.pending: list[bytes] | None = []
-        self.server: UpstreamServer | None = None
-        self.closed = False
-        self.deadline = 0.0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.checked = 0
-        self.last_active = 0.0
-
-    def start(self) -> None:
-        pool = self.worker.runtime.pools.get(self.listener.pool or "")
-        server = pool.choose_for_client(self.client[0]) if pool is not None else None
-        if server is None:
-            self.worker.count_error(self.listener.name, "no_server")
-            self._forget()
-            self.closed = True
-            return
-        self.server = server
-        server.state.in_flight += 1
-        self.worker.loop.create_task(self._open(server))
-
-    async def _open(self, server: UpstreamServer) -> None:
-        try:
-            await self.worker.loop.create_datagram_endpoint(
-                lambda: self, remote_addr=(server.host, server.port)
-            )
-        except OSError as exc:
-            log.info("%s: udp socket to %s failed: %s", self.listener.name, server.address, exc)
-            self.worker.count_connect_error(server.pool, server.address, "error")
-            self.close()
-            self._ended()
-
-    def from_client(self, data: bytes) -> None:
-        if self.closed:
-            return
-        transport = self.transport
-        if transport is not None:
-            transport.sendto(data)
-            self.bytes_in += len(data)
-        elif self.pending is not None and len(self.pending) < UDP_PENDING:
-            self.pending.append(data)
-
-    # asyncio.DatagramProtocol (the session's socket to its server)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        if self.closed:
-            transport.close()
-            return
-        self.worker.connection_opened(self)  # accounting, max_connections (sessions)
-        if self.closed:
-            self._forget()
-            return
-        pending, self.pending = self.pending or [], None
-        for data in pending:
-            self.transport.sendto(data)  # type: ignore[union-attr]
-            self.bytes_in += len(data)
-        now = self.worker.loop.time()
-        self.last_active = now
-        self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        owner = self.owner.transport
-        if owner is not None and not self.closed:
-            owner.sendto(data, self.client)
-            self.bytes_out += len(data)
-
-    def error_received(self, exc: Exception) -> None:
-        # A refused datagram (ICMP port unreachable): end the session, so the client's next
-        # datagram is balanced again.
-        self.worker.count_error(self.listener.name, "server_refused")
-        log.info("%s: udp server of %s: %s", self.listener.name, self.client[0], exc)
-        self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._ended()
-        self.worker.connection_closed(self)
-
-    # Deadlines: an idle check, as for tcp
-
-    def on_deadline(self) -> None:
-        if not idle_check(self, self.worker.loop.time()):
-            self.close()
-
-    def _forget(self) -> None:
-        if self.owner.sessions.get(self.client) is self:
-            del self.owner.sessions[self.client]
-
-    def _ended(self) -> None:
-        self.closed = True
-        self.deadline = 0.0
-        self._forget()
-        flush_bytes(self)
-        if self.server is not None:
-            self.server.state.in_flight -= 1
-            self.server = None
-
-    def close(self) -> None:
-        self.closed = True
-        self._forget()  # the client's next datagram starts a new session at once
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def __repr__(self) -> str:
-        server = self.server.address if self.server is not None else "-"
-        return f"<UdpSession {self.client[0]}:{self.client[1]} on {self.listener.name} -> {server}>"

@@ -1,0 +1,59 @@
+"""What `lb.proxy.tcp` and `lb.proxy.udp` share: byte counting and the idle check.
+
+Both relay in plain ints on the hot path (`bytes_in`, `bytes_out`) and, every IDLE_CHECK seconds,
+`idle_check` adds those bytes to `lb_tcp_bytes_total` (udp sessions count there too) and ends a
+connection or session that saw no byte either way for the listener's `timeouts.idle`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lb.metrics import TCP_BYTES
+
+if TYPE_CHECKING:
+    from lb.proxy.tcp import TcpConnection
+    from lb.proxy.udp import UdpSession
+
+Address = tuple[str, int]
+
+# While forwarding: how often the idle timeout is checked and byte counts reach the metrics.
+IDLE_CHECK = 1.0
+
+_bytes_children: dict[tuple[str, str], Any] = {}
+
+
+def count_bytes(listener: str, direction: str, n: int) -> None:
+    key = (listener, direction)
+    child = _bytes_children.get(key)
+    if child is None:
+        child = _bytes_children[key] = TCP_BYTES.labels(listener, direction)
+    child.inc(n)
+
+
+def flush_bytes(conn: TcpConnection | UdpSession) -> None:
+    """Add the bytes relayed since the last flush to `lb_tcp_bytes_total`; `checked` follows
+    in the same units."""
+    name = conn.listener.name
+    if conn.bytes_in:
+        count_bytes(name, "in", conn.bytes_in)
+    if conn.bytes_out:
+        count_bytes(name, "out", conn.bytes_out)
+    conn.checked -= conn.bytes_in + conn.bytes_out
+    conn.bytes_in = conn.bytes_out = 0
+
+
+def idle_check(conn: TcpConnection | UdpSession, now: float) -> bool:
+    """The periodic check of a relaying connection (tcp) or session (udp): flush its byte
+    counts; False when no byte went either way for the listener's `timeouts.idle` (the caller
+    closes it), else True with the next check set."""
+    flush_bytes(conn)
+    total = conn.bytes_in + conn.bytes_out
+    idle = conn.listener.timeouts.idle
+    if total != conn.checked:
+        conn.checked = total
+        conn.last_active = now
+    elif now - conn.last_active >= idle:
+        return False
+    conn.deadline = now + min(IDLE_CHECK, max(conn.last_active + idle - now, 0.01))
+    return True
