@@ -103,6 +103,8 @@ class PoolRuntime:
                 host, port = split_address(server.address)
                 self.members[server.address] = [self._new_server(server.address, host, port)]
         self.servers: list[UpstreamServer] = [s for m in self.members.values() for s in m]
+        for upstream in self.servers:  # also for servers kept from before a reload
+            upstream.idle_timeout = self.timeouts.idle
         self._by_state = {s.state: s for s in self.servers}
         # Health: active verdicts and passive ejection set `state.healthy` (lb.proxy.health).
         # `passive` is the same object when the pool has passive checks, else None, so the

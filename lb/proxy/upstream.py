@@ -37,6 +37,7 @@ class UpstreamServer:
         "address",
         "host",
         "idle",
+        "idle_timeout",
         "max_connections",
         "pool",
         "port",
@@ -52,6 +53,7 @@ class UpstreamServer:
         self.host = host
         self.port = port
         self.idle: list[UpstreamConnection] = []
+        self.idle_timeout = 60.0  # the pool's `timeouts.idle`: kept-alive sockets close after it
         # Set by the pool when it speaks TLS to its servers (pool `tls`).
         self.ssl: ssl.SSLContext | None = None
         self.server_hostname: str | None = None  # SNI and the name verified
@@ -79,7 +81,6 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "deadline",
         "exchange",
-        "idle_timeout",
         "parser",
         "reused",
         "server",
@@ -94,7 +95,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.parser: ResponseParser = response_parser(self, MAX_RESPONSE_HEAD, parser_kind)
         self.deadline = 0.0
-        self.idle_timeout = 60.0
         self.reused = False  # True once it has carried a request: a failure may be a stale socket
 
     # asyncio.Protocol
@@ -205,7 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         transport.resume_reading()
-        self.deadline = self.ticker.loop.time() + self.idle_timeout
+        self.deadline = self.ticker.loop.time() + server.idle_timeout
         server.idle.append(self)
 
     def close(self) -> None:

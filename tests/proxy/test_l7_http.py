@@ -34,6 +34,20 @@ async def test_keep_alive_reuses_client_and_server_connections(origin, proxy, co
     assert o.connections == 1
 
 
+async def test_idle_server_connections_close_after_the_pool_idle_timeout(origin, proxy, connect):
+    o = await origin(handlers.fixed(b"hi"))
+    config = one_pool(o)
+    config["pools"]["app"]["timeouts"] = {"idle": "300ms"}
+    w = await proxy(config)
+    c = await connect(w)
+    assert (await c.request(get())).status == 200
+    assert (await c.request(get())).status == 200
+    assert o.connections == 1  # kept alive between requests close together
+    await asyncio.sleep(0.6)
+    assert (await c.request(get())).status == 200
+    assert o.connections == 2  # the idle one was closed after 300ms, not the default 60s
+
+
 async def test_pipelined_requests_are_answered_in_order(origin, proxy, connect):
     o = await origin(handlers.echo())
     w = await proxy(one_pool(o))
