@@ -444,6 +444,9 @@ class Exchange:
         extra = None if hsts is None else _hsts_unless_set(head, hsts)
         if self.cookies:  # sticky arm and server (lb.filters)
             extra = [*(extra or ()), *((b"set-cookie", v) for v in self.cookies.values())]
+        if req.version == "1.0" and not close:
+            # An HTTP/1.0 client that asked for keep-alive closes unless told it was granted.
+            extra = [*(extra or ()), (b"connection", b"keep-alive")]
         self.conn.write(
             response_to_client(head, self.request_id, chunked=chunked, close=close, extra=extra)
         )

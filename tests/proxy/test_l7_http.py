@@ -371,6 +371,8 @@ async def test_http10_client(origin, proxy, connect):
     for _ in range(2):
         r = await c2.request(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
         assert (r.status, r.body) == (200, b"ten bytes!")
+        # ...and says so: a 1.0 client closes unless told keep-alive was granted.
+        assert r.header("connection").lower() == "keep-alive"
 
 
 async def test_close_delimited_response_is_rechunked(origin, proxy, connect):
