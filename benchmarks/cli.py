@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--subjects",
         type=_names("subject", dict(SUBJECTS)),
         default=list(DEFAULT_SUBJECTS),
-        help=f"comma-separated, from {','.join(SUBJECTS)} [all]",
+        help=f"comma-separated, from {','.join(SUBJECTS)} [{','.join(DEFAULT_SUBJECTS)}]",
     )
     p.add_argument("--baseline", default="haproxy", help="subject the req/s ratio is taken to")
     p.add_argument("--out", type=Path, help="results dir [benchmarks/results/<timestamp>/]")

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
     demo.add_argument("--workers", type=_positive, default=1, help="processes [%(default)s]")
 
-    worker = commands.add_parser("worker", help="run queue offload workers")
+    worker = commands.add_parser("worker", help="queue offload workers (not built yet: exits 2)")
     worker.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     worker.add_argument("--queue")
     worker.add_argument("--concurrency", type=int, default=1)
