@@ -33,7 +33,7 @@ from lb.proxy.flow import PIPELINED, ReadGate
 from lb.proxy.tls import client_subject
 
 if TYPE_CHECKING:
-    from lb.proxy.runtime import ListenerSettings, Runtime
+    from lb.proxy.runtime import ListenerSettings
     from lb.proxy.server import Worker
 
 log = logging.getLogger("lb.proxy")
@@ -52,7 +52,6 @@ class ClientConnection(asyncio.Protocol):
         "proxy_buf",
         "queue",
         "receiving",
-        "runtime",
         "starting",
         "subject",
         "transport",
@@ -63,7 +62,6 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
         self.worker = worker
         self.listener = listener
-        self.runtime: Runtime = worker.runtime
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
         self.parser = request_parser(self, listener.max_header_size, worker.parser_kind)
