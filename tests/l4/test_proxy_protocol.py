@@ -22,50 +22,38 @@ def recorder(got: list[bytes]):  # type: ignore[no-untyped-def]
     return handler
 
 
-async def test_send_proxy_v1_exact_bytes(tcp_backend, lb):
-    got: list[bytes] = []
-    backend = await tcp_backend(recorder(got))
-    worker = await lb(
-        config(
-            {"tcp": {"bind": "127.0.0.1:0", "mode": "tcp", "pool": "p"}},
-            {"p": {"send_proxy": "v1", "servers": [{"address": backend.address}]}},
-        )
-    )
-    reader, writer = await open_to(worker)
-    client_port = writer.get_extra_info("sockname")[1]
-    lb_port = worker.addresses["tcp"][1]
-    writer.write(b"payload")
-    writer.write_eof()
-    assert await read_all(reader) == b"ok"
-    assert got == [b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\npayload" % (client_port, lb_port)]
-    writer.close()
+def expected_v1(client_port: int, lb_port: int) -> bytes:
+    return b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, lb_port)
 
 
-async def test_send_proxy_v2_exact_bytes(tcp_backend, lb):
-    got: list[bytes] = []
-    backend = await tcp_backend(recorder(got))
-    worker = await lb(
-        config(
-            {"tcp": {"bind": "127.0.0.1:0", "mode": "tcp", "pool": "p"}},
-            {"p": {"send_proxy": "v2", "servers": [{"address": backend.address}]}},
-        )
-    )
-    reader, writer = await open_to(worker)
-    client_port = writer.get_extra_info("sockname")[1]
-    lb_port = worker.addresses["tcp"][1]
-    writer.write(b"payload")
-    writer.write_eof()
-    assert await read_all(reader) == b"ok"
+def expected_v2(client_port: int, lb_port: int) -> bytes:
     loopback = bytes([127, 0, 0, 1])
-    expected = (
+    return (
         V2_SIGNATURE
         + b"\x21\x11\x00\x0c"
         + loopback
         + loopback
         + struct.pack("!HH", client_port, lb_port)
-        + b"payload"
     )
-    assert got == [expected]
+
+
+@pytest.mark.parametrize(("version", "expected"), [("v1", expected_v1), ("v2", expected_v2)])
+async def test_send_proxy_exact_bytes(tcp_backend, lb, version, expected):
+    got: list[bytes] = []
+    backend = await tcp_backend(recorder(got))
+    worker = await lb(
+        config(
+            {"tcp": {"bind": "127.0.0.1:0", "mode": "tcp", "pool": "p"}},
+            {"p": {"send_proxy": version, "servers": [{"address": backend.address}]}},
+        )
+    )
+    reader, writer = await open_to(worker)
+    client_port = writer.get_extra_info("sockname")[1]
+    lb_port = worker.addresses["tcp"][1]
+    writer.write(b"payload")
+    writer.write_eof()
+    assert await read_all(reader) == b"ok"
+    assert got == [expected(client_port, lb_port) + b"payload"]
     writer.close()
 
 
