@@ -17,9 +17,7 @@ the parser rejects, answered in its turn and then closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -86,10 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.gate.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else "-"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: asyncio and uvloop set it on every TCP transport already.
         if self.listener.subject_header is not None:
             self.subject = (self.listener.subject_header, client_subject(transport))
         self.worker.connection_opened(self)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from typing import TYPE_CHECKING
 
@@ -101,11 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.ticker.watched.add(self)
+        self.ticker.watched.add(self)  # (TCP_NODELAY: set by asyncio and uvloop themselves)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
