@@ -400,6 +400,11 @@ def hanging_address(fillers: int = 4) -> Iterator[str]:
         sock.close()
 
 
+def in_flight(worker: Any) -> list[int]:
+    """Requests each server of each pool is counted as carrying: all 0 once lb is quiet."""
+    return [s.state.in_flight for p in worker.runtime.pools.values() for s in p.servers]
+
+
 async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     """Poll `predicate` every 10ms until it holds; AssertionError after `timeout` seconds."""
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.conftest import Message, handlers, hanging_address, one_pool
+from tests.conftest import Message, handlers, hanging_address, in_flight, one_pool, wait_until
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -21,16 +21,6 @@ def assert_lb_error(r: Message, status: int, reason: str) -> None:
     assert r.header("content-type") == "text/plain; charset=utf-8"
     assert r.body.startswith(b"%d " % status) and len(r.body) < 300
     assert r.header("content-length") == str(len(r.body))
-
-
-async def wait_for(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-def in_flight(worker) -> list[int]:
-    return [s.state.in_flight for p in worker.runtime.pools.values() for s in p.servers]
 
 
 # Limits ------------------------------------------------------------------------------------
@@ -89,7 +79,7 @@ async def test_413_by_chunked_body(limited, connect):
     assert_lb_error(await c.response(), 413, "body_too_large")
     assert await c.closed()
     assert len(o.requests) == 1
-    await wait_for(lambda: in_flight(w) == [0])
+    await wait_until(lambda: in_flight(w) == [0])
 
 
 # Timeouts ----------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ async def test_idle_keep_alive_connection_is_closed(origin, proxy, connect):
     await asyncio.sleep(0.1)
     assert (await c.request(GET)).status == 200  # a request in time restarts the clock
     assert await c.closed(timeout=1.0)
-    await wait_for(lambda: not w.connections["web"])
+    await wait_until(lambda: not w.connections["web"])
     # A connection that never sends anything is closed (client_header), without a response.
     w = await proxy(one_pool(o, defaults={"timeouts": {"client_header": "200ms"}}))
     c = await connect(w)
@@ -228,7 +218,7 @@ async def test_server_closing_mid_response_closes_the_client(origin, proxy, conn
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"content-length: 1000" in head.lower()
     assert body == b"partial"
-    await wait_for(lambda: not w.connections["web"] and in_flight(w) == [0])
+    await wait_until(lambda: not w.connections["web"] and in_flight(w) == [0])
 
 
 async def test_server_closing_mid_chunked_response_closes_the_client(origin, proxy, connect):
@@ -240,7 +230,7 @@ async def test_server_closing_mid_chunked_response_closes_the_client(origin, pro
     await c.send(GET)
     data = await c.read_all()
     assert data.endswith(b"3\r\nabc\r\n")  # no last chunk: the client sees it was cut
-    await wait_for(lambda: not w.connections["web"] and in_flight(w) == [0])
+    await wait_until(lambda: not w.connections["web"] and in_flight(w) == [0])
 
 
 async def test_stale_kept_alive_connection_is_retried(origin, proxy, connect):
@@ -267,15 +257,15 @@ async def test_client_disconnect_leaks_nothing(origin, proxy, connect, when):
         await c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
     else:
         await c.send(GET)
-    await wait_for(lambda: o.requests)
-    await wait_for(lambda: in_flight(w) == [1])
+    await wait_until(lambda: o.requests)
+    await wait_until(lambda: in_flight(w) == [1])
     if when == "body":
         c.close()  # FIN mid-body: the request can never complete
     else:
         c.reset()
-    await wait_for(lambda: not w.connections["web"] and in_flight(w) == [0])
+    await wait_until(lambda: not w.connections["web"] and in_flight(w) == [0])
     upstream = [u for u in w.ticker.watched if type(u).__name__ == "UpstreamConnection"]
-    await wait_for(lambda: not [u for u in upstream if u.exchange is not None])
+    await wait_until(lambda: not [u for u in upstream if u.exchange is not None])
 
 
 async def test_error_before_the_body_arrived_says_it_closes(origin, proxy, connect):

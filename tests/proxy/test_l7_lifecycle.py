@@ -7,19 +7,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import Message, Origin, _record, handlers, one_pool, response
+from tests.conftest import (
+    Message,
+    Origin,
+    _record,
+    handlers,
+    in_flight,
+    one_pool,
+    response,
+    wait_until,
+)
 
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-async def wait_for(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-def in_flight(worker) -> list[int]:
-    return [s.state.in_flight for p in worker.runtime.pools.values() for s in p.servers]
 
 
 def held(events: dict[str, asyncio.Event], statuses: dict[str, int] | None = None) -> Any:
@@ -57,7 +56,7 @@ async def test_queued_upload_larger_than_connect_buffer_completes(proxy, origin,
     )
     a, b = await connect(w), await connect(w)
     await a.send(GET % b"hold")
-    await wait_for(lambda: o.requests)
+    await wait_until(lambda: o.requests)
     size = 1024 * 1024
     b.writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
     b.writer.write(b"x" * size)  # not drained: lb reads what it buffers, then pauses
@@ -66,7 +65,7 @@ async def test_queued_upload_larger_than_connect_buffer_completes(proxy, origin,
     assert (await a.response()).body == b"hold:0"
     r = await b.response(timeout=2.0)
     assert (r.status, r.body) == (200, b"up:%d" % size)
-    await wait_for(lambda: in_flight(w) == [0])
+    await wait_until(lambda: in_flight(w) == [0])
 
 
 async def test_retry_hands_the_freed_slot_to_a_waiting_request(proxy, origin, connect):
@@ -101,7 +100,7 @@ async def test_retry_hands_the_freed_slot_to_a_waiting_request(proxy, origin, co
     c1, c2, c3 = [await connect(w) for _ in range(3)]
     await c1.send(GET % b"1")
     await c2.send(GET % b"2")
-    await wait_for(lambda: len(o1.requests) + len(o2.requests) == 2)
+    await wait_until(lambda: len(o1.requests) + len(o2.requests) == 2)
     await c3.send(GET % b"3")
     await asyncio.sleep(0.05)  # c3 waits: both servers are full
     events["1"].set()  # /1 is answered 503 and retried: its server is free again
@@ -111,7 +110,7 @@ async def test_retry_hands_the_freed_slot_to_a_waiting_request(proxy, origin, co
     assert (await c2.response()).status == 200
     r1 = await c1.response()
     assert r1.status == 503  # the other server answered 503 too; no server left to try
-    await wait_for(lambda: in_flight(w) == [0, 0])
+    await wait_until(lambda: in_flight(w) == [0, 0])
 
 
 async def test_junk_after_a_response_does_not_poison_the_server_connection(proxy, origin, connect):
@@ -135,7 +134,7 @@ async def test_junk_after_a_response_does_not_poison_the_server_connection(proxy
     await asyncio.sleep(0.05)
     r = await c.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
     assert (r.status, r.body) == (200, b"second")
-    await wait_for(lambda: in_flight(w) == [0])
+    await wait_until(lambda: in_flight(w) == [0])
 
 
 async def test_half_closed_client_gets_every_pipelined_answer(proxy, origin, connect):
