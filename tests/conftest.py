@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import socket
@@ -574,3 +575,21 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
     yield open_
     for client in clients:
         client.close()
+
+
+@contextlib.contextmanager
+def lb_garbage() -> Iterator[list[str]]:
+    """Collects the type names of lb objects that only the cyclic GC could free, created
+    inside the block: a closed connection must be freed at once, by refcounting."""
+    found: list[str] = []
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found += sorted(
+            {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("lb.")}
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

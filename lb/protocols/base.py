@@ -40,6 +40,10 @@ class RequestParser(Protocol):
         the client-header timeout applies then."""
         ...
 
+    def release(self) -> None:
+        """The connection is gone: drop references that would keep it in a cycle."""
+        ...
+
 
 class ResponseParser(Protocol):
     delegate: ResponseDelegate  # may be re-pointed between messages
@@ -55,4 +59,8 @@ class ResponseParser(Protocol):
 
     def feed_eof(self) -> bool:
         """The server closed: True if that ended a close-delimited body (RFC 9112 §6.3 (8))."""
+        ...
+
+    def release(self) -> None:
+        """The connection is gone: drop references that would keep it in a cycle."""
         ...

@@ -24,6 +24,10 @@ class H11RequestParser:
         self._tunnel = False
         self.in_head = False
 
+    def release(self) -> None:
+        """Drop the delegate (a cycle with it otherwise); never fed again after this."""
+        del self.delegate
+
     def feed(self, data: bytes) -> None:
         if self._tunnel:
             self.delegate.on_upgrade_data(data)
@@ -140,6 +144,10 @@ class H11ResponseParser:
         self._method = "GET"
         self._close_delimited = False
         self._tunnel = False
+
+    def release(self) -> None:
+        """Drop the delegate (a cycle with it otherwise); never fed again after this."""
+        del self.delegate
 
     def expect(self, method: str, upgrade: bool = False) -> None:
         # h11 learns the method, and so whether a body can follow, from the request itself;

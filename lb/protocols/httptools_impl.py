@@ -44,6 +44,12 @@ class HttptoolsRequestParser:
         self._tunnel = False
         self.in_head = False
 
+    def release(self) -> None:
+        """Drop the references that tie this adapter, llhttp's callbacks and the delegate in
+        a cycle, so a closed connection is freed by refcounting at once rather than by the
+        cyclic GC later (~10% of a short connection's CPU). Never fed again after this."""
+        del self._parser, self.delegate
+
     def feed(self, data: bytes) -> None:
         if self._tunnel:
             self.delegate.on_upgrade_data(data)
@@ -136,6 +142,12 @@ class HttptoolsResponseParser:
         self._fields_size = 0
         self._content_length: int | None = None
         self._chunked = False
+
+    def release(self) -> None:
+        """Drop the references that tie this adapter, llhttp's callbacks and the delegate in
+        a cycle, so a closed connection is freed by refcounting at once rather than by the
+        cyclic GC later (~10% of a short connection's CPU). Never fed again after this."""
+        del self._parser, self.delegate
 
     def expect(self, method: str, upgrade: bool = False) -> None:
         self._method = method

@@ -138,6 +138,10 @@ class ClientConnection(asyncio.Protocol):
         for exchange in pending:
             exchange.client_lost()
         self.worker.connection_closed(self)
+        # Break the cycles through the transport (uvloop keeps our data_received) and the
+        # parser, so this connection is freed now by refcounting, not later by the GC.
+        self.parser.release()
+        self.transport = self.gate.transport = None
 
     def pause_writing(self) -> None:
         self.write_paused = True

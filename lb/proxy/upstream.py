@@ -131,12 +131,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.ticker.watched.discard(self)
         exchange = self.exchange
         if exchange is not None:
-            if self.parser.feed_eof():
-                return
-            exchange.upstream_failed(self, "server closed the connection", timeout=False)
+            if not self.parser.feed_eof():  # else the close ended the body: a normal end
+                exchange.upstream_failed(self, "server closed the connection", timeout=False)
         else:
             with contextlib.suppress(ValueError):
                 self.server.idle.remove(self)
+        # Cycles through uvloop's transport and the parser: freed now, not by the GC.
+        self.parser.release()
+        self.transport = None
 
     def pause_writing(self) -> None:
         if self.exchange is not None:

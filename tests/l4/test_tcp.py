@@ -343,7 +343,8 @@ async def test_max_connections_accepts_and_closes_at_once(tcp_backend, lb):
         reader, writer = await open_to(worker)
         assert await reader.readexactly(1) == b"s"
         held.append(writer)
-    assert metric("lb_active_connections", listener="tcp") == 2
+    # Published at the worker's next metrics flush (every 0.25 s).
+    await wait_until(lambda: metric("lb_active_connections", listener="tcp") == 2)
     reader, writer = await open_to(worker)
     with contextlib.suppress(ConnectionResetError):
         assert await read_all(reader) == b""

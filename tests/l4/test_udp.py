@@ -101,7 +101,7 @@ async def test_echo_for_several_clients_with_sessions_spread_and_expiring(lb):
         assert len(set(servers[0].sources)) == 2
         assert len(set(servers[1].sources)) == 2
         assert len(worker.connections["dns"]) == 4
-        assert metric("lb_active_connections", listener="dns") == 4
+        await wait_until(lambda: metric("lb_active_connections", listener="dns") == 4)
         # Idle sessions expire...
         await wait_until(lambda: not worker.connections["dns"], timeout=3)
         (listener,) = [s for s in [_listener(worker)] if s is not None]

@@ -13,6 +13,7 @@ from tests.conftest import (
     _record,
     handlers,
     in_flight,
+    lb_garbage,
     one_pool,
     response,
     wait_until,
@@ -166,3 +167,19 @@ async def test_bad_body_behind_a_good_request_in_a_pipeline(proxy, origin, conne
     assert second.header("connection") == "close"
     assert await c.closed()
     assert [m.target for m in o.requests] == ["/a"]
+
+
+async def test_closed_connections_are_freed_at_once(proxy, origin, connect):
+    """Client and server connections that close are freed by refcounting, not left in
+    reference cycles for the cyclic GC: a busy proxy would otherwise hold the memory of many
+    closed connections and pay for collecting them."""
+    o = await origin(handlers.close_delimited())  # the server closes after every response
+    w = await proxy(one_pool(o))
+    with lb_garbage() as garbage:
+        for _ in range(3):
+            c = await connect(w)
+            msg = await c.request(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert msg.status == 200 and msg.body == b"until-close"
+            assert await c.closed()
+        await wait_until(lambda: not w.connections["web"] and not in_flight(w)[0])
+    assert garbage == []

@@ -13,7 +13,7 @@ import trustme
 
 from lb.config.schema import Certificate, ListenerTls
 from lb.proxy.tls import CIPHERS, server_context
-from tests.conftest import Origin, handlers
+from tests.conftest import Origin, handlers, lb_garbage, wait_until
 from tests.tls.conftest import Pki, get, peer, peer_serial, serial_of, tls_connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -213,3 +213,20 @@ async def test_stalled_handshake_is_dropped_after_the_timeout(pki, origin, lb) -
     assert (await busy.request(get())).status == 200
     busy.close()
     writer.close()
+
+
+async def test_closed_tls_connections_are_freed_at_once(three, pki) -> None:
+    """A TLS connection's objects (and OpenSSL's buffers behind them) are freed when it
+    closes, not left in reference cycles for the cyclic GC."""
+    worker, _, _ = three
+    with lb_garbage() as garbage:
+        for _ in range(3):
+            client = await tls_connect(
+                worker.addresses["web"], pki.client_context(), "default.test"
+            )
+            reply = await client.request(get("default.test", extra="Connection: close\r\n"))
+            assert reply.status == 200
+            assert await client.closed()
+            client.close()
+        await wait_until(lambda: not worker.connections["web"])
+    assert garbage == []
