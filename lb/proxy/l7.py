@@ -75,7 +75,10 @@ class ClientConnection(asyncio.Protocol):
         self.corked: list[bytes] | None = None
         self.starting: Exchange | None = None  # a head parsed in this read, started after it
         # accept_proxy: the PROXY header's bytes so far; None once read (or not expected).
-        self.proxy_buf: bytes | None = b"" if listener.accept_proxy else None
+        # (On TLS listeners the transport reads it, in clear, before the handshake.)
+        self.proxy_buf: bytes | None = (
+            b"" if listener.accept_proxy and listener.tls is None else None
+        )
 
     # asyncio.Protocol ---------------------------------------------------------------------
 
@@ -84,6 +87,10 @@ class ClientConnection(asyncio.Protocol):
         self.gate.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else "-"
+        if self.listener.accept_proxy and self.listener.tls is not None:
+            header = transport.get_extra_info("proxy_header")  # read by lb.proxy.tls_listener
+            if header is not None and header.src is not None:
+                self.client_ip = header.src[0]
         # No TCP_NODELAY here: asyncio and uvloop set it on every TCP transport already.
         if self.listener.subject_header is not None:
             self.subject = (self.listener.subject_header, client_subject(transport))

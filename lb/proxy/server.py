@@ -38,6 +38,7 @@ from lb.proxy.health import worker_health
 from lb.proxy.runtime import ListenerSettings, Runtime
 from lb.proxy.timers import Ticker
 from lb.proxy.tls import ListenerTls
+from lb.proxy.tls_listener import TlsServer
 
 if TYPE_CHECKING:
     from lb.proxy.exchange import Exchange
@@ -120,13 +121,11 @@ class Worker:
         # setdefault: a listener bound again by a reload keeps counting its old connections.
         self.connections.setdefault(settings.name, set())
         factory = self._factory(settings)
-        server = await self.loop.create_server(
-            factory,
-            sock=sock,
-            backlog=4096,
-            ssl=tls.front if tls is not None else None,
-            ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
-        )
+        server: asyncio.AbstractServer
+        if tls is not None:
+            server = TlsServer(self, sock, tls, settings.name, settings.accept_proxy, factory)
+        else:
+            server = await self.loop.create_server(factory, sock=sock, backlog=4096)
         self.servers[settings.name] = server
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)

@@ -1,0 +1,529 @@
+"""TLS termination on the socket itself: OpenSSL reads and writes the client's file
+descriptor (an `ssl.SSLSocket`), instead of uvloop's SSL protocol feeding it through memory
+buffers.
+
+Why. uvloop's SSL layer copies every byte through two memory BIOs and runs its own state
+machine of Python-level calls around OpenSSL's; per new connection that cost lb ~10% of a
+handshake's CPU beside haproxy, which does what this module does. It also lets a TLS
+listener read a PROXY header, which arrives in clear before the ClientHello.
+
+Theory of operation. `TlsServer` accepts on the listening socket. Each accepted socket gets a
+`TlsTransport`, which goes through up to three phases before its protocol (a
+`ClientConnection`) exists:
+
+    PROXY      only with `accept_proxy`: the header is read in clear, never a byte past its
+               end (those belong to the handshake: the bytes are peeked first, and only a
+               header's own bytes are consumed). A bad header closes the connection, logged
+               and counted as `proxy_header`, before any TLS.
+    HANDSHAKE  `do_handshake()` each time the socket is readable (or writable, when OpenSSL
+               wants to write); the listener's SNI callback picks the certificate.
+    OPEN       the protocol is created and gets decrypted bytes; it writes through `write`.
+
+PROXY and HANDSHAKE together must finish within the listener's `handshake_timeout` (a deadline
+swept by the worker's `Ticker`); a client that fails or stalls there is dropped with a log line
+and counted (`tls_handshake`, `tls_handshake_timeout`), without disturbing anyone else.
+
+Writes: `SSLSocket.send` encrypts and writes the whole buffer, or raises SSLWantWriteError
+when the socket is full; OpenSSL then must be given the same bytes again, so the buffer stays
+first in `_pending` until the socket is writable. The protocol is paused above the high-water
+mark. Reads: one TLS record per `recv`; a full record (16 KiB) suggests more are waiting, so
+reading goes on up to READ_BUDGET bytes per wake-up. Closing sends close_notify (best effort,
+without waiting for the client's) once the pending bytes are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lb.core.proxy_protocol import ProxyHeader, ProxyProtocolError
+from lb.core.proxy_protocol import parse as parse_proxy
+
+if TYPE_CHECKING:
+    from lb.proxy.server import Worker
+    from lb.proxy.tls import ListenerTls
+
+log = logging.getLogger("lb.tls")
+
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the listening socket
+ACCEPT_RETRY = 1.0  # seconds accepting pauses after running out of file descriptors
+RECORD = 16 * 1024  # the largest TLS record's plaintext (RFC 8446 §5.1)
+READ_SIZE = 64 * 1024
+READ_BUDGET = 256 * 1024  # bytes read per wake-up before giving others their turn
+PEEK = 4096  # bytes of a PROXY header looked at in one go (v1 is at most 107)
+HIGH_WATER = 64 * 1024
+
+PROXY, HANDSHAKE, OPEN, CLOSED = range(4)
+
+
+class TlsServer(asyncio.AbstractServer):
+    """A TLS listener's listening socket: accepts and starts a `TlsTransport` per client."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        sock: socket.socket,
+        tls: ListenerTls,
+        listener: str,
+        accept_proxy: bool,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.sock = sock
+        self.tls = tls
+        self.listener = listener
+        self.accept_proxy = accept_proxy
+        self.factory = factory
+        self.starting: set[TlsTransport] = set()  # accepted, protocol not yet created
+        self._serving = True
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: back off, or this spins
+                log.error(
+                    "listener %s cannot accept: %s; retrying in %gs",
+                    self.listener,
+                    exc,
+                    ACCEPT_RETRY,
+                )
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(ACCEPT_RETRY, self._resume_accepting)
+                return
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                conn.close()  # reset before we got to it
+                continue
+            TlsTransport(self, conn, peer)
+
+    def _resume_accepting(self) -> None:
+        if self._serving:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        for transport in list(self.starting):
+            transport.abort()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def wait_closed(self) -> None:
+        return None
+
+    async def start_serving(self) -> None:
+        return None  # serving since it was created
+
+    async def serve_forever(self) -> None:
+        raise NotImplementedError("the worker runs the loop")
+
+
+class TlsTransport(asyncio.Transport):
+    """One client connection of a TLS listener (see the module docstring)."""
+
+    __slots__ = (
+        "_closing",
+        "_fd",
+        "_high",
+        "_low",
+        "_paused_protocol",
+        "_pending",
+        "_pending_size",
+        "_phase",
+        "_protocol",
+        "_proxy_buf",
+        "_raw",
+        "_reading",
+        "_sock",
+        "_writer",
+        "deadline",
+        "loop",
+        "peer",
+        "proxy_header",
+        "server",
+    )
+
+    def __init__(self, server: TlsServer, raw: socket.socket, peer: Any) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.peer = peer
+        self.proxy_header: ProxyHeader | None = None
+        self._raw: socket.socket | None = raw  # until wrapped, after any PROXY header
+        self._sock: ssl.SSLSocket | None = None
+        self._fd = raw.fileno()
+        self._protocol: asyncio.Protocol | None = None
+        self._pending: deque[bytes] = deque()  # pending[0]: what OpenSSL must be given again
+        self._pending_size = 0
+        self._high = HIGH_WATER
+        self._low = HIGH_WATER // 4
+        self._paused_protocol = False
+        self._reading = True  # not paused by the protocol
+        self._writer = False  # add_writer is in effect
+        self._closing = False
+        self._proxy_buf = b""
+        server.starting.add(self)
+        self.deadline = self.loop.time() + server.tls.handshake_timeout
+        server.worker.ticker.watched.add(self)
+        self.loop.add_reader(self._fd, self._on_readable)
+        if server.accept_proxy:
+            self._phase = PROXY
+        else:
+            self._wrap()
+            self._handshake()  # the ClientHello is often here already
+
+    # Before the protocol: PROXY header and handshake --------------------------------------
+
+    def _wrap(self) -> None:
+        raw = self._raw
+        assert raw is not None
+        self._raw = None
+        self._phase = HANDSHAKE
+        self._sock = self.server.tls.front.wrap_socket(
+            raw, server_side=True, do_handshake_on_connect=False
+        )
+
+    def _read_proxy_header(self) -> None:
+        raw = self._raw
+        assert raw is not None
+        try:
+            peeked = raw.recv(PEEK, socket.MSG_PEEK)
+            if not peeked:
+                self._refuse_proxy("the client closed before sending a whole PROXY header")
+                return
+            data = self._proxy_buf + peeked
+            header = parse_proxy(data)
+            if header is None:
+                # A strict prefix of a header: every byte so far is the header's.
+                raw.recv(len(peeked))
+                self._proxy_buf = data
+                return
+            raw.recv(header.length - len(self._proxy_buf))  # exactly the header's rest
+        except ProxyProtocolError as err:
+            self._refuse_proxy(str(err))
+            return
+        except OSError as exc:
+            self._drop(f"connection failed before its PROXY header: {exc}", None)
+            return
+        self.proxy_header = header
+        self._proxy_buf = b""
+        self._wrap()
+        self._handshake()
+
+    def _refuse_proxy(self, why: str) -> None:
+        log.warning(
+            "refused connection from %s on %s: bad PROXY header: %s",
+            self.peer[0],
+            self.server.listener,
+            why,
+        )
+        self._drop(None, "proxy_header")
+
+    def _handshake(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want_writable(False)
+            return
+        except ssl.SSLWantWriteError:
+            self._want_writable(True)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            self._drop(f"TLS handshake failed: {reason}", "tls_handshake")
+            return
+        self._want_writable(False)
+        self._phase = OPEN
+        self.deadline = 0.0
+        self.server.worker.ticker.watched.discard(self)
+        self.server.starting.discard(self)
+        protocol = self._protocol = self.server.factory()
+        protocol.connection_made(self)
+        if self._phase == OPEN and self._reading and sock.pending():
+            self._read()
+
+    def on_deadline(self) -> None:
+        """The Ticker: PROXY header and handshake not done within handshake_timeout."""
+        if self._phase in (PROXY, HANDSHAKE):
+            self._drop("TLS handshake not finished in time", "tls_handshake_timeout")
+
+    def _drop(self, why: str | None, cause: str | None) -> None:
+        """Close a connection that never reached its protocol, logging and counting why."""
+        if why is not None:
+            log.info(
+                "connection from %s on %s dropped: %s", self.peer[0], self.server.listener, why
+            )
+        if cause is not None:
+            self.server.worker.count_error(self.server.listener, cause)
+        # Read what the client already sent: closing with unread bytes would reset the
+        # connection, and the client could lose the alert OpenSSL just sent.
+        with contextlib.suppress(OSError):
+            for _ in range(4):
+                if len(os.read(self._fd, READ_SIZE)) < READ_SIZE:
+                    break
+        self._close_socket()
+
+    # Reading ---------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        phase = self._phase
+        if phase == OPEN:
+            self._read()
+        elif phase == HANDSHAKE:
+            self._handshake()
+        elif phase == PROXY:
+            self._read_proxy_header()
+
+    def _read(self) -> None:
+        sock = self._sock
+        assert sock is not None and self._protocol is not None
+        budget = READ_BUDGET
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                # WantWrite: OpenSSL must answer a TLS 1.3 KeyUpdate; it does on its next write.
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fatal(exc)
+                return
+            if not data:
+                self._eof()
+                return
+            self._protocol.data_received(data)
+            budget -= len(data)
+            # One record per recv: a full one suggests more are waiting (an upload).
+            if len(data) < RECORD or budget <= 0 or not self._reading or self._phase != OPEN:
+                if self._phase == OPEN and self._reading and sock.pending():
+                    continue  # decrypted bytes inside OpenSSL would never wake the loop
+                return
+
+    def _eof(self) -> None:
+        # close_notify or a plain FIN (suppress_ragged_eofs): the client sends nothing more.
+        self._stop_reading()
+        assert self._protocol is not None
+        keep_open = self._protocol.eof_received()
+        if not keep_open:
+            self.close()
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            if self._phase == OPEN:
+                self._stop_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading or self._phase != OPEN or self._closing:
+            return
+        self._reading = True
+        self.loop.add_reader(self._fd, self._on_readable)
+        sock = self._sock
+        if sock is not None and sock.pending():
+            self.loop.call_soon(self._on_readable)
+
+    def is_reading(self) -> bool:
+        return self._reading and self._phase == OPEN
+
+    def _stop_reading(self) -> None:
+        self.loop.remove_reader(self._fd)
+
+    # Writing ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._phase != OPEN or self._closing or not data:
+            return
+        if self._pending:
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+            self._maybe_pause_protocol()
+            return
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+            self._want_writable(True)
+            self._maybe_pause_protocol()
+        except (ssl.SSLError, OSError) as exc:
+            self._fatal(exc)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def _on_writable(self) -> None:
+        if self._phase == HANDSHAKE:
+            self._handshake()
+            return
+        if self._phase != OPEN:
+            return
+        sock = self._sock
+        assert sock is not None
+        pending = self._pending
+        while pending:
+            try:
+                sock.send(pending[0])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fatal(exc)
+                return
+            self._pending_size -= len(pending.popleft())
+            if len(pending) > 1:  # the rest in one go: OpenSSL has not seen any of it
+                rest = b"".join(pending)
+                pending.clear()
+                pending.append(rest)
+        self._want_writable(False)
+        if self._paused_protocol and self._protocol is not None:
+            self._paused_protocol = False
+            self._protocol.resume_writing()
+        if self._closing:
+            self._shutdown()
+
+    def _want_writable(self, wanted: bool) -> None:
+        if wanted and not self._writer:
+            self._writer = True
+            self.loop.add_writer(self._fd, self._on_writable)
+        elif not wanted and self._writer:
+            self._writer = False
+            self.loop.remove_writer(self._fd)
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._pending_size > self._high and not self._paused_protocol:
+            self._paused_protocol = True
+            if self._protocol is not None:
+                self._protocol.pause_writing()
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    def get_write_buffer_size(self) -> int:
+        return self._pending_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high = HIGH_WATER if high is None else high
+        self._low = self._high // 4 if low is None else low
+
+    # Closing -----------------------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self._closing or self._phase == CLOSED
+
+    def close(self) -> None:
+        if self._closing or self._phase == CLOSED:
+            return
+        self._closing = True
+        self._stop_reading()
+        if not self._pending:
+            self._shutdown()
+
+    def abort(self) -> None:
+        if self._phase == CLOSED:
+            return
+        self._closing = True
+        self._close_socket(None)
+
+    def _shutdown(self) -> None:
+        # close_notify, once and best effort: waiting for the client's own would hold the
+        # socket for nothing (HTTP framing already says where the response ends).
+        sock = self._sock
+        if sock is not None and self._phase == OPEN:
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                sock.unwrap()
+        self._close_socket(None)
+
+    def _fatal(self, exc: Exception) -> None:
+        log.debug(
+            "TLS connection from %s on %s failed: %s", self.peer[0], self.server.listener, exc
+        )
+        self._close_socket(exc)
+
+    def _close_socket(self, exc: Exception | None = None) -> None:
+        if self._phase == CLOSED:
+            return
+        was_open = self._phase == OPEN
+        self._phase = CLOSED
+        self._closing = True
+        self.deadline = 0.0
+        self.server.worker.ticker.watched.discard(self)
+        self.server.starting.discard(self)
+        self.loop.remove_reader(self._fd)  # before close: the fd number is reused at once
+        self._want_writable(False)
+        self._pending.clear()
+        self._pending_size = 0
+        sock = self._sock if self._sock is not None else self._raw
+        if sock is not None:
+            sock.close()
+        if was_open and self._protocol is not None:
+            self.loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = None  # no cycle with the protocol once it is told
+        if protocol is not None:
+            protocol.connection_lost(exc)
+
+    # The rest of asyncio.Transport ---------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sock = self._sock
+        if name == "peername":
+            return self.peer
+        if name == "proxy_header":
+            return self.proxy_header
+        if sock is None:
+            return default
+        if name == "ssl_object":
+            return sock
+        if name == "sslcontext":
+            return sock.context
+        if name == "sockname":
+            return sock.getsockname()
+        if name == "socket":
+            return sock
+        if name == "peercert":
+            return sock.getpeercert()
+        if name == "cipher":
+            return sock.cipher()
+        if name == "compression":
+            return sock.compression()
+        return default
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        phase = ("proxy", "handshake", "open", "closed")[self._phase]
+        return f"<TlsTransport {self.peer[0]} on {self.server.listener} {phase}>"
