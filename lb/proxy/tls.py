@@ -148,9 +148,10 @@ class ListenerTls:
         self.handshake_timeout = tls.handshake_timeout
 
     def _choose(
-        self, sslobj: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
+        self, sslobj: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
     ) -> int | None:
-        # Runs inside every handshake, on the ClientHello (with or without SNI).
+        # Runs inside every handshake, on the ClientHello (with or without SNI); `sslobj` is
+        # the SSLSocket of lb.proxy.tls_listener.
         sslobj.context = self.index.select(server_name)
         return None
 
