@@ -55,7 +55,7 @@ log = logging.getLogger("lb.tls")
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the listening socket
 ACCEPT_RETRY = 1.0  # seconds accepting pauses after running out of file descriptors
 RECORD = 16 * 1024  # the largest TLS record's plaintext (RFC 8446 §5.1)
-READ_SIZE = 64 * 1024
+READ_SIZE = RECORD  # a recv returns one record at most
 READ_BUDGET = 256 * 1024  # bytes read per wake-up before giving others their turn
 PEEK = 4096  # bytes of a PROXY header looked at in one go (v1 is at most 107)
 HIGH_WATER = 64 * 1024
@@ -143,6 +143,7 @@ class TlsTransport(asyncio.Transport):
     """One client connection of a TLS listener (see the module docstring)."""
 
     __slots__ = (
+        "_at_eof",
         "_closing",
         "_fd",
         "_high",
@@ -179,29 +180,33 @@ class TlsTransport(asyncio.Transport):
         self._low = HIGH_WATER // 4
         self._paused_protocol = False
         self._reading = True  # not paused by the protocol
+        self._at_eof = False  # the client sent close_notify or FIN
         self._writer = False  # add_writer is in effect
         self._closing = False
         self._proxy_buf = b""
+        self._phase = PROXY
         server.starting.add(self)
         self.deadline = self.loop.time() + server.tls.handshake_timeout
         server.worker.ticker.watched.add(self)
         self.loop.add_reader(self._fd, self._on_readable)
-        if server.accept_proxy:
-            self._phase = PROXY
-        else:
-            self._wrap()
-            self._handshake()  # the ClientHello is often here already
+        if not server.accept_proxy:
+            self._start_handshake()
 
     # Before the protocol: PROXY header and handshake --------------------------------------
 
-    def _wrap(self) -> None:
+    def _start_handshake(self) -> None:
         raw = self._raw
         assert raw is not None
+        try:
+            self._sock = self.server.tls.front.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError as exc:  # (the raw socket is still ours to close)
+            self._drop(f"TLS setup failed: {exc}", None)
+            return
         self._raw = None
         self._phase = HANDSHAKE
-        self._sock = self.server.tls.front.wrap_socket(
-            raw, server_side=True, do_handshake_on_connect=False
-        )
+        self._handshake()  # the ClientHello is often here already
 
     def _read_proxy_header(self) -> None:
         raw = self._raw
@@ -227,8 +232,7 @@ class TlsTransport(asyncio.Transport):
             return
         self.proxy_header = header
         self._proxy_buf = b""
-        self._wrap()
-        self._handshake()
+        self._start_handshake()
 
     def _refuse_proxy(self, why: str) -> None:
         log.warning(
@@ -314,14 +318,15 @@ class TlsTransport(asyncio.Transport):
                 return
             self._protocol.data_received(data)
             budget -= len(data)
+            if not self._reading or self._closing or self._phase != OPEN:
+                return  # paused or closed by the protocol
             # One record per recv: a full one suggests more are waiting (an upload).
-            if len(data) < RECORD or budget <= 0 or not self._reading or self._phase != OPEN:
-                if self._phase == OPEN and self._reading and sock.pending():
-                    continue  # decrypted bytes inside OpenSSL would never wake the loop
-                return
+            if (len(data) < RECORD or budget <= 0) and not sock.pending():
+                return  # (decrypted bytes left inside OpenSSL would never wake the loop)
 
     def _eof(self) -> None:
         # close_notify or a plain FIN (suppress_ragged_eofs): the client sends nothing more.
+        self._at_eof = True
         self._stop_reading()
         assert self._protocol is not None
         keep_open = self._protocol.eof_received()
@@ -335,16 +340,18 @@ class TlsTransport(asyncio.Transport):
                 self._stop_reading()
 
     def resume_reading(self) -> None:
-        if self._reading or self._phase != OPEN or self._closing:
+        if self._reading:
             return
         self._reading = True
+        if self._phase != OPEN or self._closing or self._at_eof:
+            return
         self.loop.add_reader(self._fd, self._on_readable)
         sock = self._sock
         if sock is not None and sock.pending():
             self.loop.call_soon(self._on_readable)
 
     def is_reading(self) -> bool:
-        return self._reading and self._phase == OPEN
+        return self._reading and self._phase == OPEN and not self._closing and not self._at_eof
 
     def _stop_reading(self) -> None:
         self.loop.remove_reader(self._fd)
@@ -363,12 +370,14 @@ class TlsTransport(asyncio.Transport):
         assert sock is not None
         try:
             sock.send(data)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except ssl.SSLWantWriteError:
             self._pending.append(bytes(data))
             self._pending_size += len(data)
             self._want_writable(True)
             self._maybe_pause_protocol()
         except (ssl.SSLError, OSError) as exc:
+            # (SSLWantReadError included: a write that must first read is a renegotiation,
+            # which is refused; waiting for it could only spin.)
             self._fatal(exc)
 
     def writelines(self, list_of_data: Any) -> None:
@@ -386,7 +395,7 @@ class TlsTransport(asyncio.Transport):
         while pending:
             try:
                 sock.send(pending[0])
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            except ssl.SSLWantWriteError:
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
