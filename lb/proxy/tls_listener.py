@@ -21,7 +21,8 @@ Theory of operation. `TlsServer` accepts on the listening socket. Each accepted 
 
 PROXY and HANDSHAKE together must finish within the listener's `handshake_timeout` (a deadline
 swept by the worker's `Ticker`); a client that fails or stalls there is dropped with a log line
-and counted (`tls_handshake`, `tls_handshake_timeout`), without disturbing anyone else.
+and counted (`tls_handshake`, `tls_handshake_timeout`; a client that closes mid-handshake,
+`tls_handshake_aborted`, logs at debug level only), without disturbing anyone else.
 
 Writes: `SSLSocket.send` encrypts and writes the whole buffer, or raises SSLWantWriteError
 when the socket is full; OpenSSL then must be given the same bytes again, so the buffer stays
@@ -254,6 +255,15 @@ class TlsTransport(asyncio.Transport):
         except ssl.SSLWantWriteError:
             self._want_writable(True)
             return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+            # The client went away: a TCP health check, a scanner, a client that gave up.
+            # Counted, but not worth a log line each.
+            self._drop(
+                "closed by the client during the TLS handshake",
+                "tls_handshake_aborted",
+                logging.DEBUG,
+            )
+            return
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
             self._drop(f"TLS handshake failed: {reason}", "tls_handshake")
@@ -273,11 +283,15 @@ class TlsTransport(asyncio.Transport):
         if self._phase in (PROXY, HANDSHAKE):
             self._drop("TLS handshake not finished in time", "tls_handshake_timeout")
 
-    def _drop(self, why: str | None, cause: str | None) -> None:
+    def _drop(self, why: str | None, cause: str | None, level: int = logging.INFO) -> None:
         """Close a connection that never reached its protocol, logging and counting why."""
         if why is not None:
-            log.info(
-                "connection from %s on %s dropped: %s", self.peer[0], self.server.listener, why
+            log.log(
+                level,
+                "connection from %s on %s dropped: %s",
+                self.peer[0],
+                self.server.listener,
+                why,
             )
         if cause is not None:
             self.server.worker.count_error(self.server.listener, cause)

@@ -126,6 +126,13 @@ async def test_failed_and_stalled_handshakes_are_logged_and_counted(
     writer.close()
     assert count("tls_handshake_timeout") == stalled + 1
     assert any("not finished in time" in r.message for r in caplog.records)
+
+    # Connecting and closing (a TCP health check) is counted but logs nothing at INFO.
+    aborted, logged = count("tls_handshake_aborted"), len(caplog.records)
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    await wait_until(lambda: count("tls_handshake_aborted") == aborted + 1)
+    assert len(caplog.records) == logged
     assert not app.requests
 
 
