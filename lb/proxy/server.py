@@ -35,6 +35,7 @@ from lb.metrics import (
 from lb.protocols import parser_kind as default_parser_kind
 from lb.proxy.discovery import Discovery
 from lb.proxy.health import worker_health
+from lb.proxy.l4_common import publish_bytes
 from lb.proxy.runtime import ListenerSettings, Runtime
 from lb.proxy.timers import Ticker
 from lb.proxy.tls import ListenerTls
@@ -255,11 +256,13 @@ class Worker:
             self._tls_handle.cancel()
         self.metrics.flush()
         self._publish_active()
+        publish_bytes()
         self.access_log.close()
 
     def _schedule_flush(self) -> None:
         self.metrics.flush()
         self._publish_active()
+        publish_bytes()
         self.access_log.maybe_flush()
         self._flush_handle = self.loop.call_later(0.25, self._schedule_flush)
 

@@ -93,7 +93,10 @@ async def test_100_mib_both_ways_at_once_arrive_byte_identical(tcp_backend, lb):
     assert received["up"] == hashlib.sha256(up).hexdigest()
     assert time.monotonic() - started < 20
     await wait_until(lambda: not worker.connections["tcp"])
-    assert metric("lb_tcp_bytes_total", listener="tcp", direction="in") >= len(up)
+    # Published at the worker's next metrics flush (every 0.25 s).
+    await wait_until(
+        lambda: metric("lb_tcp_bytes_total", listener="tcp", direction="in") >= len(up)
+    )
     assert metric("lb_tcp_bytes_total", listener="tcp", direction="out") >= len(down)
 
 
