@@ -66,6 +66,11 @@ def _hardened(ctx: ssl.SSLContext, min_version: str) -> ssl.SSLContext:
 def server_context(tls: ListenerTlsConfig, cert: Certificate) -> ssl.SSLContext:
     """One certificate's context, with the listener's protocol and client-certificate settings."""
     ctx = _hardened(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), tls.min_version)
+    # A client's FIN without close_notify reads as EOF and leaves the session writable, so a
+    # client that half-closes after its request still gets the answer (nginx does the same;
+    # HTTP framing, not TLS, tells a complete request). Not on the pool side: there it would
+    # hide a truncated response.
+    ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
     if tls.client_ca is not None:
         ctx.load_verify_locations(cafile=tls.client_ca)
         ctx.verify_mode = ssl.CERT_OPTIONAL if tls.client_cert == "optional" else ssl.CERT_REQUIRED

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ log = logging.getLogger("lb.tls")
 
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the listening socket
 ACCEPT_RETRY = 1.0  # seconds accepting pauses after running out of file descriptors
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECORD = 16 * 1024  # the largest TLS record's plaintext (RFC 8446 §5.1)
 READ_SIZE = RECORD  # a recv returns one record at most
 READ_BUDGET = 256 * 1024  # bytes read per wake-up before giving others their turn
@@ -93,7 +95,11 @@ class TlsServer(asyncio.AbstractServer):
                 conn, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
-            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: back off, or this spins
+            except OSError as exc:
+                if exc.errno not in OUT_OF_RESOURCES:
+                    log.warning("listener %s: accept failed: %s", self.listener, exc)
+                    continue
+                # Out of file descriptors or memory: back off, or this wake-up repeats at once.
                 log.error(
                     "listener %s cannot accept: %s; retrying in %gs",
                     self.listener,
@@ -156,6 +162,7 @@ class TlsTransport(asyncio.Transport):
         "_protocol",
         "_proxy_buf",
         "_raw",
+        "_read_wants_write",
         "_reading",
         "_sock",
         "_writer",
@@ -182,6 +189,7 @@ class TlsTransport(asyncio.Transport):
         self._paused_protocol = False
         self._reading = True  # not paused by the protocol
         self._at_eof = False  # the client sent close_notify or FIN
+        self._read_wants_write = False  # a read waits for the socket to be writable
         self._writer = False  # add_writer is in effect
         self._closing = False
         self._proxy_buf = b""
@@ -273,8 +281,12 @@ class TlsTransport(asyncio.Transport):
         self.deadline = 0.0
         self.server.worker.ticker.watched.discard(self)
         self.server.starting.discard(self)
-        protocol = self._protocol = self.server.factory()
-        protocol.connection_made(self)
+        try:
+            protocol = self._protocol = self.server.factory()
+            protocol.connection_made(self)
+        except Exception as exc:
+            self._protocol_failed("connection_made", exc)
+            return
         if self._phase == OPEN and self._reading and sock.pending():
             self._read()
 
@@ -321,8 +333,14 @@ class TlsTransport(asyncio.Transport):
         while True:
             try:
                 data = sock.recv(READ_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                # WantWrite: OpenSSL must answer a TLS 1.3 KeyUpdate; it does on its next write.
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLWantWriteError:
+                # OpenSSL must write before it can read on (an answer to a TLS 1.3 KeyUpdate)
+                # and the socket is full: read again once it is writable, not on every wake-up.
+                self._read_wants_write = True
+                self._stop_reading()
+                self._want_writable(True)
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
@@ -330,7 +348,11 @@ class TlsTransport(asyncio.Transport):
             if not data:
                 self._eof()
                 return
-            self._protocol.data_received(data)
+            try:
+                self._protocol.data_received(data)
+            except Exception as exc:
+                self._protocol_failed("data_received", exc)
+                return
             budget -= len(data)
             if not self._reading or self._closing or self._phase != OPEN:
                 return  # paused or closed by the protocol
@@ -343,9 +365,21 @@ class TlsTransport(asyncio.Transport):
         self._at_eof = True
         self._stop_reading()
         assert self._protocol is not None
-        keep_open = self._protocol.eof_received()
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._protocol_failed("eof_received", exc)
+            return
         if not keep_open:
             self.close()
+
+    def _protocol_failed(self, callback: str, exc: Exception) -> None:
+        # As asyncio's transports do: a bug in the protocol ends this connection, reported,
+        # rather than leaving it open with nobody reading it.
+        self.loop.call_exception_handler(
+            {"message": f"{callback} failed", "exception": exc, "transport": self}
+        )
+        self._close_socket(exc)
 
     def pause_reading(self) -> None:
         if self._reading:
@@ -362,7 +396,12 @@ class TlsTransport(asyncio.Transport):
         self.loop.add_reader(self._fd, self._on_readable)
         sock = self._sock
         if sock is not None and sock.pending():
-            self.loop.call_soon(self._on_readable)
+            self.loop.call_soon(self._read_if_reading)
+
+    def _read_if_reading(self) -> None:
+        # Scheduled by resume_reading: the protocol may have paused or closed since.
+        if self.is_reading():
+            self._read()
 
     def is_reading(self) -> bool:
         return self._reading and self._phase == OPEN and not self._closing and not self._at_eof
@@ -403,6 +442,13 @@ class TlsTransport(asyncio.Transport):
             return
         if self._phase != OPEN:
             return
+        if self._read_wants_write:
+            self._read_wants_write = False
+            if self.is_reading():
+                self.loop.add_reader(self._fd, self._on_readable)
+                self._read()
+            if self._phase != OPEN:
+                return
         sock = self._sock
         assert sock is not None
         pending = self._pending
@@ -419,11 +465,11 @@ class TlsTransport(asyncio.Transport):
                 rest = b"".join(pending)
                 pending.clear()
                 pending.append(rest)
-        self._want_writable(False)
+        self._want_writable(self._read_wants_write)
         if self._paused_protocol and self._protocol is not None:
             self._paused_protocol = False
             self._protocol.resume_writing()
-        if self._closing:
+        if self._closing and not self._pending:  # (resume_writing may have written more)
             self._shutdown()
 
     def _want_writable(self, wanted: bool) -> None:
@@ -529,16 +575,19 @@ class TlsTransport(asyncio.Transport):
             return sock
         if name == "sslcontext":
             return sock.context
-        if name == "sockname":
-            return sock.getsockname()
         if name == "socket":
             return sock
-        if name == "peercert":
-            return sock.getpeercert()
-        if name == "cipher":
-            return sock.cipher()
-        if name == "compression":
-            return sock.compression()
+        try:
+            if name == "sockname":
+                return sock.getsockname()
+            if name == "peercert":
+                return sock.getpeercert()
+            if name == "cipher":
+                return sock.cipher()
+            if name == "compression":
+                return sock.compression()
+        except (OSError, ValueError):  # asked after the socket closed
+            pass
         return default
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
