@@ -254,6 +254,10 @@ class ClientConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def _refuse(self, err: HTTPError) -> None:
         """The parser refused the byte stream: answer the error in turn, then close."""
         log.info(

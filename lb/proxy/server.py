@@ -36,7 +36,9 @@ from lb.protocols import parser_kind as default_parser_kind
 from lb.proxy.discovery import Discovery
 from lb.proxy.health import worker_health
 from lb.proxy.l4_common import publish_bytes
+from lb.proxy.reactor import Reactor
 from lb.proxy.runtime import ListenerSettings, Runtime
+from lb.proxy.tcp import TcpServer
 from lb.proxy.timers import Ticker
 from lb.proxy.tls import ListenerTls
 from lb.proxy.tls_listener import TlsServer
@@ -89,6 +91,7 @@ class Worker:
         self.tls: dict[str, ListenerTls] = {}  # listeners that terminate TLS
         self._tls_handle: asyncio.TimerHandle | None = None
         self.discovery = Discovery()  # names in server addresses; `.resolve` is injectable
+        self._reactor: Reactor | None = None
         # Listeners being bound after a reload (await it to know they are up).
         self.listening: asyncio.Task[None] | None = None
 
@@ -125,18 +128,23 @@ class Worker:
         server: asyncio.AbstractServer
         if tls is not None:
             server = TlsServer(self, sock, tls, settings.name, settings.accept_proxy, factory)
+        elif settings.mode == "tcp":
+            server = TcpServer(self, sock, settings.name)
         else:
             server = await self.loop.create_server(factory, sock=sock, backlog=4096)
         self.servers[settings.name] = server
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
 
+    @property
+    def reactor(self) -> Reactor:
+        """The epoll of the sockets lb drives itself (tcp listeners), made on first use."""
+        if self._reactor is None:
+            self._reactor = Reactor(self.loop)
+        return self._reactor
+
     def _factory(self, settings: ListenerSettings) -> Callable[[], asyncio.Protocol]:
         name = settings.name
-        if settings.mode == "tcp":
-            from lb.proxy.tcp import TcpConnection
-
-            return lambda: TcpConnection(self, self.runtime.listeners[name])
         from lb.proxy.l7 import ClientConnection
 
         return lambda: ClientConnection(self, self.runtime.listeners[name])
@@ -244,8 +252,7 @@ class Worker:
             await asyncio.sleep(0.05)
         for conns in self.connections.values():
             for conn in list(conns):
-                if conn.transport is not None:
-                    conn.transport.abort()
+                conn.abort()
         self.runtime.close_idle()
         self.health.stop()
         self.discovery.stop()
@@ -254,6 +261,8 @@ class Worker:
             self._flush_handle.cancel()
         if self._tls_handle is not None:
             self._tls_handle.cancel()
+        if self._reactor is not None:
+            self._reactor.close()
         self.metrics.flush()
         self._publish_active()
         publish_bytes()
@@ -284,7 +293,7 @@ class Worker:
         if (limit is not None and len(conns) >= limit) or self.stopping:
             self.count_error(name, "max_connections" if not self.stopping else "stopping")
             conn.closed = True
-            conn.transport.abort()
+            conn.abort()
             return
         conns.add(conn)
         self.ticker.watched.add(conn)

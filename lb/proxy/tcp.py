@@ -1,28 +1,30 @@
 """Layer 4 forwarding, `mode: tcp`: a byte stream to a server of a pool.
 
-Theory of operation. A `TcpConnection` owns a client socket; once it knows where to go it
-opens one `ServerSide` connection and from then on relays bytes both ways unchanged. Its life
-has three phases:
+Theory of operation. `TcpServer` accepts; each client socket gets a `TcpConnection`, which
+once it knows where to go opens one server socket and from then on relays bytes both ways
+unchanged. lb drives both sockets itself, edge-triggered through the worker's `Reactor` (why:
+see `lb.proxy.reactor`), each as a `Side` that remembers its own readiness. Its life has three
+phases:
 
     PREAMBLE    only when the listener accepts PROXY or routes by SNI: client bytes are kept
                 (bounded by the two parsers' limits) until the PROXY header is read and the TLS
                 ClientHello is seen. A bad PROXY header ends the connection here: nothing has
                 reached any server. The ClientHello bytes are kept and forwarded as they are.
-    CONNECTING  connect to a server the pool's balancer picks; on refusal or connect timeout,
-                the next server, excluding those that failed, until none is left. Client bytes
-                that arrive meanwhile are kept, up to CONNECT_BUFFER, then the client is paused.
-                With the pool's `passive` checks, a refusal or timeout counts as a failure of
-                that server and a connect as a success (tcp has no answer to judge).
+    CONNECTING  a non-blocking connect to a server the pool's balancer picks; on refusal or
+                connect timeout, the next server, excluding those that failed, until none is
+                left. The client is not read meanwhile: its bytes wait in the kernel. With the
+                pool's `passive` checks, a refusal or timeout counts as a failure of that
+                server and a connect as a success (tcp has no answer to judge).
     FORWARDING  each side's bytes are written to the other. Invariants:
-                - flow control: when a side's write buffer passes its high-water mark
-                  (`pause_writing`), the *other* side stops being read until it drains, so a
-                  connection holds at most about two write buffers whatever the speeds;
-                - half-close: a side's FIN (`eof_received`) becomes `write_eof()` on the other
-                  side and the connection stays open the other way; when both sides have sent
-                  FIN, both are closed;
-                - a side that goes away with an error (a reset) aborts the other side, so the
-                  peer learns the stream was cut; a side that goes away cleanly closes the
-                  other after its buffered bytes are written.
+                - flow control: what a socket would not take is kept in its Side's `out`, and
+                  the other side is not read until `out` is written, so lb holds at most one
+                  CHUNK per direction whatever the speeds; the rest waits in the kernel's
+                  buffers, where TCP's own flow control slows the sender;
+                - half-close: a side's FIN (a read of 0 bytes) is passed on as shutdown(WR)
+                  of the other side once its `out` is written, and the connection stays open
+                  the other way; when both sides have sent FIN, both are closed;
+                - a side that fails (a reset, a broken pipe) resets the other, so its peer
+                  learns the stream was cut.
 
 Deadlines use the worker's `Ticker` (one `deadline` per connection): the PROXY/ClientHello wait
 (`timeouts.client_header` of the listener), the connect (`timeouts.connect` of the pool), and
@@ -36,15 +38,22 @@ Shared with udp (byte counting, the idle check): `lb.proxy.l4_common`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-from typing import TYPE_CHECKING
+import os
+import socket
+import struct
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 from lb.core.balancer import ServerState
 from lb.core.proxy_protocol import ProxyProtocolError, build_v1, build_v2
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.core.sni import MAX_HELLO, ClientHelloError, parse_client_hello
-from lb.proxy.flow import CONNECTING, SERVER_FULL, ReadGate
+from lb.proxy.acceptor import Acceptor
 from lb.proxy.l4_common import IDLE_CHECK, Address, flush_bytes, idle_check
+from lb.proxy.reactor import FAILED, HUNG_UP, READABLE, WRITABLE
+from lb.proxy.resolve import is_ip
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import ListenerSettings, PoolRuntime
@@ -53,165 +62,321 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
-# Client bytes held while the server connection opens, before the client is paused.
-CONNECT_BUFFER = 256 * 1024
-# Write buffer high-water mark of both sides. Larger than asyncio's 64 KiB default so bulk
-# transfers pause and resume less often; memory per connection stays about 2 x this.
-WRITE_HIGH = 256 * 1024
+# Bytes one read takes. Also the most lb holds for a side that cannot take more: the other
+# side is not read again until that much is written.
+CHUNK = 256 * 1024
+# Bytes relayed one way per readiness event before other connections get their turn.
+READ_BUDGET = 4 * CHUNK
 # Bytes the preamble (PROXY header plus ClientHello records) may take before lb gives up on it.
 PREAMBLE_MAX = 2 * MAX_HELLO
+# SO_LINGER on, zero seconds: close() then sends RST instead of FIN.
+LINGER_RESET = struct.pack("ii", 1, 0)
+
+# One buffer for every read of the worker (one thread): a read that is written on at once, the
+# usual case, allocates nothing.
+_buffer = bytearray(CHUNK)
+_view = memoryview(_buffer)
+_numeric: dict[str, bool] = {}  # server host -> is it an IP address (else it is resolved)
 
 PREAMBLE, CONNECTING_, FORWARDING, CLOSED = range(4)
 
 
-class TcpConnection(asyncio.Protocol):
-    """One client connection of a tcp listener, and (through `ServerSide`) its server's."""
+class TcpServer(Acceptor):
+    """A tcp listener's listening socket: a `TcpConnection` per accepted client."""
+
+    def __init__(self, worker: Worker, sock: socket.socket, listener: str) -> None:
+        self.worker = worker
+        super().__init__(worker.loop, sock, listener)
+
+    def accepted(self, conn: socket.socket, peer: Any) -> None:
+        settings = self.worker.runtime.listeners.get(self.listener)
+        try:
+            if settings is None:  # removed by a reload that is closing this socket
+                raise ConnectionAbortedError
+            conn.setblocking(False)
+            # Relayed writes go out as they come: no Nagle delay on a small answer.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            conn.close()
+            return
+        TcpConnection(self.worker, settings, conn, peer).start()
+
+
+class Side:
+    """One of a relayed connection's two sockets, and what lb holds for it."""
+
+    __slots__ = ("eof", "fd", "fin", "hung_up", "out", "readable", "shut", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.out = b""  # bytes for this socket that it would not take yet
+        self.readable = False  # an edge said bytes wait here, and they are not all read yet
+        # The peer's FIN (or an error) is queued behind the bytes: a short read no longer
+        # means drained, as the edge that announced both has come already.
+        self.hung_up = False
+        self.eof = False  # this socket's peer sent FIN
+        self.fin = False  # FIN is to go to this socket once `out` is written
+        self.shut = False  # FIN was sent to this socket
+
+    def close(self, reset: bool) -> None:
+        if reset:
+            with suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        self.sock.close()
+
+
+class TcpConnection:
+    """One client connection of a tcp listener, and its server's."""
 
     __slots__ = (
+        "back",
         "bytes_in",
         "bytes_out",
         "checked",
         "client",
-        "client_eof",
         "closed",
-        "connect_task",
         "deadline",
         "excluded",
-        "gate",
+        "front",
         "last_active",
         "listener",
         "local",
         "pending",
-        "pending_size",
         "phase",
         "pool",
         "preamble",
         "proxy_wanted",
+        "reactor",
+        "resolving",
         "server",
-        "server_eof",
-        "transport",
-        "upstream",
         "worker",
     )
 
-    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
+    def __init__(
+        self, worker: Worker, listener: ListenerSettings, sock: socket.socket, peer: Any
+    ) -> None:
         self.worker = worker
         self.listener = listener
-        self.transport: asyncio.Transport | None = None
-        self.upstream: asyncio.Transport | None = None  # set once connected: the fast path
-        self.gate = ReadGate()
+        self.reactor = worker.reactor
+        self.front = Side(sock)  # the client's socket
+        self.back: Side | None = None  # the server's, from the connect on
         self.phase = PREAMBLE
         self.closed = False
         self.deadline = 0.0
-        self.client: Address | None = None  # the real client: the peer, or the PROXY source
-        self.local: Address | None = None  # where the client connected to
+        # The real client: the peer (from accept: no getpeername), or the PROXY source.
+        self.client: Address | None = (peer[0], peer[1]) if peer else None
+        self.local: Address | None = None  # where the client connected to, when asked
         self.preamble: bytearray | None = None
         self.proxy_wanted = listener.accept_proxy
-        self.pending: list[bytes] = []
-        self.pending_size = 0
+        self.pending = b""  # preamble bytes for the server, sent once connected
         self.pool: PoolRuntime | None = None
         self.server: UpstreamServer | None = None
         self.excluded: set[ServerState] = set()
-        self.connect_task: asyncio.Task[None] | None = None
-        self.client_eof = False
-        self.server_eof = False
+        self.resolving: asyncio.Task[None] | None = None  # a server named by a DNS name
         self.bytes_in = 0  # client -> server, not yet added to the metrics
         self.bytes_out = 0  # server -> client, likewise
         self.checked = 0  # bytes_in + bytes_out at the last idle check
         self.last_active = 0.0
 
-    # The addresses are asked of the socket only when needed (ip_hash, send_proxy, a log
-    # line): two system calls fewer per connection otherwise.
-
     @property
     def client_ip(self) -> str:
-        client = self.client_address()
-        return client[0] if client else "-"
+        return self.client[0] if self.client else "-"
 
     def client_address(self) -> Address | None:
-        if self.client is None and self.transport is not None:
-            peer = self.transport.get_extra_info("peername")
-            self.client = (peer[0], peer[1]) if peer else None
         return self.client
 
     def local_address(self) -> Address | None:
-        if self.local is None and self.transport is not None:
-            local = self.transport.get_extra_info("sockname")
-            self.local = (local[0], local[1]) if local else None
+        # Asked of the socket only when needed (send_proxy): a system call fewer otherwise.
+        if self.local is None:
+            with suppress(OSError):
+                local = self.front.sock.getsockname()
+                self.local = (local[0], local[1])
         return self.local
 
-    # Client side: asyncio.Protocol ---------------------------------------------------------
+    def buffered(self) -> int:
+        """Bytes lb holds for this connection (flow control keeps it to about 2 x CHUNK)."""
+        back = self.back.out if self.back is not None else b""
+        return len(self.front.out) + len(back) + len(self.pending)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.gate.transport = transport
-        # TCP_NODELAY: both uvloop and asyncio set it on every TCP transport already.
+    def start(self) -> None:
         self.worker.connection_opened(self)
         if self.closed:
             return  # over max_connections, or the worker is stopping: counted there
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH)  # type: ignore[union-attr]
+        self.reactor.register(self.front.fd, self._on_client, self)
         if self.proxy_wanted or self.listener.sni is not None:
             self.preamble = bytearray()
             self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
             return
         self._connect(self._pool(self.listener.pool))
 
-    def data_received(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is not None:  # the hot path
-            upstream.write(data)
-            self.bytes_in += len(data)
+    # Events -------------------------------------------------------------------------------
+
+    def _on_client(self, events: int) -> None:
+        front = self.front
+        if self.phase == FORWARDING:
+            back = self.back
+            assert back is not None
+            if events & WRITABLE and front.out:
+                self._flush(front, back)
+            if events & READABLE and not self.closed:
+                front.readable = True
+                if events & HUNG_UP:
+                    front.hung_up = True
+                self._pump(front, back)
+        elif events & READABLE:
+            front.readable = True  # while connecting, read once connected
+            if events & HUNG_UP:
+                front.hung_up = True
+            if self.phase == PREAMBLE:
+                self._read_preamble()
+
+    def _on_server(self, events: int) -> None:
+        back = self.back
+        assert back is not None
+        if self.phase == CONNECTING_:
+            if events & FAILED:
+                code = back.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                self._dial_failed(code)
+                return
+            self._connected()
+            if self.closed:
+                return
+        elif self.phase != FORWARDING:
             return
-        if self.phase == PREAMBLE and self.preamble is not None:
-            self.preamble += data
-            self._examine()
-        elif self.phase == CONNECTING_:
-            self.pending.append(data)
-            self.pending_size += len(data)
-            if self.pending_size > CONNECT_BUFFER:
-                self.gate.pause(CONNECTING)
+        elif events & WRITABLE and back.out:
+            self._flush(back, self.front)
+        if events & READABLE and not self.closed:
+            back.readable = True
+            if events & HUNG_UP:
+                back.hung_up = True
+            self._pump(back, self.front)
 
-    def eof_received(self) -> bool | None:
-        self.client_eof = True
-        if self.phase == PREAMBLE:
-            if self.proxy_wanted:
-                self._refuse_proxy("the client closed before sending a whole PROXY header")
-                return None
-            self._route_by_sni(None)  # what we have goes to the default pool
-            return True
-        if self.upstream is None:
-            return True  # connecting: write_eof() once connected
-        if self.server_eof:
-            self._close_both()
-            return None
-        if self.upstream.can_write_eof():
-            self.upstream.write_eof()
-        return True  # keep sending the server's answer to the client
+    # Relaying -----------------------------------------------------------------------------
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.phase != CLOSED and exc is not None:
-            self.worker.count_error(self.listener.name, "client_reset")
-        self._ended()
-        upstream = self.upstream
-        if upstream is not None and not upstream.is_closing():
-            if exc is not None:
-                upstream.abort()
-            else:
-                upstream.close()
-        self.worker.connection_closed(self)
+    def _pump(self, src: Side, dst: Side) -> None:
+        """Move src's bytes to dst until src is drained or dst is full."""
+        if dst.out or dst.shut:
+            return  # dst is full: src is read again once dst's `out` is written
+        read, send = src.sock.recv_into, dst.sock.send
+        moved = 0
+        while True:
+            try:
+                n = read(_buffer)
+            except BlockingIOError:
+                src.readable = False
+                break
+            except OSError as exc:
+                self._count(src, moved)
+                self._failed(src, exc)
+                return
+            if not n:
+                src.readable = False
+                self._count(src, moved)
+                self._eof(src, dst)
+                return
+            try:
+                sent = send(_view[:n])
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._count(src, moved)
+                self._failed(dst, exc)
+                return
+            moved += n
+            if sent < n:
+                dst.out = _view[sent:n].tobytes()  # written when dst is writable again
+                break
+            if n < CHUNK and not src.hung_up:
+                src.readable = False  # a short read drained it: the next bytes bring an edge
+                break
+            if moved >= READ_BUDGET:
+                self.worker.loop.call_soon(self._resume, src, dst)
+                break
+        self._count(src, moved)
 
-    def pause_writing(self) -> None:
-        # The client cannot keep up: stop reading the server until its buffer drains.
-        upstream = self.upstream
-        if upstream is not None and not upstream.is_closing():
-            upstream.pause_reading()
+    def _count(self, src: Side, n: int) -> None:
+        if src is self.front:
+            self.bytes_in += n
+        else:
+            self.bytes_out += n
 
-    def resume_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and not upstream.is_closing():
-            upstream.resume_reading()
+    def _resume(self, src: Side, dst: Side) -> None:
+        if not self.closed and src.readable:
+            self._pump(src, dst)
+
+    def _send(self, dst: Side, data: bytes) -> bool:
+        """Write `data` to dst, keeping what it would not take; False if dst failed."""
+        try:
+            sent = dst.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._failed(dst, exc)
+            return False
+        dst.out = data[sent:] if sent < len(data) else b""
+        return True
+
+    def _flush(self, dst: Side, src: Side) -> None:
+        """dst is writable again: write what it holds, then read src again."""
+        if not self._send(dst, dst.out) or dst.out:
+            return
+        if dst.fin:
+            self._shut(dst)
+        if src.readable and not self.closed:
+            self._pump(src, dst)
+
+    def _eof(self, src: Side, dst: Side) -> None:
+        src.eof = True
+        if dst.out:
+            dst.fin = True  # after what dst still holds
+        else:
+            self._shut(dst)
+
+    def _shut(self, side: Side) -> None:
+        side.fin = False
+        side.shut = True
+        with suppress(OSError):  # the peer is gone: its socket's next event says how
+            side.sock.shutdown(socket.SHUT_WR)
+        back = self.back
+        if self.front.shut and back is not None and back.shut:
+            self._close_both()  # FIN both ways: done
+
+    def _failed(self, side: Side, exc: OSError) -> None:
+        if self.closed:
+            return
+        cause = "client_reset" if side is self.front else "server_reset"
+        log.debug("%s: %s for %s: %s", self.listener.name, cause, self.client_ip, exc)
+        self.worker.count_error(self.listener.name, cause)
+        self._close_both(reset=True)
 
     # Preamble: PROXY header, then the ClientHello --------------------------------------------
+
+    def _read_preamble(self) -> None:
+        data, sock = self.preamble, self.front.sock
+        assert data is not None
+        while len(data) <= PREAMBLE_MAX:
+            try:
+                chunk = sock.recv(MAX_HELLO)
+            except BlockingIOError:
+                self.front.readable = False
+                break
+            except OSError as exc:
+                self._failed(self.front, exc)
+                return
+            if not chunk:
+                self.front.readable = False
+                self._preamble_eof()
+                return
+            data += chunk
+        self._examine()
+
+    def _preamble_eof(self) -> None:
+        self.front.eof = True
+        if self.proxy_wanted:
+            self._refuse_proxy("the client closed before sending a whole PROXY header")
+        else:
+            self._route_by_sni(None)  # what we have goes to the default pool
 
     def _examine(self) -> None:
         data = self.preamble
@@ -225,7 +390,7 @@ class TcpConnection(asyncio.Protocol):
             if header is None:
                 return
             self.proxy_wanted = False
-            self.client = header.src or self.client_address()
+            self.client = header.src or self.client
             self.local = header.dst or self.local_address()
             del data[: header.length]
             if self.listener.sni is None:
@@ -252,9 +417,7 @@ class TcpConnection(asyncio.Protocol):
     def _preamble_done(self, pool_name: str | None = None) -> None:
         data = self.preamble
         self.preamble = None
-        if data:
-            self.pending.append(bytes(data))
-            self.pending_size += len(data)
+        self.pending = bytes(data) if data else b""
         self._connect(self._pool(pool_name if pool_name is not None else self.listener.pool))
 
     def _refuse_proxy(self, why: str) -> None:
@@ -287,21 +450,63 @@ class TcpConnection(asyncio.Protocol):
         self.server = server
         server.state.in_flight += 1
         self.deadline = self.worker.loop.time() + pool.timeouts.connect
-        self.connect_task = self.worker.loop.create_task(self._open(server))
+        host = server.host
+        numeric = _numeric.get(host)
+        if numeric is None:
+            numeric = _numeric[host] = is_ip(host)
+        if numeric:
+            self._dial(server, host)
+        else:  # a name that discovery could not resolve yet
+            self.resolving = self.worker.loop.create_task(self._resolve(server))
 
-    async def _open(self, server: UpstreamServer) -> None:
+    async def _resolve(self, server: UpstreamServer) -> None:
         try:
-            await self.worker.loop.create_connection(
-                lambda: ServerSide(self), server.host, server.port
+            infos = await self.worker.loop.getaddrinfo(
+                server.host, server.port, type=socket.SOCK_STREAM
             )
         except OSError as exc:
             if self.server is server and self.phase == CONNECTING_:
-                cause = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
-                self._connect_failed(server, cause, str(exc) or type(exc).__name__)
+                self.resolving = None
+                self._connect_failed(server, "error", f"cannot resolve {server.host}: {exc}")
+            return
+        if self.server is server and self.phase == CONNECTING_:
+            self.resolving = None
+            self._dial(server, str(infos[0][4][0]))
+
+    def _dial(self, server: UpstreamServer, host: str) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self._connect_failed(server, "error", str(exc))
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex((host, server.port))
+        except OSError as exc:
+            sock.close()
+            self._connect_failed(server, "error", str(exc))
+            return
+        self.back = Side(sock)
+        if code not in (0, errno.EINPROGRESS):
+            self._dial_failed(code)
+            return
+        # Its first event says how the connect went: writable, or an error.
+        self.reactor.register(self.back.fd, self._on_server, self)
+
+    def _dial_failed(self, code: int) -> None:
+        server = self.server
+        assert server is not None
+        cause = "refused" if code == errno.ECONNREFUSED else "error"
+        self._connect_failed(server, cause, os.strerror(code))
 
     def _connect_failed(self, server: UpstreamServer, cause: str, detail: str) -> None:
         assert self.pool is not None
-        self.connect_task = None
+        back = self.back
+        if back is not None:
+            self.back = None
+            self.reactor.forget(back.fd)
+            back.close(reset=False)
         self.server = None
         server.state.in_flight -= 1
         self.excluded.add(server.state)
@@ -325,60 +530,32 @@ class TcpConnection(asyncio.Protocol):
         self.worker.count_error(self.listener.name, cause)
         self.close()
 
-    def on_server_connected(self, transport: asyncio.Transport) -> None:
-        """ServerSide.connection_made: send what we hold, then relay."""
-        self.connect_task = None
-        pool, server = self.pool, self.server
-        if pool is not None and pool.passive is not None and server is not None:
+    def _connected(self) -> None:
+        """The server socket is writable: send what we hold, then relay."""
+        pool, server, back = self.pool, self.server, self.back
+        assert pool is not None and server is not None and back is not None
+        if pool.passive is not None:
             pool.passive.observe(server.state, False)  # connected: the failure streak ends
-        if self.closed:
-            transport.abort()
-            return
-        assert pool is not None and self.transport is not None
-        transport.set_write_buffer_limits(high=WRITE_HIGH)
         self.phase = FORWARDING
+        data = self.pending
+        self.pending = b""
+        self.bytes_in += len(data)
         if pool.send_proxy is not None:
             build = build_v2 if pool.send_proxy == "v2" else build_v1
-            transport.write(build(self.client_address(), self.local_address()))
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending = []
-            self.bytes_in += len(data)
-            transport.write(data)
-        self.upstream = transport
-        if self.client_eof and transport.can_write_eof():
-            transport.write_eof()
-        self.gate.resume(CONNECTING)
+            data = build(self.client_address(), self.local_address()) + data
+        if data and not self._send(back, data):
+            return
         now = self.worker.loop.time()
         self.last_active = now
         self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
-
-    # Server side events (from ServerSide) ---------------------------------------------------
-
-    def on_server_eof(self) -> bool | None:
-        self.server_eof = True
-        transport = self.transport
-        if transport is None or self.closed:
-            return None
-        if self.client_eof:
-            self._close_both()
-            return None
-        if transport.can_write_eof():
-            transport.write_eof()
-        return True  # keep sending the client's bytes to the server
-
-    def on_server_lost(self, exc: Exception | None) -> None:
-        if self.phase == CLOSED:
-            return
-        if exc is not None:
-            self.worker.count_error(self.listener.name, "server_reset")
-        self._ended()
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if exc is not None:
-                transport.abort()
+        front = self.front
+        if front.eof:  # the client's FIN came with its preamble
+            if back.out:
+                back.fin = True
             else:
-                transport.close()
+                self._shut(back)
+        elif front.readable:
+            self._pump(front, back)
 
     # Deadlines --------------------------------------------------------------------------------
 
@@ -403,11 +580,11 @@ class TcpConnection(asyncio.Protocol):
                 self.close()
             else:
                 self._route_by_sni(None)  # no ClientHello in time: the default pool
-        elif phase == CONNECTING_:
-            server, task = self.server, self.connect_task
-            if server is not None and task is not None:
-                task.cancel()
-                self._connect_failed(server, "timeout", "connect timed out")
+        elif phase == CONNECTING_ and self.server is not None:
+            if self.resolving is not None:
+                self.resolving.cancel()
+                self.resolving = None
+            self._connect_failed(self.server, "timeout", "connect timed out")
 
     # Closing ----------------------------------------------------------------------------------
 
@@ -419,61 +596,29 @@ class TcpConnection(asyncio.Protocol):
         self.closed = True
         self.deadline = 0.0
         flush_bytes(self)
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-            self.connect_task = None
+        if self.resolving is not None:
+            self.resolving.cancel()
+            self.resolving = None
         if self.server is not None:
             self.server.state.in_flight -= 1
             self.server = None
+        self.worker.connection_closed(self)
 
-    def _close_both(self) -> None:
+    def _close_both(self, reset: bool = False) -> None:
         self._ended()
-        if self.upstream is not None:
-            self.upstream.close()
-        if self.transport is not None:
-            self.transport.close()
+        for side in (self.front, self.back):
+            if side is not None and side.fd != -1:
+                self.reactor.forget(side.fd)
+                side.fd = -1
+                side.close(reset)
 
     def close(self) -> None:
-        """Close the client side (flushing what is buffered), and so the server side."""
-        if self.transport is not None and not self.transport.is_closing():
-            self._close_both()
-        else:
-            self._ended()
+        """Close both sides (what the kernel holds is still sent)."""
+        self._close_both()
+
+    abort = close  # what the worker calls (over max_connections, after the shutdown grace)
 
     def __repr__(self) -> str:
         phase = ("preamble", "connecting", "forwarding", "closed")[self.phase]
         server = self.server.address if self.server is not None else "-"
         return f"<TcpConnection {self.client_ip} on {self.listener.name} {phase} -> {server}>"
-
-
-class ServerSide(asyncio.Protocol):
-    """The server socket of a `TcpConnection`: relays to the client transport and reports
-    flow control and endings to the connection."""
-
-    __slots__ = ("client", "conn")
-
-    def __init__(self, conn: TcpConnection) -> None:
-        self.conn = conn
-        self.client = conn.transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.conn.on_server_connected(transport)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is not None:
-            client.write(data)
-            self.conn.bytes_out += len(data)
-
-    def eof_received(self) -> bool | None:
-        return self.conn.on_server_eof()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.on_server_lost(exc)
-
-    def pause_writing(self) -> None:
-        # The server cannot keep up: stop reading the client until its buffer drains.
-        self.conn.gate.pause(SERVER_FULL)
-
-    def resume_writing(self) -> None:
-        self.conn.gate.resume(SERVER_FULL)

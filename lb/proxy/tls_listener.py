@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from lb.core.proxy_protocol import ProxyHeader, ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
+from lb.proxy.acceptor import Acceptor
 
 if TYPE_CHECKING:
     from lb.proxy.server import Worker
@@ -54,9 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lb.tls")
 
-ACCEPT_BATCH = 64  # connections accepted per wake-up of the listening socket
-ACCEPT_RETRY = 1.0  # seconds accepting pauses after running out of file descriptors
-OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECORD = 16 * 1024  # the largest TLS record's plaintext (RFC 8446 §5.1)
 READ_SIZE = RECORD  # a recv returns one record at most
 READ_BUDGET = 256 * 1024  # bytes read per wake-up before giving others their turn
@@ -66,8 +63,8 @@ HIGH_WATER = 64 * 1024
 PROXY, HANDSHAKE, OPEN, CLOSED = range(4)
 
 
-class TlsServer(asyncio.AbstractServer):
-    """A TLS listener's listening socket: accepts and starts a `TlsTransport` per client."""
+class TlsServer(Acceptor):
+    """A TLS listener's listening socket: starts a `TlsTransport` per accepted client."""
 
     def __init__(
         self,
@@ -79,71 +76,26 @@ class TlsServer(asyncio.AbstractServer):
         factory: Callable[[], asyncio.Protocol],
     ) -> None:
         self.worker = worker
-        self.loop = worker.loop
-        self.sock = sock
         self.tls = tls
-        self.listener = listener
         self.accept_proxy = accept_proxy
         self.factory = factory
         self.starting: set[TlsTransport] = set()  # accepted, protocol not yet created
-        self._serving = True
-        self.loop.add_reader(sock.fileno(), self._accept)
+        super().__init__(worker.loop, sock, listener)
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return
-            except OSError as exc:
-                if exc.errno not in OUT_OF_RESOURCES:
-                    log.warning("listener %s: accept failed: %s", self.listener, exc)
-                    continue
-                # Out of file descriptors or memory: back off, or this wake-up repeats at once.
-                log.error(
-                    "listener %s cannot accept: %s; retrying in %gs",
-                    self.listener,
-                    exc,
-                    ACCEPT_RETRY,
-                )
-                self.loop.remove_reader(self.sock.fileno())
-                self.loop.call_later(ACCEPT_RETRY, self._resume_accepting)
-                return
-            try:
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                conn.close()  # reset before we got to it
-                continue
-            TlsTransport(self, conn, peer)
-
-    def _resume_accepting(self) -> None:
-        if self._serving:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
+    def accepted(self, conn: socket.socket, peer: Any) -> None:
+        try:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            conn.close()  # reset before we got to it
+            return
+        TlsTransport(self, conn, peer)
 
     def close(self) -> None:
-        if not self._serving:
-            return
-        self._serving = False
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-        for transport in list(self.starting):
-            transport.abort()
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self.loop
-
-    def is_serving(self) -> bool:
-        return self._serving
-
-    async def wait_closed(self) -> None:
-        return None
-
-    async def start_serving(self) -> None:
-        return None  # serving since it was created
-
-    async def serve_forever(self) -> None:
-        raise NotImplementedError("the worker runs the loop")
+        if self.is_serving():
+            super().close()
+            for transport in list(self.starting):
+                transport.abort()
 
 
 class TlsTransport(asyncio.Transport):

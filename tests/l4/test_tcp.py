@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from lb.proxy.tcp import WRITE_HIGH, TcpConnection
+from lb.proxy.tcp import CHUNK, TcpConnection
 from tests.conftest import hanging_address, wait_until
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to, read_all
@@ -120,9 +120,7 @@ async def test_a_slow_client_stops_lb_reading_the_server(tcp_backend, lb):
     assert isinstance(conn, TcpConnection)
     await asyncio.sleep(0.5)  # the client reads nothing meanwhile
     assert not sent.is_set()  # the server is blocked: lb stopped reading it
-    assert conn.transport is not None
-    buffered = conn.transport.get_write_buffer_size()
-    assert buffered <= WRITE_HIGH + 1 * MiB, buffered
+    assert conn.buffered() <= CHUNK, conn.buffered()
     data = await read_all(reader, 10)
     assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
     writer.close()
@@ -361,3 +359,45 @@ async def test_max_connections_accepts_and_closes_at_once(tcp_backend, lb):
     assert await reader.readexactly(1) == b"s"
     for w in [*held, writer]:
         w.close()
+
+
+async def test_an_answer_and_the_servers_fin_in_one_go_reach_the_client(tcp_backend, lb):
+    """The server answers and closes at once (HTTP with Connection: close): one readiness
+    edge announces both, and lb must still pass on the FIN after the bytes."""
+
+    async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(b"answer")
+        writer.close()
+
+    backend = await tcp_backend(answer_and_close)
+    worker = await lb(config(tcp_listener(), pool(backend.address)))
+    for _ in range(20):
+        reader, writer = await open_to(worker)
+        writer.write(b"ask?")
+        assert await read_all(reader, 2) == b"answer"  # EOF after it, not a hang
+        writer.close()
+    await wait_until(lambda: not worker.connections["tcp"])
+    assert worker.runtime.pools["p"].servers[0].state.in_flight == 0
+
+
+async def test_a_server_name_discovery_could_not_resolve_is_looked_up_at_connect(tcp_backend):
+    from lb.config import load_config_text
+    from lb.proxy.server import Worker
+
+    backend = await tcp_backend(named(b"n"))
+    text = config(tcp_listener(), pool(f"localhost:{backend.port}"))
+    worker = Worker(load_config_text(text), reuse_port=False)
+
+    async def unresolvable(host: str, port: int) -> list[str]:
+        raise OSError("no answer")
+
+    worker.discovery.resolve = unresolvable  # type: ignore[method-assign]
+    await worker.start()
+    try:
+        assert worker.runtime.pools["p"].servers[0].host == "localhost"
+        reader, writer = await open_to(worker)
+        assert await reader.readexactly(1) == b"n"
+        writer.close()
+    finally:
+        await worker.shutdown(0.2)
