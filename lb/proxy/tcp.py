@@ -330,6 +330,8 @@ class TcpConnection:
         src.eof = True
         if dst.out:
             dst.fin = True  # after what dst still holds
+        elif dst.eof and src.shut:
+            self._close_both()  # the last FIN: close() sends it, no shutdown() needed
         else:
             self._shut(dst)
 
