@@ -11,6 +11,8 @@ import socket
 import struct
 import time
 
+import pytest
+
 from lb.proxy.tcp import CHUNK, TcpConnection
 from tests.conftest import hanging_address, wait_until
 from tests.integration.helpers import free_port
@@ -185,11 +187,9 @@ async def test_server_reset_closes_the_client(tcp_backend, lb):
     before = metric("lb_connection_errors_total", listener="tcp", cause="server_reset")
     reader, writer = await open_to(worker)
     data = b""
-    try:
+    with pytest.raises(ConnectionResetError):  # passed on as a reset, not as a clean end
         while chunk := await asyncio.wait_for(reader.read(100), 5):
             data += chunk
-    except ConnectionResetError:
-        pass
     assert data == b"partial"
     await wait_until(lambda: not worker.connections["tcp"])
     assert metric("lb_connection_errors_total", listener="tcp", cause="server_reset") == before + 1
@@ -198,10 +198,13 @@ async def test_server_reset_closes_the_client(tcp_backend, lb):
 
 async def test_client_reset_closes_the_server_side(tcp_backend, lb):
     ended = asyncio.Event()
+    seen: list[BaseException] = []
 
     async def wait_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.read()
+        except ConnectionResetError as exc:
+            seen.append(exc)
         finally:
             ended.set()
 
@@ -212,6 +215,7 @@ async def test_client_reset_closes_the_server_side(tcp_backend, lb):
     await wait_until(lambda: backend.connections == 1)
     _reset(writer)
     await asyncio.wait_for(ended.wait(), 5)
+    assert seen, "the server saw a clean end, not the client's reset"
     await wait_until(lambda: not worker.connections["tcp"])
     server = worker.runtime.pools["p"].servers[0]
     assert server.state.in_flight == 0
