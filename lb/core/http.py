@@ -124,11 +124,18 @@ class RequestHead:
 
 
 class ResponseHead:
+    """A parsed status line and header block. A parser that keeps the block as it arrived
+    (httptools) gives `raw`, every field as b"\r\nName: value", and `forward`, those fields
+    without the hop-by-hop ones (`scan_response_fields`): the head then goes on to the client
+    without a Python step per field, and `headers` is built from `raw` only if asked for."""
+
     __slots__ = (
+        "_headers",
         "chunked",
         "content_length",
-        "headers",
+        "forward",
         "keep_alive",
+        "raw",
         "reason",
         "status",
         "version",
@@ -139,18 +146,35 @@ class ResponseHead:
         status: int,
         reason: bytes,
         version: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         keep_alive: bool,
         content_length: int | None,
         chunked: bool,
+        raw: bytes | None = None,
+        forward: bytes | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.version = version
-        self.headers = headers
+        self._headers = headers  # None: parsed from `raw` when first asked for
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
+        self.raw = raw
+        self.forward = forward
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _fields_of(self.raw or b"")
+        return headers
+
+    def has_field(self, lname: bytes) -> bool:
+        """Whether a field named `lname` (lower case) is present."""
+        if self._headers is None and self.raw is not None:
+            return b"\r\n" + lname + b":" in self.raw.lower()
+        return any(name.lower() == lname for name, _ in self.headers)
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"
@@ -292,20 +316,13 @@ def response_to_client(
 ) -> bytes:
     """The response head as lb sends it to the client. `chunked` re-frames a body whose end
     the client could not otherwise find (close-delimited or chunked upstream)."""
-    headers = head.headers
-    drop = _DROP_TO_CLIENT
-    # Found first: Connection may come after the fields it names (RFC 9110 §7.6.1). The
-    # length test spares a lower() per field.
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == b"connection":
-            tokens = _tokens(value) - _COMMON_CONNECTION_TOKENS
-            if tokens:
-                drop = drop | tokens
-    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
-    parts += [b"%s: %s\r\n" % field for field in headers if field[0].lower() not in drop]
+    forward = head.forward
+    if forward is None:
+        forward = _forwarded_to_client(head.headers)
+    parts = [b"HTTP/1.1 %d %s%s\r\n" % (head.status, head.reason, forward)]
     if head.status == 101:
         parts.append(b"connection: upgrade\r\n")
-        parts += [b"upgrade: %s\r\n" % v for n, v in headers if n.lower() == b"upgrade"]
+        parts += [b"upgrade: %s\r\n" % v for n, v in head.headers if n.lower() == b"upgrade"]
     elif chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
     elif head.content_length is not None:
@@ -317,6 +334,66 @@ def response_to_client(
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The fields of a response head that go on to the client, each as b"\r\nName: value"."""
+    drop = _DROP_TO_CLIENT
+    # Found first: Connection may come after the fields it names (RFC 9110 §7.6.1). The
+    # length test spares a lower() per field.
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens = _tokens(value) - _COMMON_CONNECTION_TOKENS
+            if tokens:
+                drop = drop | tokens
+    return b"".join([b"\r\n%s: %s" % field for field in headers if field[0].lower() not in drop])
+
+
+# Every field `_DROP_TO_CLIENT` names, with its value, in a raw field block: one regex pass
+# finds them all (case-insensitive, as field names are: RFC 9110 §5.1).
+_DROPPED_TO_CLIENT = re.compile(
+    rb"\r\n("
+    + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+
+
+def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
+    """For a parser that keeps a response's field block as it arrived (`raw`, every field as
+    b"\r\nName: value") and has validated it (CRLF line ends, no obs-fold, no space before a
+    colon, one Content-Length: llhttp's strict mode): the fields to forward to the client as
+    they are, or None when Connection names further fields to drop (`response_to_client`
+    then filters `headers`); the Content-Length; whether the body is chunked."""
+    parts = _DROPPED_TO_CLIENT.split(raw)  # [kept, name, value, kept, name, value, ..., kept]
+    if len(parts) == 1:
+        return raw, None, False
+    forward: bytes | None = b"".join(parts[::3])
+    content_length = None
+    chunked = False
+    for i in range(1, len(parts), 3):
+        name = parts[i].lower()
+        value = parts[i + 1]
+        if name == b"content-length":
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
+        elif (
+            name == b"connection"
+            and value.lower() not in _COMMON_CONNECTION_TOKENS
+            and _tokens(value) - _COMMON_CONNECTION_TOKENS
+        ):
+            forward = None
+    return forward, content_length, chunked
+
+
+def _fields_of(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """A raw field block (every field as b"\r\nName: value") as (name, value) pairs."""
+    fields = []
+    for line in raw.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip(b" \t")))
+    return fields
 
 
 def informational_to_client(head: ResponseHead) -> bytes:

@@ -717,7 +717,6 @@ class Exchange:
 
 def _hsts_unless_set(head: ResponseHead, value: bytes) -> list[tuple[bytes, bytes]] | None:
     """The listener's Strict-Transport-Security, unless the server set its own."""
-    for name, _ in head.headers:
-        if name.lower() == b"strict-transport-security":
-            return None
+    if head.has_field(b"strict-transport-security"):
+        return None
     return [(b"strict-transport-security", value)]
