@@ -46,18 +46,19 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 class RequestHead:
     """A parsed request line and header block. `headers` keeps names as received (case and
     order) for forwarding; `index` maps lower-cased names to values for matching, repeated
-    fields joined as RFC 9110 §5.3 allows (Cookie with "; ", RFC 6265 §5.4)."""
+    fields joined as RFC 9110 §5.3 allows (Cookie with "; ", RFC 6265 §5.4). `host` and `path`
+    are worked out when first asked for: a route that matches on neither never pays for them."""
 
     __slots__ = (
+        "_host",
+        "_path",
         "chunked",
         "connection_tokens",
         "content_length",
         "headers",
-        "host",
         "index",
         "keep_alive",
         "method",
-        "path",
         "repeated",
         "target",
         "version",
@@ -92,11 +93,27 @@ class RequestHead:
             self.keep_alive = b"close" not in self.connection_tokens
         else:
             self.keep_alive = b"keep-alive" in self.connection_tokens
-        raw_host = index.get(b"host", b"")
-        self.host = _strip_port(raw_host.decode("latin-1").lower())
-        self.path = _path_of(target)
+        self._host: str | None = None
+        self._path: str | None = None
         self.content_length: int | None = None
         self.chunked = False
+
+    @property
+    def host(self) -> str:
+        """The Host header's name, lower case and without the port, as routes match it."""
+        host = self._host
+        if host is None:
+            raw = self.index.get(b"host", b"")
+            host = self._host = _strip_port(raw.decode("latin-1").lower())
+        return host
+
+    @property
+    def path(self) -> str:
+        """The target's path, as routes match it (see `_path_of`)."""
+        path = self._path
+        if path is None:
+            path = self._path = _path_of(self.target)
+        return path
 
     @property
     def upgrade(self) -> bytes | None:
@@ -271,8 +288,9 @@ def request_to_server(
     `client_subject` is (lower-case header name, the verified client certificate's subject or
     None): whatever the client sent under that name is dropped, so only lb can set it."""
     drop = _DROP_TO_SERVER
-    if head.connection_tokens - _COMMON_CONNECTION_TOKENS:
-        drop = drop | head.connection_tokens
+    tokens = head.connection_tokens
+    if tokens and not tokens <= _COMMON_CONNECTION_TOKENS:
+        drop = drop | tokens
     if client_subject is not None:
         drop = drop | {client_subject[0]}
     index = head.index
@@ -371,16 +389,17 @@ def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
     forward: bytes | None = b"".join(parts[::3])
     content_length = None
     chunked = False
-    for i in range(1, len(parts), 3):
-        name = parts[i].lower()
-        value = parts[i + 1]
-        if name == b"content-length":
+    # Only names `_DROPPED_TO_CLIENT` lists come here: the length tells most of them apart.
+    for name, value in zip(parts[1::3], parts[2::3], strict=True):
+        n = len(name)
+        if n == 14:  # content-length
             content_length = int(value)
-        elif name == b"transfer-encoding":
+        elif n == 17:  # transfer-encoding
             chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
         elif (
-            name == b"connection"
+            n == 10
             and value.lower() not in _COMMON_CONNECTION_TOKENS
+            and name.lower() == b"connection"
             and _tokens(value) - _COMMON_CONNECTION_TOKENS
         ):
             forward = None
