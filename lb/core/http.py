@@ -254,16 +254,20 @@ _id_prefix = os.urandom(4).hex()
 _id_counter = count(1)
 
 
+_id_format = b"%s-%%x" % _id_prefix.encode()
+
+
 def new_request_id() -> bytes:
     """Unique per process without a syscall or uuid4 per request: random prefix + counter."""
-    return b"%s-%x" % (_id_prefix.encode(), next(_id_counter))
+    return _id_format % next(_id_counter)
 
 
 def reseed_request_ids() -> None:
     """Called in each worker after fork, so siblings never share a prefix."""
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _id_format
     _id_prefix = os.urandom(4).hex()
     _id_counter = count(1)
+    _id_format = b"%s-%%x" % _id_prefix.encode()
 
 
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")

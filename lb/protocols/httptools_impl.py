@@ -15,6 +15,8 @@ from lb.core.errors import HTTPError, Reason
 from lb.core.http import RequestHead, ResponseHead, check_request_framing, scan_response_fields
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+
 
 class _StopParsing(Exception):
     """Raised from a callback to end a HEAD response at its head (llhttp cannot be told)."""
@@ -207,10 +209,8 @@ class HttptoolsResponseParser:
     def on_headers_complete(self) -> None:
         buf = self._buf
         start = self._start
-        if buf is not None and not buf.startswith(b"HTTP/", start):
-            start = len(buf) - len(buf[start:].lstrip(b"\r\n"))  # empty lines llhttp skipped
         if buf is None or not buf.startswith(b"HTTP/", start):
-            raise HTTPError(Reason.backend_failed, "response bytes after a complete response")
+            buf, start = self._head_start()
         end = buf.find(b"\r\n\r\n", start)
         if end - start > self._max_header_size:
             raise HTTPError(Reason.backend_failed, "response head too large")
@@ -219,10 +219,13 @@ class HttptoolsResponseParser:
         forward, content_length, chunked = scan_response_fields(raw)
         parser = self._parser
         status = parser.get_status_code()
+        # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
+        # (the version read here spares get_http_version's string formatting).
+        version = _VERSIONS.get(buf[start + 5 : start + 8]) or parser.get_http_version()
         head = ResponseHead(
             status,
-            buf[start + 13 : line_end] or b"-",  # llhttp checked "HTTP/d.d ddd[ reason]"
-            parser.get_http_version(),
+            buf[start + 13 : line_end] or b"-",
+            version,
             None,
             parser.should_keep_alive(),
             content_length,
@@ -231,18 +234,30 @@ class HttptoolsResponseParser:
             forward,
         )
         method = self._method
-        if status < 200 or status in (204, 304) or content_length == 0 or method == "HEAD":
-            self._start = end + 4  # no body: the next message (a final one after a 1xx) is here
+        final = status >= 200
+        no_body = not final or status == 204 or status == 304 or method == "HEAD"
+        if no_body or content_length == 0:
+            self._start = end + 4  # the next message (a final one after a 1xx) starts here
         else:
             self._buf = None
-        if status >= 200 and status != 101:
+        if final and status != 101:
             self._head = head
         self.delegate.on_response_head(head)
-        if status >= 200 and (method == "HEAD" or status in (204, 304)):
+        if final and no_body:
             self._head = None
             self.delegate.on_response_end()
             if method == "HEAD":
                 raise _StopParsing
+
+    def _head_start(self) -> tuple[bytes, int]:
+        """Where the head llhttp just parsed begins, past the empty lines it skips; refused
+        when it came after a body in the same read (see the class docstring)."""
+        buf = self._buf
+        if buf is not None:
+            start = len(buf) - len(buf[self._start :].lstrip(b"\r\n"))
+            if buf.startswith(b"HTTP/", start):
+                return buf, start
+        raise HTTPError(Reason.backend_failed, "response bytes after a complete response")
 
     def on_body(self, body: bytes) -> None:
         self.delegate.on_response_body(body)
