@@ -298,31 +298,34 @@ def request_to_server(
     if client_subject is not None:
         drop = drop | {client_subject[0]}
     index = head.index
-    # One list comprehension and one join: this runs once per request on the hot path.
-    parts = [b"%s %s HTTP/1.1\r\n" % (head.method.encode(), head.target)]
-    parts += [b"%s: %s\r\n" % field for field in head.headers if field[0].lower() not in drop]
+    fields = b"".join([b"%s: %s\r\n" % f for f in head.headers if f[0].lower() not in drop])
     xff = index.get(b"x-forwarded-for")
     ip = client_ip.encode()
     host = index.get(b"host")
-    parts.append(
-        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n%sx-request-id: %s\r\n"
+    framing = b""  # (with the client certificate's subject first, when there is one)
+    if client_subject is not None and client_subject[1] is not None:
+        framing = b"%s: %s\r\n" % client_subject
+    if head.chunked:
+        framing += b"transfer-encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing += b"content-length: %d\r\n" % head.content_length
+    if upgrade:
+        framing += b"connection: upgrade\r\nupgrade: %s\r\n" % index[b"upgrade"]
+    # One format for the whole head: this runs once per request on the hot path.
+    return (
+        b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+        b"%sx-request-id: %s\r\n%s\r\n"
         % (
+            head.method.encode(),
+            head.target,
+            fields,
             xff + b", " + ip if xff else ip,
             proto,
             b"x-forwarded-host: %s\r\n" % host if host is not None else b"",
             request_id,
+            framing,
         )
     )
-    if client_subject is not None and client_subject[1] is not None:
-        parts.append(b"%s: %s\r\n" % client_subject)
-    if head.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    elif head.content_length is not None:
-        parts.append(b"content-length: %d\r\n" % head.content_length)
-    if upgrade:
-        parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % index[b"upgrade"])
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 _COMMON_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
@@ -341,21 +344,28 @@ def response_to_client(
     forward = head.forward
     if forward is None:
         forward = _forwarded_to_client(head.headers)
-    parts = [b"HTTP/1.1 %d %s%s\r\n" % (head.status, head.reason, forward)]
-    if head.status == 101:
-        parts.append(b"connection: upgrade\r\n")
-        parts += [b"upgrade: %s\r\n" % v for n, v in head.headers if n.lower() == b"upgrade"]
+    status = head.status
+    if status == 101:
+        upgrade = [b"upgrade: %s\r\n" % v for n, v in head.headers if n.lower() == b"upgrade"]
+        framing = b"connection: upgrade\r\n" + b"".join(upgrade)
     elif chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+        framing = b"transfer-encoding: chunked\r\n"
     elif head.content_length is not None:
-        parts.append(b"content-length: %d\r\n" % head.content_length)
-    parts.append(b"x-request-id: %s\r\n" % request_id)
-    if extra:
-        parts += [b"%s: %s\r\n" % field for field in extra]
-    if close and head.status != 101:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        framing = b"content-length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    tail = b"".join([b"%s: %s\r\n" % field for field in extra]) if extra else b""
+    if close and status != 101:
+        tail += b"connection: close\r\n"
+    # One format for the whole head: this runs once per response on the hot path.
+    return b"HTTP/1.1 %d %s%s\r\n%sx-request-id: %s\r\n%s\r\n" % (
+        status,
+        head.reason,
+        forward,
+        framing,
+        request_id,
+        tail,
+    )
 
 
 def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
