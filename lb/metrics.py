@@ -66,46 +66,39 @@ SPLIT_ROLLBACKS = Counter(
 
 
 class RequestMetrics:
-    """Counts finished requests in plain dicts and hands them to prometheus-client in one
+    """Counts finished requests in a plain dict and hands them to prometheus-client in one
     batch per `flush` (a few times a second). Its `.labels()`, locked `.inc()` and
     `Histogram.observe()` per request were ~5% of a small proxied request's CPU. Durations are
     bucketed here with the histogram's own bounds, then added to its buckets at flush time
-    (prometheus-client keeps them as `_buckets`/`_sum`; the version range is pinned)."""
+    (prometheus-client keeps them as `_buckets`/`_sum`; the version range is pinned).
 
-    __slots__ = ("_durations", "_pending_requests", "_pending_upstream")
+    One entry per (listener, route, pool, server, code) holds the bucket counts and the sum of
+    seconds: a request costs one tuple and one dict lookup; `flush` derives the request,
+    upstream and duration series from it."""
+
+    __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending_requests: dict[tuple[str, str, str, int], int] = {}
-        self._pending_upstream: dict[tuple[str, str, int], int] = {}
-        # (listener, route) -> [count per bucket..., sum of seconds]
-        self._durations: dict[tuple[str, str], list[float]] = {}
+        # (listener, route, pool, server, code) -> [count per bucket..., sum of seconds]
+        self._pending: dict[tuple[str, str, str, str, int], list[float]] = {}
 
     def observe(
         self, listener: str, route: str, pool: str, server: str, code: int, seconds: float
     ) -> None:
-        key = (listener, route, pool, code)
-        pending = self._pending_requests
-        pending[key] = pending.get(key, 0) + 1
-        dkey = (listener, route)
-        slots = self._durations.get(dkey)
+        key = (listener, route, pool, server, code)
+        slots = self._pending.get(key)
         if slots is None:
-            slots = self._durations[dkey] = [0.0] * (len(_BOUNDS) + 1)
+            slots = self._pending[key] = [0.0] * (len(_BOUNDS) + 1)
         slots[bisect_left(_BOUNDS, seconds)] += 1
         slots[-1] += seconds
-        if server:
-            ukey = (pool, server, code)
-            upstream = self._pending_upstream
-            upstream[ukey] = upstream.get(ukey, 0) + 1
 
     def flush(self) -> None:
-        requests, self._pending_requests = self._pending_requests, {}
-        for (listener, route, pool, code), n in requests.items():
+        pending, self._pending = self._pending, {}
+        for (listener, route, pool, server, code), slots in pending.items():
+            n = int(sum(slots[:-1]))
             REQUESTS.labels(listener, route, pool, str(code)).inc(n)
-        upstream, self._pending_upstream = self._pending_upstream, {}
-        for (pool, server, code), n in upstream.items():
-            UPSTREAM_REQUESTS.labels(pool, server, str(code)).inc(n)
-        durations, self._durations = self._durations, {}
-        for (listener, route), slots in durations.items():
+            if server:
+                UPSTREAM_REQUESTS.labels(pool, server, str(code)).inc(n)
             child = REQUEST_DURATION.labels(listener, route)
             for i, count in enumerate(slots[:-1]):
                 if count:

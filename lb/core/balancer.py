@@ -189,6 +189,12 @@ class Balancer:
 
 def _smooth_rr(group: list[ServerState], exclude: Collection[ServerState]) -> ServerState | None:
     """nginx's smooth weighted round robin over the candidates of `group`."""
+    if len(group) == 1:
+        # A lone candidate is always the pick, and its running weight stays 0: no bookkeeping.
+        s = group[0]
+        if not s.healthy or s.drained or s.effective <= 0 or (exclude and s in exclude):
+            return None
+        return s
     best: ServerState | None = None
     best_current: float = 0
     total: float = 0

@@ -46,18 +46,19 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 class RequestHead:
     """A parsed request line and header block. `headers` keeps names as received (case and
     order) for forwarding; `index` maps lower-cased names to values for matching, repeated
-    fields joined as RFC 9110 §5.3 allows (Cookie with "; ", RFC 6265 §5.4)."""
+    fields joined as RFC 9110 §5.3 allows (Cookie with "; ", RFC 6265 §5.4). `host` and `path`
+    are worked out when first asked for: a route that matches on neither never pays for them."""
 
     __slots__ = (
+        "_host",
+        "_path",
         "chunked",
         "connection_tokens",
         "content_length",
         "headers",
-        "host",
         "index",
         "keep_alive",
         "method",
-        "path",
         "repeated",
         "target",
         "version",
@@ -92,11 +93,27 @@ class RequestHead:
             self.keep_alive = b"close" not in self.connection_tokens
         else:
             self.keep_alive = b"keep-alive" in self.connection_tokens
-        raw_host = index.get(b"host", b"")
-        self.host = _strip_port(raw_host.decode("latin-1").lower())
-        self.path = _path_of(target)
+        self._host: str | None = None
+        self._path: str | None = None
         self.content_length: int | None = None
         self.chunked = False
+
+    @property
+    def host(self) -> str:
+        """The Host header's name, lower case and without the port, as routes match it."""
+        host = self._host
+        if host is None:
+            raw = self.index.get(b"host", b"")
+            host = self._host = _strip_port(raw.decode("latin-1").lower())
+        return host
+
+    @property
+    def path(self) -> str:
+        """The target's path, as routes match it (see `_path_of`)."""
+        path = self._path
+        if path is None:
+            path = self._path = _path_of(self.target)
+        return path
 
     @property
     def upgrade(self) -> bytes | None:
@@ -124,11 +141,18 @@ class RequestHead:
 
 
 class ResponseHead:
+    """A parsed status line and header block. A parser that keeps the block as it arrived
+    (httptools) gives `raw`, every field as b"\r\nName: value", and `forward`, those fields
+    without the hop-by-hop ones (`scan_response_fields`): the head then goes on to the client
+    without a Python step per field, and `headers` is built from `raw` only if asked for."""
+
     __slots__ = (
+        "_headers",
         "chunked",
         "content_length",
-        "headers",
+        "forward",
         "keep_alive",
+        "raw",
         "reason",
         "status",
         "version",
@@ -139,18 +163,35 @@ class ResponseHead:
         status: int,
         reason: bytes,
         version: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         keep_alive: bool,
         content_length: int | None,
         chunked: bool,
+        raw: bytes | None = None,
+        forward: bytes | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.version = version
-        self.headers = headers
+        self._headers = headers  # None: parsed from `raw` when first asked for
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
+        self.raw = raw
+        self.forward = forward
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _fields_of(self.raw or b"")
+        return headers
+
+    def has_field(self, lname: bytes) -> bool:
+        """Whether a field named `lname` (lower case) is present."""
+        if self._headers is None and self.raw is not None:
+            return b"\r\n" + lname + b":" in self.raw.lower()
+        return any(name.lower() == lname for name, _ in self.headers)
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"
@@ -213,16 +254,20 @@ _id_prefix = os.urandom(4).hex()
 _id_counter = count(1)
 
 
+_id_format = b"%s-%%x" % _id_prefix.encode()
+
+
 def new_request_id() -> bytes:
     """Unique per process without a syscall or uuid4 per request: random prefix + counter."""
-    return b"%s-%x" % (_id_prefix.encode(), next(_id_counter))
+    return _id_format % next(_id_counter)
 
 
 def reseed_request_ids() -> None:
     """Called in each worker after fork, so siblings never share a prefix."""
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _id_format
     _id_prefix = os.urandom(4).hex()
     _id_counter = count(1)
+    _id_format = b"%s-%%x" % _id_prefix.encode()
 
 
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
@@ -247,36 +292,40 @@ def request_to_server(
     `client_subject` is (lower-case header name, the verified client certificate's subject or
     None): whatever the client sent under that name is dropped, so only lb can set it."""
     drop = _DROP_TO_SERVER
-    if head.connection_tokens - _COMMON_CONNECTION_TOKENS:
-        drop = drop | head.connection_tokens
+    tokens = head.connection_tokens
+    if tokens and not tokens <= _COMMON_CONNECTION_TOKENS:
+        drop = drop | tokens
     if client_subject is not None:
         drop = drop | {client_subject[0]}
     index = head.index
-    # One list comprehension and one join: this runs once per request on the hot path.
-    parts = [b"%s %s HTTP/1.1\r\n" % (head.method.encode(), head.target)]
-    parts += [b"%s: %s\r\n" % field for field in head.headers if field[0].lower() not in drop]
+    fields = b"".join([b"%s: %s\r\n" % f for f in head.headers if f[0].lower() not in drop])
     xff = index.get(b"x-forwarded-for")
     ip = client_ip.encode()
     host = index.get(b"host")
-    parts.append(
-        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n%sx-request-id: %s\r\n"
+    framing = b""  # (with the client certificate's subject first, when there is one)
+    if client_subject is not None and client_subject[1] is not None:
+        framing = b"%s: %s\r\n" % client_subject
+    if head.chunked:
+        framing += b"transfer-encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing += b"content-length: %d\r\n" % head.content_length
+    if upgrade:
+        framing += b"connection: upgrade\r\nupgrade: %s\r\n" % index[b"upgrade"]
+    # One format for the whole head: this runs once per request on the hot path.
+    return (
+        b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+        b"%sx-request-id: %s\r\n%s\r\n"
         % (
+            head.method.encode(),
+            head.target,
+            fields,
             xff + b", " + ip if xff else ip,
             proto,
             b"x-forwarded-host: %s\r\n" % host if host is not None else b"",
             request_id,
+            framing,
         )
     )
-    if client_subject is not None and client_subject[1] is not None:
-        parts.append(b"%s: %s\r\n" % client_subject)
-    if head.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    elif head.content_length is not None:
-        parts.append(b"content-length: %d\r\n" % head.content_length)
-    if upgrade:
-        parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % index[b"upgrade"])
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 _COMMON_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
@@ -292,7 +341,35 @@ def response_to_client(
 ) -> bytes:
     """The response head as lb sends it to the client. `chunked` re-frames a body whose end
     the client could not otherwise find (close-delimited or chunked upstream)."""
-    headers = head.headers
+    forward = head.forward
+    if forward is None:
+        forward = _forwarded_to_client(head.headers)
+    status = head.status
+    if status == 101:
+        upgrade = [b"upgrade: %s\r\n" % v for n, v in head.headers if n.lower() == b"upgrade"]
+        framing = b"connection: upgrade\r\n" + b"".join(upgrade)
+    elif chunked:
+        framing = b"transfer-encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing = b"content-length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    tail = b"".join([b"%s: %s\r\n" % field for field in extra]) if extra else b""
+    if close and status != 101:
+        tail += b"connection: close\r\n"
+    # One format for the whole head: this runs once per response on the hot path.
+    return b"HTTP/1.1 %d %s%s\r\n%sx-request-id: %s\r\n%s\r\n" % (
+        status,
+        head.reason,
+        forward,
+        framing,
+        request_id,
+        tail,
+    )
+
+
+def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The fields of a response head that go on to the client, each as b"\r\nName: value"."""
     drop = _DROP_TO_CLIENT
     # Found first: Connection may come after the fields it names (RFC 9110 §7.6.1). The
     # length test spares a lower() per field.
@@ -301,22 +378,55 @@ def response_to_client(
             tokens = _tokens(value) - _COMMON_CONNECTION_TOKENS
             if tokens:
                 drop = drop | tokens
-    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
-    parts += [b"%s: %s\r\n" % field for field in headers if field[0].lower() not in drop]
-    if head.status == 101:
-        parts.append(b"connection: upgrade\r\n")
-        parts += [b"upgrade: %s\r\n" % v for n, v in headers if n.lower() == b"upgrade"]
-    elif chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    elif head.content_length is not None:
-        parts.append(b"content-length: %d\r\n" % head.content_length)
-    parts.append(b"x-request-id: %s\r\n" % request_id)
-    if extra:
-        parts += [b"%s: %s\r\n" % field for field in extra]
-    if close and head.status != 101:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    return b"".join([b"\r\n%s: %s" % field for field in headers if field[0].lower() not in drop])
+
+
+# Every field `_DROP_TO_CLIENT` names, with its value, in a raw field block: one regex pass
+# finds them all (case-insensitive, as field names are: RFC 9110 §5.1).
+_DROPPED_TO_CLIENT = re.compile(
+    rb"\r\n("
+    + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+
+
+def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
+    """For a parser that keeps a response's field block as it arrived (`raw`, every field as
+    b"\r\nName: value") and has validated it (CRLF line ends, no obs-fold, no space before a
+    colon, one Content-Length: llhttp's strict mode): the fields to forward to the client as
+    they are, or None when Connection names further fields to drop (`response_to_client`
+    then filters `headers`); the Content-Length; whether the body is chunked."""
+    parts = _DROPPED_TO_CLIENT.split(raw)  # [kept, name, value, kept, name, value, ..., kept]
+    if len(parts) == 1:
+        return raw, None, False
+    forward: bytes | None = b"".join(parts[::3])
+    content_length = None
+    chunked = False
+    # Only names `_DROPPED_TO_CLIENT` lists come here: the length tells most of them apart.
+    for name, value in zip(parts[1::3], parts[2::3], strict=True):
+        n = len(name)
+        if n == 14:  # content-length
+            content_length = int(value)
+        elif n == 17:  # transfer-encoding
+            chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
+        elif (
+            n == 10
+            and value.lower() not in _COMMON_CONNECTION_TOKENS
+            and name.lower() == b"connection"
+            and _tokens(value) - _COMMON_CONNECTION_TOKENS
+        ):
+            forward = None
+    return forward, content_length, chunked
+
+
+def _fields_of(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """A raw field block (every field as b"\r\nName: value") as (name, value) pairs."""
+    fields = []
+    for line in raw.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip(b" \t")))
+    return fields
 
 
 def informational_to_client(head: ResponseHead) -> bytes:

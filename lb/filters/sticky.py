@@ -87,7 +87,7 @@ class PoolSticky:
                 s = server.state
                 if s.healthy and not s.drained and s.weight > 0 and s not in exclude:
                     return server, None
-        server = pool.choose(head, client_ip, exclude)  # type: ignore[arg-type]
+        server = pool.choose(head, client_ip, exclude)
         if server is None:
             return None, None
         value = self.signer.issue(self.cookie, self._ident_of[server.state], int(now + self.ttl))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import httptools
 
 from lb.core.errors import HTTPError, Reason
-from lb.core.http import RequestHead, ResponseHead, check_request_framing
+from lb.core.http import RequestHead, ResponseHead, check_request_framing, scan_response_fields
 from lb.protocols.base import RequestDelegate, ResponseDelegate
+
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 
 
 class _StopParsing(Exception):
@@ -116,16 +118,24 @@ class HttptoolsRequestParser:
 
 
 class HttptoolsResponseParser:
+    """No callback per header field: the head's bytes are kept as they arrive (`_buf`) and,
+    once llhttp has validated the whole head, handed on in one piece (`ResponseHead.raw`).
+    That spares a Python call per field, and the fields go on to the client without being
+    rebuilt (lb.core.http.scan_response_fields).
+
+    `_buf` holds the bytes from a message boundary on (the head begins at `_start`, after any
+    empty lines llhttp skips), or is None while a body is read: llhttp does not say where a
+    body ends within a read, so a read that ends a body leaves the next message's start
+    unknown until the next read. A server sends nothing after its response (lb does not
+    pipeline to servers), so a head found there is refused."""
+
     __slots__ = (
-        "_chunked",
-        "_content_length",
-        "_fields_size",
+        "_buf",
         "_head",
-        "_headers",
         "_max_header_size",
         "_method",
         "_parser",
-        "_reason",
+        "_start",
         "_tunnel",
         "delegate",
     )
@@ -134,14 +144,11 @@ class HttptoolsResponseParser:
         self.delegate = delegate
         self._max_header_size = max_header_size
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
         self._method = "GET"
         self._head: ResponseHead | None = None
         self._tunnel = False
-        self._reason = b""
-        self._fields_size = 0
-        self._content_length: int | None = None
-        self._chunked = False
+        self._buf: bytes | None = b""
+        self._start = 0
 
     def release(self) -> None:
         """Drop the references that tie this adapter, llhttp's callbacks and the delegate in
@@ -156,6 +163,9 @@ class HttptoolsResponseParser:
         if self._tunnel:
             self.delegate.on_upgrade_data(data)
             return
+        buf = self._buf
+        if buf is not None:
+            self._buf = buf + data if buf else data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -163,18 +173,30 @@ class HttptoolsResponseParser:
             rest = data[exc.args[0] :]
             if rest:
                 self.delegate.on_upgrade_data(rest)
+            return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _StopParsing):
                 # A HEAD response ended at its head; anything after it would be a protocol
                 # violation by the server, and a fresh parser starts the next exchange.
                 self._parser = httptools.HttpResponseParser(self)
+                self._buf, self._start = b"", 0
                 return
             if isinstance(cause, HTTPError):
                 raise cause from None
             raise
         except httptools.HttpParserError as exc:
             raise HTTPError(Reason.backend_failed, f"malformed response: {exc}") from None
+        buf = self._buf
+        if buf is None:
+            if self._head is None:  # a body ended in this read: the next read starts afresh
+                self._buf = b""
+        elif buf:
+            # What a head without a body (1xx, 204, 304, Content-Length: 0) left over, or a
+            # head still incomplete, bounded before it grows further.
+            self._buf, self._start = buf[self._start :], 0
+            if len(self._buf) > self._max_header_size:
+                raise HTTPError(Reason.backend_failed, "response head too large")
 
     def feed_eof(self) -> bool:
         head = self._head
@@ -184,50 +206,58 @@ class HttptoolsResponseParser:
             return True
         return False
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-        self._fields_size = 0
-        self._content_length = None
-        self._chunked = False
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._fields_size += len(name) + len(value)
-        # Framing fields found as they arrive; the length test spares a lower() per field.
-        if len(name) == 14 and name.lower() == b"content-length":
-            self._content_length = int(value)
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = value.strip().lower().endswith(b"chunked")
-
     def on_headers_complete(self) -> None:
+        buf = self._buf
+        start = self._start
+        if buf is None or not buf.startswith(b"HTTP/", start):
+            buf, start = self._head_start()
+        end = buf.find(b"\r\n\r\n", start)
+        if end - start > self._max_header_size:
+            raise HTTPError(Reason.backend_failed, "response head too large")
+        line_end = buf.find(b"\r\n", start)
+        raw = buf[line_end:end]
+        forward, content_length, chunked = scan_response_fields(raw)
         parser = self._parser
         status = parser.get_status_code()
-        headers = self._headers
-        if self._fields_size > self._max_header_size:
-            raise HTTPError(Reason.backend_failed, "response head too large")
-        content_length = self._content_length
-        chunked = self._chunked
+        # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
+        # (the version read here spares get_http_version's string formatting).
+        version = _VERSIONS.get(buf[start + 5 : start + 8]) or parser.get_http_version()
         head = ResponseHead(
             status,
-            self._reason or b"-",
-            parser.get_http_version(),
-            headers,
+            buf[start + 13 : line_end] or b"-",
+            version,
+            None,
             parser.should_keep_alive(),
             content_length,
             chunked,
+            raw,
+            forward,
         )
-        if status >= 200 and status != 101:
+        method = self._method
+        final = status >= 200
+        no_body = not final or status == 204 or status == 304 or method == "HEAD"
+        if no_body or content_length == 0:
+            self._start = end + 4  # the next message (a final one after a 1xx) starts here
+        else:
+            self._buf = None
+        if final and status != 101:
             self._head = head
         self.delegate.on_response_head(head)
-        if status >= 200 and (self._method == "HEAD" or status in (204, 304)):
+        if final and no_body:
             self._head = None
             self.delegate.on_response_end()
-            if self._method == "HEAD":
+            if method == "HEAD":
                 raise _StopParsing
+
+    def _head_start(self) -> tuple[bytes, int]:
+        """Where the head llhttp just parsed begins, past the empty lines it skips; refused
+        when it came after a body in the same read (see the class docstring)."""
+        buf = self._buf
+        if buf is not None:
+            start = len(buf) - len(buf[self._start :].lstrip(b"\r\n"))
+            if buf.startswith(b"HTTP/", start):
+                return buf, start
+        raise HTTPError(Reason.backend_failed, "response bytes after a complete response")
 
     def on_body(self, body: bytes) -> None:
         self.delegate.on_response_body(body)

@@ -58,6 +58,7 @@ CONNECT_BUFFER = 256 * 1024
 # connection when a kept-alive one turns out to be stale.
 REPLAY_BUFFER = 64 * 1024
 STATUS_CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+_NONE_EXCLUDED: frozenset[ServerState] = frozenset()
 
 
 class Exchange:
@@ -123,11 +124,13 @@ class Exchange:
         self.bytes_out = 0
         self.detail = ""
         self.attempts = 0
-        self.excluded: set[ServerState] = set()
+        # Servers that failed this request; immutable, replaced on the rare failure, so the
+        # common request allocates no set.
+        self.excluded: frozenset[ServerState] = _NONE_EXCLUDED
         self.queued: asyncio.TimerHandle | None = None  # waiting for a server slot: its timeout
         self.informed = False  # a 1xx response went to the client: no more retries
         self.tunnel = False
-        self.tunnel_buffer: list[bytes] = []
+        self.tunnel_buffer: list[bytes] | None = None  # client bytes held until the 101
         self.request_id = b"-"
         if head is not None:
             rid = head.index.get(b"x-request-id")
@@ -250,7 +253,7 @@ class Exchange:
         self.detail = f"connect to {server.address} failed ({cause})"
         if self.pool.passive is not None:
             self.pool.passive.observe(server.state, True)  # passive health checks
-        self.excluded.add(server.state)
+        self.excluded |= {server.state}
         self._free_slot()
         assert self.route is not None
         if self._may_retry(self.route.retry.connect_failure):
@@ -290,7 +293,7 @@ class Exchange:
         its answer is discarded (never sent to the client) and another server asked."""
         server = self.server
         assert server is not None and self.pool is not None
-        self.excluded.add(server.state)
+        self.excluded |= {server.state}
         if not self._may_retry(True):
             return False
         log.info("server %s answered %d to %r: retrying elsewhere", server.address, status, self)
@@ -332,18 +335,14 @@ class Exchange:
         route = self.route
         assert head is not None and route is not None
         self.upstream = upstream
+        conn = self.conn
         # Body bytes held while waiting for a server (connecting, or queued for a slot) may
         # have paused the client; they go out now, so it is read again. An idle connection
         # taken straight from the pool never passes through `_connected`.
-        self.conn.gate.resume(CONNECTING)
-        self.tunnel = head.upgrade is not None
+        conn.gate.resume(CONNECTING)
+        self.tunnel = tunnel = head.upgrade is not None
         data = request_to_server(
-            head,
-            self.conn.client_ip,
-            self.conn.proto,
-            self.request_id,
-            self.tunnel,
-            self.conn.subject,
+            head, conn.client_ip, conn.proto, self.request_id, tunnel, conn.subject
         )
         body = self.body
         if body:
@@ -353,8 +352,8 @@ class Exchange:
             data += LAST_CHUNK
         if body is not None and self.body_buffered > REPLAY_BUFFER:
             self.body = None  # too large to send twice: no more retries
-        upstream.send(self, data, head.method, route.timeouts.request, self.tunnel)
-        if self.conn.write_paused:
+        upstream.send(self, data, head.method, route.timeouts.request, tunnel)
+        if conn.write_paused:
             upstream.transport.pause_reading()  # type: ignore[union-attr]
 
     # Request body, from the client ----------------------------------------------------------
@@ -416,8 +415,13 @@ class Exchange:
                 self.conn.write(informational_to_client(head))
                 self.informed = True
             return
-        retry_on = self.route.retry.statuses  # type: ignore[union-attr]
-        if status in retry_on and req.method in IDEMPOTENT and self._retry_status(status):
+        route = self.route
+        assert route is not None
+        if (
+            status in route.retry.statuses
+            and req.method in IDEMPOTENT
+            and self._retry_status(status)
+        ):
             return  # its answer discarded, the request went to another server
         if self.tunnel:
             self.tunnel = False  # the server declined the upgrade: a plain response, then close
@@ -427,27 +431,28 @@ class Exchange:
         passive = self.pool.passive  # type: ignore[union-attr]  # passive health checks
         if passive is not None:
             passive.observe(self.server.state, status >= 500)  # type: ignore[union-attr]
+        conn = self.conn
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
+            upstream.deadline = conn.worker.loop.time() + route.timeouts.request
         chunked = False
-        if response_has_body(req.method, status) and head.content_length is None:
+        if head.content_length is None and response_has_body(req.method, status):
             if req.version == "1.1":
                 chunked = True
             else:
                 self.client_close = True  # HTTP/1.0: the end of the body is the close
         self.out_chunked = chunked
-        close = self.client_close or not self.request_done or self.conn.worker.stopping
+        close = self.client_close or not self.request_done or conn.worker.stopping
         if close:
             self.client_close = True
-        hsts = self.conn.listener.hsts
+        hsts = conn.listener.hsts
         extra = None if hsts is None else _hsts_unless_set(head, hsts)
         if self.cookies:  # sticky arm and server (lb.filters)
             extra = [*(extra or ()), *((b"set-cookie", v) for v in self.cookies.values())]
-        if req.version == "1.0" and not close:
+        if not close and req.version == "1.0":
             # An HTTP/1.0 client that asked for keep-alive closes unless told it was granted.
             extra = [*(extra or ()), (b"connection", b"keep-alive")]
-        self.conn.write(
+        conn.write(
             response_to_client(head, self.request_id, chunked=chunked, close=close, extra=extra)
         )
         self.server_keep_alive = head.keep_alive
@@ -467,9 +472,8 @@ class Exchange:
         self.upstream = None
         if upstream is not None:
             self.conn.gate.resume(SERVER_FULL)  # that socket's full buffer is no reason now
-            upstream.deadline = 0.0
-            if self.request_done and self.server_keep_alive and upstream.usable():
-                upstream.release()
+            if self.request_done and self.server_keep_alive:
+                upstream.release()  # (or closed, if it turns out not to be usable)
             else:
                 upstream.close()
         if self.request_done or self.client_close:
@@ -483,9 +487,9 @@ class Exchange:
         self.client_close = True
         self._tunnel_active()  # a tunnel lives while bytes flow, up to `timeouts.tunnel` idle
         self.conn.write(response_to_client(head, self.request_id, chunked=False, close=False))
-        for data in self.tunnel_buffer:
+        for data in self.tunnel_buffer or ():
             self._tunnel_to_server(data)
-        self.tunnel_buffer = []
+        self.tunnel_buffer = None
         self.conn.gate.resume(UPGRADING)
 
     def on_tunnel_data_from_client(self, data: bytes) -> None:
@@ -494,6 +498,8 @@ class Exchange:
         else:
             # Held until the server agrees to switch; the client is not read meanwhile, so
             # this holds one socket read, not whatever the client cares to send.
+            if self.tunnel_buffer is None:
+                self.tunnel_buffer = []
             self.tunnel_buffer.append(data)
             self.conn.gate.pause(UPGRADING)
 
@@ -593,7 +599,7 @@ class Exchange:
             ):
                 # Reset or closed before any response byte: an idempotent request may go to
                 # another server (a timeout may be a slow answer on its way: never retried).
-                self.excluded.add(server.state)
+                self.excluded |= {server.state}
                 if self._may_retry(self.route.retry.connect_failure):
                     self._free_slot()
                     self._connect()
@@ -717,7 +723,6 @@ class Exchange:
 
 def _hsts_unless_set(head: ResponseHead, value: bytes) -> list[tuple[bytes, bytes]] | None:
     """The listener's Strict-Transport-Security, unless the server set its own."""
-    for name, _ in head.headers:
-        if name.lower() == b"strict-transport-security":
-            return None
+    if head.has_field(b"strict-transport-security"):
+        return None
     return [(b"strict-transport-security", value)]

@@ -8,6 +8,7 @@ config.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from lb.config.schema import (
@@ -133,7 +134,7 @@ class PoolRuntime:
         self._key_name = key_name.lower()
 
     def choose(
-        self, head: RequestHead, client_ip: str, exclude: set[ServerState] | tuple[()] = ()
+        self, head: RequestHead, client_ip: str, exclude: Collection[ServerState] = ()
     ) -> UpstreamServer | None:
         state = self.balancer.pick(self._key(head, client_ip) if self._key_kind else None, exclude)
         return None if state is None else self._by_state[state]

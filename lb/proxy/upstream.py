@@ -194,7 +194,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def release(self) -> None:
         """The exchange is done and the connection is clean: keep it for the next request."""
-        self._detach()
+        self.exchange = None
+        self.parser.delegate = self  # (as _detach, inlined: this runs once per request)
         self.reused = True
         server = self.server
         transport = self.transport

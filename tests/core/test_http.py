@@ -16,6 +16,7 @@ from lb.core.http import (
     request_to_server,
     response_has_body,
     response_to_client,
+    scan_response_fields,
     valid_request_id,
 )
 
@@ -218,6 +219,48 @@ def test_request_to_server_chunked_and_upgrade() -> None:
 
 def resp(*headers: tuple[bytes, bytes], status: int = 200, cl: int | None = None) -> ResponseHead:
     return ResponseHead(status, b"OK", "1.1", list(headers), True, cl, False)
+
+
+def raw_resp(*headers: tuple[bytes, bytes], status: int = 200) -> ResponseHead:
+    """The same head as a parser that keeps the field block as received (httptools) gives it."""
+    raw = b"".join(b"\r\n%s: %s" % field for field in headers)
+    forward, cl, chunked = scan_response_fields(raw)
+    return ResponseHead(status, b"OK", "1.1", None, True, cl, chunked, raw, forward)
+
+
+HOP_BY_HOP_RESPONSES = [
+    [(b"Server", b"s"), (b"Content-Length", b"13"), (b"Connection", b"keep-alive")],
+    [(b"X-Hop", b"1"), (b"Connection", b"X-Hop, keep-alive"), (b"Keep-Alive", b"timeout=5")],
+    [(b"connection", b"close"), (b"TE", b"x"), (b"Teapot", b"1"), (b"Trailer", b"X-T")],
+    [(b"Transfer-Encoding", b"chunked"), (b"X-Request-ID", b"server-id"), (b"Upgrade", b"h2c")],
+    [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Proxy-Connection", b"keep-alive")],
+    [(b"X-Connection", b"1"), (b"Content-Lengthy", b"2"), (b"CONTENT-LENGTH", b"0")],
+    [],
+]
+
+
+@pytest.mark.parametrize("headers", HOP_BY_HOP_RESPONSES)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_raw_response_head_forwarded_as_rebuilt(headers: list, chunked: bool) -> None:
+    """A raw field block is forwarded exactly as the field list would be rebuilt."""
+    raw = raw_resp(*headers)
+    listed = resp(*headers, cl=raw.content_length)
+    assert raw.headers == headers
+    got = response_to_client(raw, b"rid", chunked=chunked, close=True)
+    assert got == response_to_client(listed, b"rid", chunked=chunked, close=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "framing"),
+    [
+        (b"\r\nContent-Length: 13 ", (13, False)),
+        (b"\r\ntransfer-encoding:gzip, chunked", (None, True)),
+        (b"\r\nTransfer-Encoding: gzip", (None, False)),
+        (b"\r\nX-Content-Length: 5\r\nX: transfer-encoding: chunked", (None, False)),
+    ],
+)
+def test_scan_response_fields_framing(raw: bytes, framing: tuple) -> None:
+    assert scan_response_fields(raw)[1:] == framing
 
 
 @pytest.mark.parametrize("connection_first", [True, False])

@@ -205,3 +205,77 @@ def test_malformed_response(kind: str) -> None:
     with pytest.raises(HTTPError) as info:
         parser.feed(b"HTTP/1.1 2x0 OK\r\n\r\n")
     assert info.value.reason is Reason.backend_failed
+
+
+class HeadRecorder(Recorder):
+    """Also records what a response head carries on: reason and fields as the proxy sees them."""
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.events.append(("head", (head.status, head.reason, head.headers, head.chunked)))
+
+
+KEPT_ALIVE = [  # (method, bytes of one response), sent one after another on one connection
+    ("GET", b"HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\n\r\nok"),
+    (
+        "GET",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nA:1\r\nContent-Length: 0\r\n\r\n",
+    ),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nB: x y\r\n\r\n"),
+    ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\n'),
+    ("GET", b"HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\nC: \t3 \r\n\r\n1\r\nz\r\n0\r\n\r\n"),
+]
+KEPT_ALIVE_EVENTS = [
+    ("head", (200, b"OK", [(b"Server", b"s"), (b"Content-Length", b"2")], False)),
+    ("body", b"ok"),
+    ("end", None),
+    ("head", (100, b"Continue", [], False)),
+    ("head", (201, b"Created", [(b"A", b"1"), (b"Content-Length", b"0")], False)),
+    ("end", None),
+    ("head", (200, b"OK", [(b"Content-Length", b"9"), (b"B", b"x y")], False)),
+    ("end", None),
+    ("head", (304, b"Not Modified", [(b"ETag", b'"e"')], False)),
+    ("end", None),
+    ("head", (200, b"-", [(b"Transfer-Encoding", b"chunked"), (b"C", b"3")], True)),
+    ("body", b"z"),
+    ("end", None),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+def test_kept_alive_response_heads(kind: str, split: bool) -> None:
+    """Heads split anywhere across reads, one response after another on one connection."""
+    rec = HeadRecorder()
+    parser = response_parser(rec, 64 * 1024, kind)
+    for method, data in KEPT_ALIVE:
+        parser.expect(method)
+        if split:
+            for i in range(len(data)):
+                parser.feed(data[i : i + 1])
+        else:
+            parser.feed(data)
+    assert rec.events == KEPT_ALIVE_EVENTS
+
+
+def test_httptools_refuses_bytes_after_a_response() -> None:
+    """lb sends one request at a time: a second response in the read that ended the first is
+    the server speaking out of turn, never taken for the next exchange's answer."""
+    rec = HeadRecorder()
+    parser = response_parser(rec, 64 * 1024, "httptools")
+    parser.expect("GET")
+    with pytest.raises(HTTPError) as info:
+        parser.feed(KEPT_ALIVE[0][1] * 2)
+    assert info.value.reason is Reason.backend_failed
+    assert [e[0] for e in rec.events] == ["head", "body", "end"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_response_head_too_large(kind: str) -> None:
+    parser = response_parser(Recorder(), 1024, kind)
+    parser.expect("GET")
+    with pytest.raises(HTTPError) as info:
+        parser.feed(b"HTTP/1.1 200 OK\r\nX-A: ")
+        for _ in range(10):
+            parser.feed(b"a" * 200)
+        parser.feed(b"\r\n\r\n")
+    assert info.value.reason is Reason.backend_failed

@@ -1,0 +1,46 @@
+"""RequestMetrics: what a batch of finished requests adds to the Prometheus series."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from lb.metrics import RequestMetrics
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_flush_adds_requests_upstream_and_durations() -> None:
+    ls, route = "m-web", "m-route"
+    before = {
+        "req": value("lb_requests_total", listener=ls, route=route, pool="p", code="200"),
+        "a": value("lb_upstream_requests_total", pool="p", server="a:1", code="200"),
+        "b": value("lb_upstream_requests_total", pool="p", server="b:1", code="200"),
+        "count": value("lb_request_duration_seconds_count", listener=ls, route=route),
+        "fast": value("lb_request_duration_seconds_bucket", listener=ls, route=route, le="0.001"),
+    }
+    metrics = RequestMetrics()
+    metrics.observe(ls, route, "p", "a:1", 200, 0.0005)
+    metrics.observe(ls, route, "p", "a:1", 200, 0.2)
+    metrics.observe(ls, route, "p", "b:1", 200, 0.0001)
+    metrics.observe(ls, route, "p", "", 200, 0.0)  # answered by lb itself: no server
+    metrics.flush()
+    assert value("lb_requests_total", listener=ls, route=route, pool="p", code="200") == (
+        before["req"] + 4
+    )
+    assert value("lb_upstream_requests_total", pool="p", server="a:1", code="200") == (
+        before["a"] + 2
+    )
+    assert value("lb_upstream_requests_total", pool="p", server="b:1", code="200") == (
+        before["b"] + 1
+    )
+    assert value("lb_request_duration_seconds_count", listener=ls, route=route) == (
+        before["count"] + 4
+    )
+    fast = value("lb_request_duration_seconds_bucket", listener=ls, route=route, le="0.001")
+    assert fast == before["fast"] + 3
+    metrics.flush()  # nothing new: nothing added
+    assert value("lb_request_duration_seconds_count", listener=ls, route=route) == (
+        before["count"] + 4
+    )
