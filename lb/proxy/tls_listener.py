@@ -236,6 +236,7 @@ class TlsTransport(asyncio.Transport):
         # done (~2 µs of a small proxied request). The SSLSocket itself if it has none.
         self._tls = getattr(sock, "_sslobj", None) or sock
         self._phase = OPEN
+        self.loop.add_reader(self._fd, self._read)  # from now on: no phase to dispatch on
         self.deadline = 0.0
         self.server.worker.ticker.watched.discard(self)
         self.server.starting.discard(self)
@@ -276,12 +277,10 @@ class TlsTransport(asyncio.Transport):
     # Reading ---------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        phase = self._phase
-        if phase == OPEN:
-            self._read()
-        elif phase == HANDSHAKE:
+        # Until the handshake is done (then `_read` is the reader itself).
+        if self._phase == HANDSHAKE:
             self._handshake()
-        elif phase == PROXY:
+        elif self._phase == PROXY:
             self._read_proxy_header()
 
     def _read(self) -> None:
@@ -353,7 +352,7 @@ class TlsTransport(asyncio.Transport):
         self._reading = True
         if self._phase != OPEN or self._closing or self._at_eof:
             return
-        self.loop.add_reader(self._fd, self._on_readable)
+        self.loop.add_reader(self._fd, self._read)
         if self._tls is not None and self._tls.pending():
             self.loop.call_soon(self._read_if_reading)
 
@@ -402,7 +401,7 @@ class TlsTransport(asyncio.Transport):
         if self._read_wants_write:
             self._read_wants_write = False
             if self.is_reading():
-                self.loop.add_reader(self._fd, self._on_readable)
+                self.loop.add_reader(self._fd, self._read)
                 self._read()
             if self._phase != OPEN:
                 return
