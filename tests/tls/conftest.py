@@ -156,3 +156,21 @@ def serial_of(pair: Pair) -> int:
 
 def get(host: str = "a.test", path: str = "/", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+def one_listener_config(
+    pki: Pki, address: str, listener_extra: str = "", tls_extra: str = ""
+) -> str:
+    """One TLS listener (certificate for a.test) routing everything to `address`; the extras
+    are YAML lines added to the listener and to its `tls`."""
+    pair = pki.pair("a", "a.test")
+    return f"""
+listeners:
+  web:
+    bind: 127.0.0.1:0
+{listener_extra}    tls:
+      certificates: [{pair.yaml}]
+{tls_extra}
+routes: [{{match: {{}}, pool: app}}]
+pools: {{app: {{servers: [{{address: "{address}"}}]}}}}
+"""

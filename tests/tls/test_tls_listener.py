@@ -17,7 +17,8 @@ import pytest
 from lb.core.proxy_protocol import V2_SIGNATURE
 from tests.conftest import handlers, pattern, wait_until
 from tests.l4.conftest import metric
-from tests.tls.conftest import Pki, get, tls_connect
+from tests.tls.conftest import get, tls_connect
+from tests.tls.conftest import one_listener_config as config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,20 +29,6 @@ V2 = (
     + bytes([203, 0, 113, 9, 10, 0, 0, 1])
     + struct.pack("!HH", 4000, 443)
 )
-
-
-def config(pki: Pki, address: str, listener_extra: str = "", tls_extra: str = "") -> str:
-    pair = pki.pair("a", "a.test")
-    return f"""
-listeners:
-  web:
-    bind: 127.0.0.1:0
-{listener_extra}    tls:
-      certificates: [{pair.yaml}]
-{tls_extra}
-routes: [{{match: {{}}, pool: app}}]
-pools: {{app: {{servers: [{{address: "{address}"}}]}}}}
-"""
 
 
 def proxied_get(address: tuple[str, int], ctx: ssl.SSLContext, parts: list[bytes]) -> bytes:

@@ -13,22 +13,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import handlers, wait_until
-from tests.tls.conftest import Pki, get
+from tests.tls.conftest import get
+from tests.tls.conftest import one_listener_config as config
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def config(pki: Pki, address: str, listener_extra: str = "") -> str:
-    pair = pki.pair("a", "a.test")
-    return f"""
-listeners:
-  web:
-    bind: 127.0.0.1:0
-{listener_extra}    tls:
-      certificates: [{pair.yaml}]
-routes: [{{match: {{}}, pool: app}}]
-pools: {{app: {{servers: [{{address: "{address}"}}]}}}}
-"""
 
 
 class BioClient:
