@@ -124,14 +124,14 @@ class Worker:
         sock = listening_socket(settings.bind, self.reuse_port)
         # setdefault: a listener bound again by a reload keeps counting its old connections.
         self.connections.setdefault(settings.name, set())
-        factory = self._factory(settings)
         server: asyncio.AbstractServer
-        if tls is not None:
-            server = TlsServer(self, sock, tls, settings.name, settings.accept_proxy, factory)
-        elif settings.mode == "tcp":
+        if settings.mode == "tcp":  # (tcp listeners have no tls: passthrough only)
             server = TcpServer(self, sock, settings.name)
+        elif tls is not None:
+            factory = self._factory(settings)
+            server = TlsServer(self, sock, tls, settings.name, settings.accept_proxy, factory)
         else:
-            server = await self.loop.create_server(factory, sock=sock, backlog=4096)
+            server = await self.loop.create_server(self._factory(settings), sock=sock, backlog=4096)
         self.servers[settings.name] = server
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
