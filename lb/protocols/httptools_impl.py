@@ -23,12 +23,18 @@ class _StopParsing(Exception):
 
 
 class HttptoolsRequestParser:
+    """One Python callback per header field is unavoidable here (llhttp reports where a
+    request body ends only by events, so the head's bytes cannot be found after one), but
+    the callback only appends: the head's size is summed only when it may be too large (a
+    head begun in this read is no larger than the read: `_read`, `_begun`)."""
+
     __slots__ = (
-        "_fields_size",
+        "_begun",
         "_head_size",
         "_headers",
         "_max_header_size",
         "_parser",
+        "_read",
         "_tunnel",
         "_url",
         "delegate",
@@ -42,7 +48,8 @@ class HttptoolsRequestParser:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._fields_size = 0
+        self._read = b""  # the read being parsed
+        self._begun = False  # the message under way began in this read
         self._tunnel = False
         self.in_head = False
 
@@ -56,6 +63,8 @@ class HttptoolsRequestParser:
         if self._tunnel:
             self.delegate.on_upgrade_data(data)
             return
+        self._read = data
+        self._begun = False
         if self.in_head or not self._headers:
             # Bound the head before llhttp buffers it: a client streaming one endless header
             # line must not grow our memory.
@@ -77,6 +86,7 @@ class HttptoolsRequestParser:
             raise HTTPError(Reason.bad_request, "invalid method") from None
         except httptools.HttpParserError as exc:
             raise HTTPError(Reason.bad_request, f"malformed request: {exc}") from None
+        self._read = b""
         if self.in_head and self._head_size > self._max_header_size:
             raise HTTPError(Reason.headers_too_large, "request head too large")
 
@@ -84,28 +94,34 @@ class HttptoolsRequestParser:
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self._begun = True
         self._url = b""
         self._headers = []
-        self._fields_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._fields_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self._parser
-        size = len(self._url) + self._fields_size
+        url = self._url
+        read = self._read
+        limit = self._max_header_size
+        headers = self._headers
+        # Summed only when it may be over: a head begun in this read is no longer than the
+        # read, and the sum counts at most one byte per field more than the head's bytes.
+        if not self._begun or len(read) + len(headers) > limit:
+            size = len(url) + sum([len(name) + len(value) + 4 for name, value in headers])
+            if size > limit:
+                raise HTTPError(Reason.headers_too_large, "request head too large")
         self._head_size = 0
-        if size > self._max_header_size:
-            raise HTTPError(Reason.headers_too_large, "request head too large")
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
             raise HTTPError(Reason.bad_request, "CONNECT is not supported")
-        head = RequestHead(method, self._url, parser.get_http_version(), self._headers)
+        head = RequestHead(method, url, parser.get_http_version(), headers)
         check_request_framing(head)
         self.delegate.on_request_head(head)
 

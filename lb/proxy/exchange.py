@@ -339,7 +339,8 @@ class Exchange:
         # Body bytes held while waiting for a server (connecting, or queued for a slot) may
         # have paused the client; they go out now, so it is read again. An idle connection
         # taken straight from the pool never passes through `_connected`.
-        conn.gate.resume(CONNECTING)
+        if conn.gate.reasons:
+            conn.gate.resume(CONNECTING)
         self.tunnel = tunnel = head.upgrade is not None
         data = request_to_server(
             head, conn.client_ip, conn.proto, self.request_id, tunnel, conn.subject
@@ -471,7 +472,9 @@ class Exchange:
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
-            self.conn.gate.resume(SERVER_FULL)  # that socket's full buffer is no reason now
+            gate = self.conn.gate
+            if gate.reasons:
+                gate.resume(SERVER_FULL)  # that socket's full buffer is no reason now
             if self.request_done and self.server_keep_alive:
                 upstream.release()  # (or closed, if it turns out not to be usable)
             else:

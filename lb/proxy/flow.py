@@ -17,24 +17,26 @@ UPGRADING = 16  # bytes after an Upgrade request wait for the server's 101
 
 
 class ReadGate:
-    __slots__ = ("_reasons", "transport")
+    __slots__ = ("reasons", "transport")
 
     def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         self.transport = transport
-        self._reasons = 0
+        # The reasons it is paused for (0: reading). Public so that a hot path that is almost
+        # never paused can skip the call: `if gate.reasons: gate.resume(...)`.
+        self.reasons = 0
 
     def pause(self, reason: int) -> None:
-        if not self._reasons and self.transport is not None and not self.transport.is_closing():
+        if not self.reasons and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()  # type: ignore[attr-defined]
-        self._reasons |= reason
+        self.reasons |= reason
 
     def resume(self, reason: int) -> None:
-        if not self._reasons & reason:
+        if not self.reasons & reason:
             return
-        self._reasons &= ~reason
-        if not self._reasons and self.transport is not None and not self.transport.is_closing():
+        self.reasons &= ~reason
+        if not self.reasons and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()  # type: ignore[attr-defined]
 
     @property
     def paused(self) -> bool:
-        return bool(self._reasons)
+        return bool(self.reasons)

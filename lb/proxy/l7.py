@@ -245,7 +245,8 @@ class ClientConnection(asyncio.Protocol):
             if len(self.queue) == 1:
                 self.gate.resume(PIPELINED)
         else:
-            self.gate.resume(PIPELINED)
+            if self.gate.reasons:
+                self.gate.resume(PIPELINED)
             self.deadline = self.worker.loop.time() + self.listener.timeouts.idle
 
     def close(self) -> None:

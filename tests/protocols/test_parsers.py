@@ -122,6 +122,21 @@ def test_head_too_large(kind: str) -> None:
     assert info.value.reason is Reason.headers_too_large
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_head_too_large_across_reads(kind: str) -> None:
+    """A head begun after a body, in the same read, and ended in a later one: still bounded."""
+    parser = request_parser(Recorder(), 1024, kind)
+    parser.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+    parser.feed(b"okGET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 700)
+    with pytest.raises(HTTPError) as info:
+        parser.feed(b"a" * 700 + b"\r\n\r\n")
+    assert info.value.reason is Reason.headers_too_large
+    # In one read, within the bound, however many fields: accepted.
+    parser = request_parser(rec := Recorder(), 1024, kind)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:b\r\n" * 150 + b"\r\n")
+    assert rec.events[0][0] == "head"
+
+
 RESPONSES = [
     (
         "GET",
