@@ -89,6 +89,3 @@ class Reactor:
         if not self._epoll.closed:
             self.loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
-
-    def __len__(self) -> int:
-        return len(self._handlers)
