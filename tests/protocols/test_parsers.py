@@ -14,6 +14,15 @@ from tests.proxy.test_l7_errors import SMUGGLING
 KINDS = ["httptools", "h11"]
 
 
+def feed(parser: Any, data: bytes, bytewise: bool) -> None:
+    """Feed `data` in one read, or one byte per read."""
+    if bytewise:
+        for i in range(len(data)):
+            parser.feed(data[i : i + 1])
+    else:
+        parser.feed(data)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
@@ -86,11 +95,7 @@ REQUESTS = [
 def test_request_events(kind: str, data: bytes, events: list, split: bool) -> None:
     rec = Recorder()
     parser = request_parser(rec, 64 * 1024, kind)
-    if split:
-        for i in range(len(data)):
-            parser.feed(data[i : i + 1])
-    else:
-        parser.feed(data)
+    feed(parser, data, split)
     assert rec.events == events
 
 
@@ -264,11 +269,7 @@ def test_kept_alive_response_heads(kind: str, split: bool) -> None:
     parser = response_parser(rec, 64 * 1024, kind)
     for method, data in KEPT_ALIVE:
         parser.expect(method)
-        if split:
-            for i in range(len(data)):
-                parser.feed(data[i : i + 1])
-        else:
-            parser.feed(data)
+        feed(parser, data, split)
     assert rec.events == KEPT_ALIVE_EVENTS
 
 
