@@ -50,11 +50,16 @@ class HTTPError(Exception):
 
 
 def error_response(
-    reason: Reason, detail: str, request_id: bytes | None = None, close: bool = False
+    reason: Reason,
+    detail: str,
+    request_id: bytes | None = None,
+    close: bool = False,
+    hsts: bytes | None = None,
 ) -> bytes:
     """The complete response bytes; always `Connection: close` for 400/408/413/431, whose
     connection cannot be trusted to be in sync any more, and when the caller closes anyway
-    (`close`, e.g. a request body left unread)."""
+    (`close`, e.g. a request body left unread). `hsts`: the listener's
+    Strict-Transport-Security value, which lb's own answers carry as proxied ones do."""
     body = f"{reason.status} {reason.phrase}: {detail}\n".encode()
     close = close or reason in _CLOSES
     head = [
@@ -65,6 +70,8 @@ def error_response(
     ]
     if request_id:
         head.append(b"x-request-id: " + request_id + b"\r\n")
+    if hsts is not None:
+        head.append(b"strict-transport-security: " + hsts + b"\r\n")
     if close:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")

@@ -643,7 +643,11 @@ class Exchange:
         if closes_connection(reason) or not self.request_done:
             self.client_close = True
         rid = self.request_id if self.head else None
-        self.conn.write(error_response(reason, detail, rid, close=self.client_close))
+        self.conn.write(
+            error_response(
+                reason, detail, rid, close=self.client_close, hsts=self.conn.listener.hsts
+            )
+        )
         head = self.head
         log.info(
             "%s: %d %s for %s %s from %s: %s",

@@ -313,7 +313,7 @@ class ClientConnection(asyncio.Protocol):
         self.close()
 
     def _respond_and_close(self, reason: Reason, detail: str) -> None:
-        self.write(error_response(reason, detail))
+        self.write(error_response(reason, detail, hsts=self.listener.hsts))
         self.worker.log_refusal(self, reason, detail)
         self.close()
 

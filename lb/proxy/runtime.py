@@ -30,7 +30,7 @@ from lb.filters.canary import RouteSplit, build_splits
 from lb.filters.sticky import PoolSticky, build_pool_sticky, signer_for
 from lb.proxy.health import PoolHealth
 from lb.proxy.queue import PoolQueue, SlowStartTimer
-from lb.proxy.tls import client_context
+from lb.proxy.tls import client_context, file_stamp
 from lb.proxy.upstream import UpstreamServer
 
 
@@ -50,6 +50,7 @@ class PoolRuntime:
 
     __slots__ = (
         "_by_state",
+        "_ca_stamp",
         "_key_kind",
         "_key_name",
         "_tls",
@@ -83,8 +84,14 @@ class PoolRuntime:
         # supervisor's flag, read with the health verdicts, overrides it).
         self.drained: set[str] = set(previous.drained) if previous is not None else set()
         self._tls: ssl.SSLContext | None = None
+        # The CA file as it was read: a reload after it was rewritten reads it again.
+        self._ca_stamp = file_stamp([pool.tls.ca]) if pool.tls is not None and pool.tls.ca else ()
         if pool.tls is not None:
-            if previous is not None and previous.config.tls == pool.tls:
+            if (
+                previous is not None
+                and previous.config.tls == pool.tls
+                and previous._ca_stamp == self._ca_stamp
+            ):
                 self._tls = previous._tls  # keeps its TLS sessions
             else:
                 self._tls = client_context(pool.tls)  # one per pool: its sessions are shared

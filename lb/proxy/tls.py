@@ -1,11 +1,12 @@
 """TLS for listeners and pools: `ssl.SSLContext`s built from the config, and listener
 certificates rotated without a restart.
 
-A listener's server is created once with one context, `front`; its SNI callback then switches
-every handshake to the context of the certificate chosen for the name the client sent (exact,
-then wildcard, else the first certificate; see `lb.core.certnames`). Rotation therefore only
-replaces the `NameIndex` the callback reads: connections already open keep the context they
-shook hands with, and the next handshake uses the new certificates.
+Every handshake starts in one context, `front`; its SNI callback then switches it to the
+context of the certificate chosen for the name the client sent (exact, then wildcard, else
+the first certificate; see `lb.core.certnames`). Rotation replaces both `front` and the
+`NameIndex` the callback reads: connections already open keep the context they shook hands
+with, the next handshake uses the new certificates, and no session from before can be resumed
+(its client certificate was checked against the old settings).
 
 Rotation happens on reload (SIGHUP, POST /api/v1/reload) and when a certificate, key or CA
 file changes (`ListenerTls.refresh`, called about once a second). A new set that cannot be
@@ -123,7 +124,7 @@ def _files(tls: ListenerTlsConfig) -> list[str]:
     return [*files, tls.client_ca] if tls.client_ca else files
 
 
-def _stamp(files: list[str]) -> tuple[tuple[str, int, int, int], ...]:
+def file_stamp(files: list[str]) -> tuple[tuple[str, int, int, int], ...]:
     """What changes when a file is rewritten or replaced (renamed over, as tools do)."""
     out = []
     for path in files:
@@ -143,14 +144,21 @@ class ListenerTls:
         self.listener = listener
         self.where = format_path(("listeners", listener, "tls"))
         self.config = tls
-        self.stamp = _stamp(_files(tls))
+        self.stamp = file_stamp(_files(tls))
+        self.index = certificate_index(tls, self.where)
+        self.front = self._front(tls)
+        self.handshake_timeout = tls.handshake_timeout
+
+    def _front(self, tls: ListenerTlsConfig) -> ssl.SSLContext:
+        """The context every handshake starts in. It holds the listener's session cache and
+        session-ticket keys (OpenSSL keeps them in the first context, whatever the SNI
+        callback switches to), so a new one per load also ends every session from before."""
         try:
-            self.index = certificate_index(tls, self.where)
-            self.front = server_context(tls, tls.certificates[0])
+            front = server_context(tls, tls.certificates[0])
         except (OSError, ssl.SSLError) as e:
             raise TlsSetupError(f"{self.where}: {e}") from None
-        self.front.sni_callback = self._choose
-        self.handshake_timeout = tls.handshake_timeout
+        front.sni_callback = self._choose
+        return front
 
     def _choose(
         self, sslobj: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
@@ -162,25 +170,21 @@ class ListenerTls:
 
     def reload(self, tls: ListenerTlsConfig) -> bool:
         """Rebuild from `tls` (a reload); False, logged, when the new set cannot be served."""
-        stamp = _stamp(_files(tls))
+        stamp = file_stamp(_files(tls))
         try:
             index = certificate_index(tls, self.where)
+            # A new front, not the old one changed: a session resumed from before would skip
+            # the new settings' checks (a client certificate from a CA no longer trusted).
+            front = self._front(tls)
         except TlsSetupError as err:
             self.stamp = stamp  # tried: wait for the files to change again
             log.error("TLS certificates refused, the ones in use keep serving: %s", err)
             return False
-        front = self.front
-        front.minimum_version = MIN_VERSIONS[tls.min_version]
-        if tls.client_ca is not None:
-            front.load_verify_locations(cafile=tls.client_ca)
-            front.verify_mode = (
-                ssl.CERT_OPTIONAL if tls.client_cert == "optional" else ssl.CERT_REQUIRED
-            )
-        else:
-            front.verify_mode = ssl.CERT_NONE
+        self.front = front  # connections already open keep the context they shook hands in
         self.index = index
         self.config = tls
         self.stamp = stamp
+        self.handshake_timeout = tls.handshake_timeout
         log.info(
             "TLS certificates of listener %s loaded (%d)", self.listener, len(tls.certificates)
         )
@@ -188,7 +192,7 @@ class ListenerTls:
 
     def refresh(self) -> bool:
         """Reload when a file changed since the last load (or failed load)."""
-        if _stamp(_files(self.config)) == self.stamp:
+        if file_stamp(_files(self.config)) == self.stamp:
             return False
         return self.reload(self.config)
 

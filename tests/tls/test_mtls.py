@@ -3,12 +3,16 @@ verified subject passed to servers in the configured header (never the client's 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import ssl
+from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import handlers
+from tests.conftest import handlers, wait_until
+from tests.l4.conftest import metric
 from tests.tls.conftest import Pki, get, tls_connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,6 +36,10 @@ routes: [{{match: {{}}, pool: app}}]
 pools: {{app: {{servers: [{{address: "{app.address}"}}]}}}}
 """)
     return worker, app
+
+
+def handshake_failures() -> float:
+    return metric("lb_connection_errors_total", listener="web", cause="tls_handshake")
 
 
 def with_client_cert(pki: Pki, ca=None, **kw) -> ssl.SSLContext:
@@ -65,11 +73,18 @@ async def test_required_refuses_at_the_handshake(pki, origin, lb, version, certi
         ctx = pki.client_context(maximum_version=version)
     else:
         ctx = with_client_cert(pki, pki.other_ca, maximum_version=version)
-    # TLS 1.2 fails in the handshake itself; in TLS 1.3 the client finishes its side first and
-    # reads the server's alert with its first read.
-    with pytest.raises(REFUSED):
-        client = await tls_connect(worker.addresses["web"], ctx, "a.test")
-        await client.request(get())
+    before = handshake_failures()
+    if version is ssl.TLSVersion.TLSv1_2:
+        with pytest.raises(REFUSED):  # in the handshake itself
+            await tls_connect(worker.addresses["web"], ctx, "a.test")
+    else:
+        # In TLS 1.3 the client finishes its side first and reads the server's alert with its
+        # first read.
+        with pytest.raises(REFUSED):
+            client = await tls_connect(worker.addresses["web"], ctx, "a.test")
+            await client.request(get())
+    # Refused by lb's handshake, not later by a request: counted as a failed handshake.
+    await wait_until(lambda: handshake_failures() == before + 1)
     assert not app.requests
 
 
@@ -87,3 +102,45 @@ async def test_optional_lets_a_client_without_a_certificate_in(pki, origin, lb) 
             worker.addresses["web"], with_client_cert(pki, pki.other_ca), "a.test"
         )
         await bad.request(get())
+
+
+@dataclass
+class Visit:
+    status: bytes  # the response's status line
+    session: ssl.SSLSession | None
+    resumed: bool
+
+
+def visit(address: tuple[str, int], ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> Visit:
+    """One request on a new connection with a blocking client, offering `session` (asyncio's
+    streams cannot offer one)."""
+    raw = socket.create_connection(address, timeout=5)
+    with raw, ctx.wrap_socket(raw, server_hostname="a.test", session=session) as sock:
+        sock.sendall(get(extra="Connection: close\r\n"))
+        data = b""
+        while chunk := sock.recv(65536):  # (TLS 1.3 tickets arrive with the answer)
+            data += chunk
+        return Visit(data.split(b"\r\n", 1)[0], sock.session, sock.session_reused)
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+async def test_no_session_from_before_a_client_ca_change_is_resumed(
+    pki, origin, lb, version
+) -> None:
+    worker, app = await start(pki, origin, lb, "required")
+    address = worker.addresses["web"]
+    ctx = with_client_cert(pki, maximum_version=version)
+    first = await asyncio.to_thread(visit, address, ctx, None)
+    again = await asyncio.to_thread(visit, address, ctx, first.session)
+    assert first.status == again.status == b"HTTP/1.1 200 OK"
+    assert again.resumed  # sessions are resumed, so what follows tests something
+
+    # The client's CA is no longer trusted: its old session must not let it in unchecked.
+    pki.ca_file.write_bytes(pki.other_ca.cert_pem.bytes())
+    assert worker.tls["web"].refresh()
+    served = len(app.requests)
+    with pytest.raises(REFUSED):
+        await asyncio.to_thread(visit, address, ctx, again.session)
+    assert len(app.requests) == served

@@ -86,3 +86,21 @@ async def test_hsts_on_tls_responses_unless_the_server_sets_it(site, pki) -> Non
     reply = await client.request(get("example.test", "/own"))
     assert reply.all("strict-transport-security") == ["max-age=1"]
     client.close()
+
+
+async def test_hsts_on_lbs_own_answers_too(site, pki) -> None:
+    worker, app = site
+    client = await tls_connect(worker.addresses["websecure"], pki.client_context(), "example.test")
+    reply = await client.request(b"GET / HTTP/1.1\r\n\r\n")  # no Host: lb answers 400 itself
+    assert reply.status == 400
+    assert reply.all("strict-transport-security") == ["max-age=31536000; includeSubDomains"]
+    assert not app.requests
+    client.close()
+
+
+async def test_no_hsts_over_plain_http(site, connect) -> None:
+    worker, _ = site
+    client = await connect(worker, "web")
+    reply = await client.request(b"GET / HTTP/1.1\r\n\r\n")
+    assert reply.status == 400
+    assert reply.all("strict-transport-security") == []

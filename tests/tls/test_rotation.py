@@ -130,3 +130,21 @@ async def test_reload_rereads_certificates_and_their_names(pki, origin, lb, monk
     worker.reload(load_config_text(site_config(app.address, site, extra)))
     assert await serial_seen(worker, pki) == second
     assert await serial_seen(worker, pki, "b.test") == serial_of(extra)
+
+
+async def test_reload_applies_a_new_handshake_timeout(pki, origin, lb) -> None:
+    app = await origin(handlers.fixed())
+    site = pki.pair("site", "a.test")
+    worker = await lb(site_config(app.address, site))  # handshake_timeout: 10s, the default
+    shorter = site_config(app.address, site).replace(
+        "    tls:\n", "    tls:\n      handshake_timeout: 300ms\n"
+    )
+    worker.reload(load_config_text(shorter))
+    reader, writer = await asyncio.open_connection(*worker.addresses["web"])
+    writer.write(b"\x16\x03\x01\x02")  # half a record header: the handshake never finishes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(5):
+        assert await reader.read(65536) == b""
+    assert loop.time() - started < 3
+    writer.close()

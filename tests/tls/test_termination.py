@@ -14,6 +14,7 @@ import trustme
 from lb.config.schema import Certificate, ListenerTls
 from lb.proxy.tls import CIPHERS, server_context
 from tests.conftest import Origin, handlers, lb_garbage, wait_until
+from tests.l4.conftest import metric
 from tests.tls.conftest import Pki, get, peer, peer_serial, serial_of, tls_connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,9 +100,17 @@ async def test_tls_10_and_11_are_refused(three, pki, version) -> None:
     ctx.set_ciphers("ALL:@SECLEVEL=0")  # let this client offer the old versions at all
     ctx.minimum_version = ssl.TLSVersion.TLSv1
     ctx.maximum_version = version
+    before = metric("lb_connection_errors_total", listener="web", cause="tls_handshake")
     # The server answers a protocol_version alert (or just closes): either way, no session.
     with pytest.raises(REFUSED):
         await tls_connect(worker.addresses["web"], ctx, "www.example.test")
+    # Refused by lb, not by this client's own OpenSSL before anything was sent.
+    await wait_until(
+        lambda: (
+            metric("lb_connection_errors_total", listener="web", cause="tls_handshake")
+            == before + 1
+        )
+    )
 
 
 async def test_tls12_works_by_default_and_min_version_13_refuses_it(pki, origin, lb) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lb.config import load_config_text
 from tests.tls.conftest import get, pool_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,3 +47,19 @@ async def test_an_untrusted_server_is_refused(pki, tls_origin, lb, connect, tls)
     assert reply.header("x-lb-error") == "backend_failed"
     assert b"(tls)" in reply.body
     assert not o.requests
+
+
+async def test_a_rewritten_ca_file_is_read_again_on_reload(pki, tls_origin, lb, connect) -> None:
+    o = await tls_origin()
+    ca = pki.root / "pool-ca.pem"
+    ca.write_bytes(pki.other_ca_file.read_bytes())  # not the CA that signed the server
+    text = pool_config(o, f"{{ca: '{ca}'}}")
+    worker = await lb(text)
+    client = await connect(worker)
+    assert (await client.request(get())).status == 502
+
+    ca.write_bytes(pki.ca_file.read_bytes())  # the same config, the file rewritten
+    worker.reload(load_config_text("version: 1\naccess_log: {enabled: false}\n" + text))
+    client = await connect(worker)
+    reply = await client.request(get())
+    assert reply.status == 200 and reply.body == b"secure"
