@@ -11,7 +11,7 @@ import pytest
 import trustme
 
 from lb.cli import main
-from lb.config import ConfigError, load_config, load_config_text
+from lb.config import ConfigError, load_config, load_config_text, tls_checks
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -87,6 +87,23 @@ def test_a_file_without_permission(tmp_path, ca, capsys) -> None:
     assert code == 1 and "cannot read" in out
 
 
+def test_a_file_that_cannot_be_read_even_as_root(tmp_path, ca, capsys, monkeypatch) -> None:
+    """As above, where permissions cannot refuse (root): the read itself fails."""
+    cert, key = write_pair(tmp_path, "site", ca.issue_cert("a.test"))
+    real_open = open
+
+    def refusing_open(path, *args, **kw):
+        if str(path).endswith(key):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(tls_checks, "open", refusing_open, raising=False)
+    code, out = check(tmp_path, site(cert, key), capsys)
+    assert code == 1
+    assert "listeners.web.tls.certificates[0].key: " in out
+    assert "cannot read: Permission denied" in out
+
+
 def test_a_key_that_does_not_match_its_certificate(tmp_path, ca, capsys) -> None:
     cert, _ = write_pair(tmp_path, "site", ca.issue_cert("a.test"))
     _, other_key = write_pair(tmp_path, "other", ca.issue_cert("a.test"))
@@ -112,6 +129,7 @@ def test_a_certificate_that_is_not_valid_yet(tmp_path, ca, capsys) -> None:
     cert, key = write_pair(tmp_path, "new", leaf)
     code, out = check(tmp_path, site(cert, key), capsys)
     assert code == 1 and "not valid until" in out
+    assert "listeners.web.tls.certificates[0].cert: " in out
 
 
 def test_a_certificate_that_covers_none_of_its_names(tmp_path, ca, capsys) -> None:
