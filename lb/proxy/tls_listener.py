@@ -83,6 +83,9 @@ class TlsServer(Acceptor):
         super().__init__(worker.loop, sock, listener)
 
     def accepted(self, conn: socket.socket, peer: Any) -> None:
+        if self._full():
+            conn.close()
+            return
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -90,6 +93,19 @@ class TlsServer(Acceptor):
             conn.close()  # reset before we got to it
             return
         TlsTransport(self, conn, peer)
+
+    def _full(self) -> bool:
+        """The listener's max_connections counts handshakes in progress too, or a flood of
+        clients that never finish theirs would get past it."""
+        settings = self.worker.runtime.listeners.get(self.listener)
+        limit = settings.max_connections if settings is not None else None
+        if limit is None:
+            return False
+        open_ = len(self.worker.connections.get(self.listener, ()))
+        if open_ + len(self.starting) < limit:
+            return False
+        self.worker.count_error(self.listener, "max_connections")
+        return True
 
     def close(self) -> None:
         if self.is_serving():

@@ -163,3 +163,31 @@ async def test_closing_the_listener_drops_handshakes_in_progress(pki, origin, lb
     async with asyncio.timeout(2):
         assert await reader.read() == b""
     writer.close()
+
+
+async def test_max_connections_counts_handshakes_in_progress(pki, origin, lb) -> None:
+    app = await origin(handlers.fixed())
+    worker = await lb(config(pki, app.address, listener_extra="    max_connections: 2\n"))
+    host, port = worker.addresses["web"]
+    before = metric("lb_connection_errors_total", listener="web", cause="max_connections")
+    # Two clients that begin a handshake and never finish it take both places.
+    stalled = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x16\x03\x01\x02")
+        stalled.append((reader, writer))
+    await wait_until(lambda: len(worker.servers["web"].starting) == 2)
+    reader, writer = await asyncio.open_connection(host, port)
+    async with asyncio.timeout(2):  # refused at once, not after the handshake timeout
+        assert await reader.read() == b""
+    writer.close()
+    count = metric("lb_connection_errors_total", listener="web", cause="max_connections")
+    assert count == before + 1
+
+    # Once they give up, their places are free again.
+    for _, w in stalled:
+        w.close()
+    await wait_until(lambda: not worker.servers["web"].starting)
+    client = await tls_connect((host, port), pki.client_context(), "a.test")
+    assert (await client.request(get())).status == 200
+    client.close()
