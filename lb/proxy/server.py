@@ -40,7 +40,7 @@ from lb.proxy.reactor import Reactor
 from lb.proxy.runtime import ListenerSettings, Runtime
 from lb.proxy.tcp import TcpServer
 from lb.proxy.timers import Ticker
-from lb.proxy.tls import ListenerTls
+from lb.proxy.tls import ListenerTls, TlsSetupError
 from lb.proxy.tls_listener import TlsServer
 
 if TYPE_CHECKING:
@@ -211,7 +211,8 @@ class Worker:
                 continue
             try:
                 await self._listen(current)
-            except (OSError, ssl.SSLError) as err:
+            except (OSError, ssl.SSLError, TlsSetupError) as err:
+                # (TlsSetupError: certificate files broken since the reload checked them)
                 log.error("listener %s: cannot listen on %s: %s", settings.name, settings.bind, err)
         self._watch_tls()
 
@@ -225,12 +226,11 @@ class Worker:
     # TLS certificates: reloaded with the config, and when their files change -----------------
 
     def _reload_tls(self) -> None:
+        # (A listener that gained or lost tls was bound again by _listener_changes.)
         for name, tls in self.tls.items():
             settings = self.runtime.listeners.get(name)
-            if settings is None or settings.tls is None:
-                log.warning("listener %s: adding or removing tls needs a restart", name)
-                continue
-            tls.reload(settings.tls)
+            if settings is not None and settings.tls is not None:
+                tls.reload(settings.tls)
 
     def _watch_certificates(self) -> None:
         for tls in self.tls.values():

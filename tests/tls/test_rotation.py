@@ -148,3 +148,21 @@ async def test_reload_applies_a_new_handshake_timeout(pki, origin, lb) -> None:
         assert await reader.read(65536) == b""
     assert loop.time() - started < 3
     writer.close()
+
+
+async def test_a_reload_can_add_and_remove_tls_on_a_listener(pki, origin, lb, connect) -> None:
+    app = await origin(handlers.fixed())
+    with_tls = site_config(app.address, pki.pair("site", "a.test"))
+    plain = with_tls.split("    tls:\n")[0] + "routes:" + with_tls.split("routes:")[1]
+    worker = await lb(plain)
+    assert (await (await connect(worker)).request(get())).status == 200
+
+    worker.reload(load_config_text(with_tls))
+    await worker.listening  # the listener is bound again, now terminating TLS
+    client = await tls_connect(worker.addresses["web"], pki.client_context(), "a.test")
+    assert (await client.request(get())).status == 200
+    client.close()
+
+    worker.reload(load_config_text(plain))
+    await worker.listening
+    assert (await (await connect(worker)).request(get())).status == 200
