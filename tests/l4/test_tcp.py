@@ -104,7 +104,9 @@ async def test_100_mib_both_ways_at_once_arrive_byte_identical(tcp_backend, lb):
 
 async def test_a_slow_client_stops_lb_reading_the_server(tcp_backend, lb):
     """Flow control: the server's bytes wait in the server's socket, not in lb's memory."""
-    payload = os.urandom(32 * MiB)
+    # More than the sockets' buffers can hold between them (loopback ones grow to several MiB
+    # each), so that a finished send means lb read on for a client that was not reading.
+    payload = os.urandom(64 * MiB)
     sent = asyncio.Event()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
