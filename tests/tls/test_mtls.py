@@ -144,3 +144,32 @@ async def test_no_session_from_before_a_client_ca_change_is_resumed(
     with pytest.raises(REFUSED):
         await asyncio.to_thread(visit, address, ctx, again.session)
     assert len(app.requests) == served
+
+
+async def test_a_certificate_chosen_by_sni_still_asks_for_the_client_certificate(
+    pki, origin, lb
+) -> None:
+    # The SNI callback switches each handshake to the chosen certificate's context: the
+    # client certificate must be checked there too.
+    app = await origin(handlers.echo())
+    first, second = pki.pair("a", "a.test"), pki.pair("b", "b.test")
+    worker = await lb(f"""
+listeners:
+  web:
+    bind: 127.0.0.1:0
+    tls:
+      certificates: [{first.yaml}, {second.yaml}]
+      client_ca: '{pki.ca_file}'
+      client_subject_header: X-Client-Subject
+routes: [{{match: {{}}, pool: app}}]
+pools: {{app: {{servers: [{{address: "{app.address}"}}]}}}}
+""")
+    client = await tls_connect(worker.addresses["web"], with_client_cert(pki), "b.test")
+    reply = await client.request(get("b.test"))
+    assert reply.status == 200
+    [subject] = subjects(reply)
+    assert subject.startswith("CN=alice")
+    client.close()
+    ctx = pki.client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(REFUSED):
+        await tls_connect(worker.addresses["web"], ctx, "b.test")

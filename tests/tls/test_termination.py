@@ -78,6 +78,20 @@ async def test_no_or_unknown_name_gets_the_default(three, pki, server_name) -> N
     client.close()
 
 
+async def test_names_narrow_what_a_certificate_is_chosen_for(pki, origin, lb) -> None:
+    app = await origin(handlers.fixed())
+    default = pki.pair("default", "default.test")
+    wild = pki.pair("wild", "*.example.test")
+    narrowed = f"{{cert: '{wild.cert}', key: '{wild.key}', names: [shop.example.test]}}"
+    certs = f"        - {default.yaml}\n        - {narrowed}"
+    worker = await lb(config(pki, app, certs=certs))
+    ctx = pki.client_context(check_hostname=False)
+    for name, chosen in (("shop.example.test", wild), ("blog.example.test", default)):
+        client = await tls_connect(worker.addresses["web"], ctx, name)
+        assert peer_serial(client) == serial_of(chosen), name
+        client.close()
+
+
 async def test_forwarded_proto_is_https_and_alpn_is_http11(three, pki) -> None:
     worker, _, _ = three
     ctx = pki.client_context()
