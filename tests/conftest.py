@@ -420,6 +420,18 @@ def pattern(n: int) -> bytes:
     return (bytes(range(256)) * (n // 256 + 1))[:n]
 
 
+def beyond_socket_buffers() -> int:
+    """More bytes than the sockets from a server through lb to a client can hold between them
+    (the send and receive buffer on each hop, as large as this kernel lets them grow), so a
+    transfer that finishes while the client reads nothing means lb read on for it."""
+
+    def most(name: str) -> int:
+        with open(f"/proc/sys/net/ipv4/{name}") as f:
+            return int(f.read().split()[2])
+
+    return 2 * (most("tcp_rmem") + most("tcp_wmem")) + 8 * 1024 * 1024
+
+
 @pytest.fixture
 async def origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
     """`await origin(handlers.echo())` starts a server; all are closed after the test."""

@@ -120,7 +120,7 @@ class Worker:
             return
         tls = None
         if settings.tls is not None:
-            tls = self.tls[settings.name] = ListenerTls(settings.name, settings.tls)
+            tls = ListenerTls(settings.name, settings.tls)
         sock = listening_socket(settings.bind, self.reuse_port)
         # setdefault: a listener bound again by a reload keeps counting its old connections.
         self.connections.setdefault(settings.name, set())
@@ -133,6 +133,8 @@ class Worker:
         else:
             server = await self.loop.create_server(self._factory(settings), sock=sock, backlog=4096)
         self.servers[settings.name] = server
+        if tls is not None:  # watched from now on (not if the bind failed)
+            self.tls[settings.name] = tls
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
 
@@ -212,8 +214,13 @@ class Worker:
             try:
                 await self._listen(current)
             except (OSError, ssl.SSLError, TlsSetupError) as err:
-                # (TlsSetupError: certificate files broken since the reload checked them)
-                log.error("listener %s: cannot listen on %s: %s", settings.name, settings.bind, err)
+                # (TlsSetupError: certificate files broken since the reload checked them.)
+                log.error(
+                    "listener %s: cannot listen on %s: %s; fix it, then reload",
+                    settings.name,
+                    settings.bind,
+                    err,
+                )
         self._watch_tls()
 
     def drain(self, pool: str, address: str, drained: bool = True) -> bool:
@@ -226,7 +233,8 @@ class Worker:
     # TLS certificates: reloaded with the config, and when their files change -----------------
 
     def _reload_tls(self) -> None:
-        # (A listener that gained or lost tls was bound again by _listener_changes.)
+        # (A listener that gained or lost tls is not here: _listener_changes unbound it, and
+        # _listen_added binds it again.)
         for name, tls in self.tls.items():
             settings = self.runtime.listeners.get(name)
             if settings is not None and settings.tls is not None:

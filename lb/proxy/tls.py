@@ -138,7 +138,8 @@ def file_stamp(files: list[str]) -> tuple[tuple[str, int, int, int], ...]:
 
 
 class ListenerTls:
-    """One listener's certificates at run time; `front` is what its server was created with."""
+    """One listener's certificates at run time. `front` is the context its next handshakes
+    start in (lb.proxy.tls_listener reads it for each connection); every load replaces it."""
 
     def __init__(self, listener: str, tls: ListenerTlsConfig) -> None:
         self.listener = listener
@@ -169,15 +170,20 @@ class ListenerTls:
         return None
 
     def reload(self, tls: ListenerTlsConfig) -> bool:
-        """Rebuild from `tls` (a reload); False, logged, when the new set cannot be served."""
+        """Rebuild from `tls` (a reload); False, logged, when the new set cannot be served.
+        Nothing happens when neither the settings nor their files changed: a reload for
+        another part of the config keeps the TLS sessions clients may resume."""
         stamp = file_stamp(_files(tls))
+        if tls == self.config and stamp == self.stamp:
+            return True
         try:
             index = certificate_index(tls, self.where)
             # A new front, not the old one changed: a session resumed from before would skip
             # the new settings' checks (a client certificate from a CA no longer trusted).
             front = self._front(tls)
         except TlsSetupError as err:
-            self.stamp = stamp  # tried: wait for the files to change again
+            if tls == self.config:
+                self.stamp = stamp  # tried: wait for the files to change again
             log.error("TLS certificates refused, the ones in use keep serving: %s", err)
             return False
         self.front = front  # connections already open keep the context they shook hands in

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lb.proxy.tcp import CHUNK, TcpConnection
-from tests.conftest import hanging_address, wait_until
+from tests.conftest import beyond_socket_buffers, hanging_address, wait_until
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to, read_all
 
@@ -104,9 +104,7 @@ async def test_100_mib_both_ways_at_once_arrive_byte_identical(tcp_backend, lb):
 
 async def test_a_slow_client_stops_lb_reading_the_server(tcp_backend, lb):
     """Flow control: the server's bytes wait in the server's socket, not in lb's memory."""
-    # More than the sockets' buffers can hold between them (loopback ones grow to several MiB
-    # each), so that a finished send means lb read on for a client that was not reading.
-    payload = os.urandom(64 * MiB)
+    payload = os.urandom(beyond_socket_buffers())
     sent = asyncio.Event()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -123,11 +123,12 @@ def visit(address: tuple[str, int], ctx: ssl.SSLContext, session: ssl.SSLSession
         return Visit(data.split(b"\r\n", 1)[0], sock.session, sock.session_reused)
 
 
+@pytest.mark.parametrize("how", ["file_change", "reload"])
 @pytest.mark.parametrize(
     "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
 )
 async def test_no_session_from_before_a_client_ca_change_is_resumed(
-    pki, origin, lb, version
+    pki, origin, lb, version, how
 ) -> None:
     worker, app = await start(pki, origin, lb, "required")
     address = worker.addresses["web"]
@@ -139,7 +140,10 @@ async def test_no_session_from_before_a_client_ca_change_is_resumed(
 
     # The client's CA is no longer trusted: its old session must not let it in unchecked.
     pki.ca_file.write_bytes(pki.other_ca.cert_pem.bytes())
-    assert worker.tls["web"].refresh()
+    if how == "file_change":
+        assert worker.tls["web"].refresh()  # what the worker's file watch calls
+    else:
+        worker.reload(worker.runtime.config)  # SIGHUP, POST /api/v1/reload
     served = len(app.requests)
     with pytest.raises(REFUSED):
         await asyncio.to_thread(visit, address, ctx, again.session)
@@ -173,3 +177,14 @@ pools: {{app: {{servers: [{{address: "{app.address}"}}]}}}}
     ctx = pki.client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
     with pytest.raises(REFUSED):
         await tls_connect(worker.addresses["web"], ctx, "b.test")
+
+
+async def test_a_reload_that_leaves_tls_alone_keeps_sessions(pki, origin, lb) -> None:
+    worker, _ = await start(pki, origin, lb, "required")
+    address = worker.addresses["web"]
+    ctx = with_client_cert(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    first = await asyncio.to_thread(visit, address, ctx, None)
+    worker.reload(worker.runtime.config)  # e.g. a pool weight changed: nothing of the listener
+    again = await asyncio.to_thread(visit, address, ctx, first.session)
+    assert again.status == b"HTTP/1.1 200 OK"
+    assert again.resumed

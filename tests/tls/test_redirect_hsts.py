@@ -104,3 +104,24 @@ async def test_no_hsts_over_plain_http(site, connect) -> None:
     reply = await client.request(b"GET / HTTP/1.1\r\n\r\n")
     assert reply.status == 400
     assert reply.all("strict-transport-security") == []
+
+
+async def test_hsts_on_the_408_for_a_head_not_finished_in_time(pki, origin, lb) -> None:
+    app = await origin(handlers.fixed(b"app"))
+    pair = pki.pair("site", "example.test")
+    worker = await lb(f"""
+listeners:
+  websecure:
+    bind: 127.0.0.1:0
+    hsts: "max-age=31536000"
+    timeouts: {{client_header: 300ms}}
+    tls: {{certificates: [{pair.yaml}]}}
+routes: [{{match: {{}}, pool: app}}]
+pools: {{app: {{servers: [{{address: "{app.address}"}}]}}}}
+""")
+    client = await tls_connect(worker.addresses["websecure"], pki.client_context(), "example.test")
+    await client.send(b"GET / HTTP/1.1\r\nHost: example.test\r\n")  # the head never ends
+    reply = await client.response(timeout=5)
+    assert reply.status == 408
+    assert reply.all("strict-transport-security") == ["max-age=31536000"]
+    client.close()

@@ -12,6 +12,7 @@ import pytest
 from lb.config import load_config_text
 from lb.proxy import server as server_module
 from tests.conftest import handlers
+from tests.integration.helpers import free_port
 from tests.tls.conftest import Pair, Pki, get, peer_serial, serial_of, tls_connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -152,17 +153,22 @@ async def test_reload_applies_a_new_handshake_timeout(pki, origin, lb) -> None:
 
 async def test_a_reload_can_add_and_remove_tls_on_a_listener(pki, origin, lb, connect) -> None:
     app = await origin(handlers.fixed())
-    with_tls = site_config(app.address, pki.pair("site", "a.test"))
+    port = free_port()  # the same address each time, as a config would have it
+    with_tls = site_config(app.address, pki.pair("site", "a.test")).replace(
+        "bind: 127.0.0.1:0", f"bind: 127.0.0.1:{port}"
+    )
     plain = with_tls.split("    tls:\n")[0] + "routes:" + with_tls.split("routes:")[1]
     worker = await lb(plain)
     assert (await (await connect(worker)).request(get())).status == 200
 
     worker.reload(load_config_text(with_tls))
     await worker.listening  # the listener is bound again, now terminating TLS
+    assert worker.addresses["web"] == ("127.0.0.1", port)
     client = await tls_connect(worker.addresses["web"], pki.client_context(), "a.test")
     assert (await client.request(get())).status == 200
     client.close()
 
     worker.reload(load_config_text(plain))
     await worker.listening
+    assert worker.addresses["web"] == ("127.0.0.1", port)
     assert (await (await connect(worker)).request(get())).status == 200
