@@ -147,17 +147,15 @@ class ListenerTls:
         self.config = tls
         self.stamp = file_stamp(_files(tls))
         self.index = certificate_index(tls, self.where)
-        self.front = self._front(tls)
+        self.front = self._front(self.index)
         self.handshake_timeout = tls.handshake_timeout
 
-    def _front(self, tls: ListenerTlsConfig) -> ssl.SSLContext:
-        """The context every handshake starts in. It holds the listener's session cache and
-        session-ticket keys (OpenSSL keeps them in the first context, whatever the SNI
-        callback switches to), so a new one per load also ends every session from before."""
-        try:
-            front = server_context(tls, tls.certificates[0])
-        except (OSError, ssl.SSLError) as e:
-            raise TlsSetupError(f"{self.where}: {e}") from None
+    def _front(self, index: NameIndex[ssl.SSLContext]) -> ssl.SSLContext:
+        """The context every handshake starts in: the first certificate's, freshly built with
+        `index`. It holds the listener's session cache and session-ticket keys (OpenSSL keeps
+        them in the first context, whatever the SNI callback switches to), so a new one per
+        load also ends every session from before."""
+        front = index.default
         front.sni_callback = self._choose
         return front
 
@@ -178,15 +176,15 @@ class ListenerTls:
             return True
         try:
             index = certificate_index(tls, self.where)
-            # A new front, not the old one changed: a session resumed from before would skip
-            # the new settings' checks (a client certificate from a CA no longer trusted).
-            front = self._front(tls)
         except TlsSetupError as err:
             if tls == self.config:
                 self.stamp = stamp  # tried: wait for the files to change again
             log.error("TLS certificates refused, the ones in use keep serving: %s", err)
             return False
-        self.front = front  # connections already open keep the context they shook hands in
+        # A new front, not the old one changed: a session resumed from before would skip the
+        # new settings' checks (a client certificate from a CA no longer trusted). Connections
+        # already open keep the context they shook hands in.
+        self.front = self._front(index)
         self.index = index
         self.config = tls
         self.stamp = stamp
