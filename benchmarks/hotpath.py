@@ -19,9 +19,9 @@ from typing import Any
 
 from lb.config import load_config_text
 from lb.loops import install_best_loop
-from lb.proxy.l7 import ClientConnection
-from lb.proxy.server import Worker
-from lb.proxy.upstream import UpstreamConnection
+from lb.proxy.http.client import ClientConnection
+from lb.proxy.proxy import Proxy
+from lb.proxy.http.connection import UpstreamConnection
 
 CONFIG = """
 version: 1
@@ -61,7 +61,7 @@ class FakeTransport:
 
 async def measure(n: int) -> float:
     """Seconds per request over `n` requests on one kept-alive pair of connections."""
-    worker = Worker(load_config_text(CONFIG), reuse_port=False)
+    worker = Proxy(load_config_text(CONFIG), reuse_port=False)
     client = ClientConnection(worker, worker.runtime.listeners["web"])
     client_side = FakeTransport()
     client.connection_made(client_side)  # type: ignore[arg-type]

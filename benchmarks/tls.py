@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lb.proxy.tls import CIPHERS
+from lb.proxy.tls.contexts import CIPHERS
 
 __all__ = ["CIPHERS", "TlsFiles", "certificate"]
 

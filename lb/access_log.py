@@ -12,7 +12,7 @@ import os
 import time
 from typing import IO, Any
 
-from lb.config.schema import AccessLog as AccessLogConfig
+from lb.config.schema import AccessLogConfig
 
 FLUSH_INTERVAL = 0.5
 MAX_BUFFERED = 256

@@ -47,7 +47,7 @@ from lb.config.schema import split_address
 
 if TYPE_CHECKING:
     # Imported in run(): after the metrics dir is set.
-    from lb.proxy.health_channel import HealthPublisher
+    from lb.proxy.health.channel import HealthPublisher
 
 log = logging.getLogger("lb.supervisor")
 
@@ -167,7 +167,7 @@ class Supervisor:
                 ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
-                # See lb.proxy.health_channel.
+                # See lb.proxy.health.channel.
                 env={**os.environ, "LB_HEALTH_DIR": self.run_dir},
             )
         except BaseException:
@@ -276,7 +276,7 @@ class Supervisor:
                 except OSError as err:
                     log.error("admin.bind %s: %s", self.config.admin.bind, err.strerror or err)
                     return 1
-            from lb.proxy.health_channel import HealthPublisher
+            from lb.proxy.health.channel import HealthPublisher
 
             self.health = HealthPublisher(self.run_dir)
             self.health.start(self.config)

@@ -23,7 +23,7 @@ from lb.config import Config, ConfigError, load_config_text
 from lb.core.http import reseed_request_ids
 from lb.filters.canary import rearm_all
 from lb.loops import install_best_loop
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 
 log = logging.getLogger("lb.worker")
 
@@ -38,7 +38,7 @@ def _load(config_path: str, source: str) -> Config:
 async def serve(config_path: str, source: str | None = None, ready_fd: int | None = None) -> None:
     source = source or config_path
     config = _load(config_path, source)
-    worker = Worker(config)
+    worker = Proxy(config)
     await worker.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -67,7 +67,7 @@ async def serve(config_path: str, source: str | None = None, ready_fd: int | Non
     log.info("worker %d stopped", os.getpid())
 
 
-def _reload(worker: Worker, config_path: str, source: str) -> None:
+def _reload(worker: Proxy, config_path: str, source: str) -> None:
     try:
         config = _load(config_path, source)
     except (ConfigError, OSError) as err:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from lb.config import Config, ConfigError, load_config_text
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 
 # --------------------------------------------------------------------------------------------
 # A minimal HTTP/1.1 message reader, shared by origins (requests) and clients (responses).
@@ -468,13 +468,13 @@ def parser_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def start_worker() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
-    """`await start_worker(config, **worker_kw)`: a Worker serving a `Config` in this process
+async def start_worker() -> AsyncIterator[Callable[..., Awaitable[Proxy]]]:
+    """`await start_worker(config, **worker_kw)`: a Proxy serving a `Config` in this process
     (no SO_REUSEPORT), probing its own health checks; each is shut down after the test."""
-    workers: list[Worker] = []
+    workers: list[Proxy] = []
 
-    async def start(config: Config, **kw: Any) -> Worker:
-        worker = Worker(config, reuse_port=False, **kw)
+    async def start(config: Config, **kw: Any) -> Proxy:
+        worker = Proxy(config, reuse_port=False, **kw)
         await worker.start()
         workers.append(worker)
         return worker
@@ -486,13 +486,13 @@ async def start_worker() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
 
 @pytest.fixture
 async def proxy(
-    parser_kind: str, start_worker: Callable[..., Awaitable[Worker]]
-) -> Callable[..., Awaitable[Worker]]:
-    """`await proxy(yaml_text)` starts a Worker in-process. The YAML may leave out `version`,
+    parser_kind: str, start_worker: Callable[..., Awaitable[Proxy]]
+) -> Callable[..., Awaitable[Proxy]]:
+    """`await proxy(yaml_text)` starts a Proxy in-process. The YAML may leave out `version`,
     `access_log` (off by default here) and listener `bind` (127.0.0.1:0); the address of
     listener NAME is `worker.addresses[NAME]`."""
 
-    async def start(text: str | dict[str, Any]) -> Worker:
+    async def start(text: str | dict[str, Any]) -> Proxy:
         data = yaml.safe_load(text) if isinstance(text, str) else dict(text)
         data.setdefault("version", 1)
         data.setdefault("access_log", {"enabled": False})
@@ -575,8 +575,8 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
     """`await connect(worker)` (first listener) or `await connect((host, port))`."""
     clients: list[RawClient] = []
 
-    async def open_(target: Worker | tuple[str, int], listener: str | None = None) -> RawClient:
-        if isinstance(target, Worker):
+    async def open_(target: Proxy | tuple[str, int], listener: str | None = None) -> RawClient:
+        if isinstance(target, Proxy):
             addresses = target.addresses
             target = addresses[listener] if listener else next(iter(addresses.values()))
         reader, writer = await asyncio.open_connection(*target, limit=1 << 20)

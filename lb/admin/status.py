@@ -125,7 +125,7 @@ def _splits(supervisor: Supervisor) -> dict[str, Any]:
 
 
 def _drained(supervisor: Supervisor) -> set[tuple[str, str]]:
-    """(pool, server) drained through the admin API (lb.proxy.health_channel carries it)."""
+    """(pool, server) drained through the admin API (lb.proxy.health.channel carries it)."""
     health = getattr(supervisor, "health", None)
     return health.drained if health is not None else set()
 

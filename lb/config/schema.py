@@ -118,7 +118,7 @@ class PassiveCheck(Model):
         return v
 
 
-class AccessLog(Model):
+class AccessLogConfig(Model):
     enabled: bool = True
     path: str = "-"  # "-" is standard output
     format: Literal["json", "text"] = "json"
@@ -178,7 +178,7 @@ class Certificate(Model):
         return None if v is None else [n.lower().rstrip(".") for n in v]
 
 
-class ListenerTls(Model):
+class ListenerTlsConfig(Model):
     certificates: Annotated[list[Certificate], Field(min_length=1)]
     min_version: Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)] = "1.2"
     client_ca: ConfigFile | None = None  # verify client certificates (mTLS) against these CAs
@@ -212,7 +212,7 @@ class Listener(Model):
     accept_proxy: bool = False  # the connection starts with a PROXY v1/v2 header
     redirect_https: bool = False  # plain http: answer every request 308 to https://same-host/path
     hsts: str | None = None  # Strict-Transport-Security value, e.g. "max-age=31536000"
-    tls: ListenerTls | None = None  # terminate TLS (http listeners)
+    tls: ListenerTlsConfig | None = None  # terminate TLS (http listeners)
     routes: list[TcpRoute] | None = None  # tcp: TLS passthrough by SNI, first match wins
 
     @field_validator("bind")
@@ -379,7 +379,7 @@ class Retries(Model):
         return v
 
 
-class PoolQueue(Model):
+class WaitingRoomConfig(Model):
     """A pool's `queue`: requests wait here, first in first out, when every server is at its
     `max_connections`; more than `max` waiting are refused at once (503 queue_full), and one
     waiting longer than `timeout` gets 503 queue_timeout. `max: 0` turns waiting off."""
@@ -432,9 +432,9 @@ class Pool(Model):
     # A server back from DOWN ramps its weight from 10% to 100% over this time.
     slow_start: Annotated[Duration, Field(gt=0)] | None = None
     # When every server is at its max_connections: wait here (the default queue when unset).
-    queue: PoolQueue | None = None
+    queue: WaitingRoomConfig | None = None
     # Server addresses given as names are resolved when the pool is built; with this set they
-    # are resolved again every `resolve_interval` (lb.proxy.discovery).
+    # are resolved again every `resolve_interval` (lb.proxy.pool.discovery).
     resolve_interval: Duration | None = None
     sticky: StickyCookie | None = None  # a client keeps the server it was given
     send_proxy: Literal["v1", "v2"] | None = None  # PROXY header to each server
@@ -478,7 +478,7 @@ class Config(Model):
     routes: list[Route] = []
     pools: dict[str, Pool] = {}
     admin: Admin | None = None
-    access_log: AccessLog = AccessLog()
+    access_log: AccessLogConfig = AccessLogConfig()
     sticky_secret: Annotated[str, Field(min_length=16)] | None = None  # signs sticky cookies
     redis: NotBuilt = None
     cache: NotBuilt = None

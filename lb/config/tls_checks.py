@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from lb.config.schema import Certificate, Config, Listener, ListenerTls, PoolTls
+from lb.config.schema import Certificate, Config, Listener, ListenerTlsConfig, PoolTls
 from lb.core.certnames import covers
 
 Loc = tuple[str | int, ...]
@@ -137,7 +137,7 @@ def _listener_keys(listener: Listener, loc: Loc) -> Iterator[tuple[Loc, str]]:
 # -- files ------------------------------------------------------------------------------------
 
 
-def _listener_files(tls: ListenerTls, loc: Loc, now: datetime) -> Iterator[tuple[Loc, str]]:
+def _listener_files(tls: ListenerTlsConfig, loc: Loc, now: datetime) -> Iterator[tuple[Loc, str]]:
     for k, cert in enumerate(tls.certificates):
         for key, message in pair_problems(cert, now)[1]:
             yield (*loc, "certificates", k, key), message

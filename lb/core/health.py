@@ -1,7 +1,7 @@
 """Server health, sans-IO: what the active checks' results and the passive signals mean.
 
-Two independent judges decide whether a server takes traffic; the shell (`lb.proxy.probes`,
-`lb.proxy.health`) runs the probes and timers, feeds results in here, and sets
+Two independent judges decide whether a server takes traffic; the shell (`lb.proxy.health.probes`,
+`lb.proxy.health.checker`) runs the probes and timers, feeds results in here, and sets
 `ServerState.healthy` to "active verdict is UP and not passively ejected".
 
 Active checks (HAProxy's rise/fall). `HealthCounter` counts the results of one server's probes:

@@ -2,7 +2,7 @@
 
 Theory of operation. A route's `RetryPolicy` says what may be retried (a connect failure; a
 5xx status for idempotent requests) and how many extra tries one request gets (`attempts`).
-The shell (lb.proxy.exchange) adds the conditions only it can see: nothing reached the client
+The shell (lb.proxy.http.exchange) adds the conditions only it can see: nothing reached the client
 yet, the request body is still held for replay, an untried server is left.
 
 A pool's `RetryBudget` keeps retries from multiplying an outage (the retry storm: every client

@@ -34,7 +34,7 @@ from lb.core.sticky import CookieSigner, set_cookie_value
 from lb.metrics import SPLIT_DURATION, SPLIT_ROLLBACKS, SPLIT_ROLLED_BACK
 
 if TYPE_CHECKING:
-    from lb.proxy.exchange import Exchange
+    from lb.proxy.http.exchange import Exchange
 
 log = logging.getLogger("lb.canary")
 

@@ -24,8 +24,8 @@ from lb.core.http import RequestHead
 from lb.core.sticky import SECRET_ENV, CookieSigner, derive_secret, set_cookie_value
 
 if TYPE_CHECKING:
+    from lb.proxy.http.connection import UpstreamServer
     from lb.proxy.runtime import PoolRuntime
-    from lb.proxy.upstream import UpstreamServer
 
 log = logging.getLogger("lb.sticky")
 

@@ -1,7 +1,7 @@
 """A listening socket that lb accepts on itself, instead of through the loop's `create_server`.
 
-The listeners whose connections lb drives on the socket directly (tls: `lb.proxy.tls_listener`;
-tcp: `lb.proxy.tcp`) need the accepted socket, not a transport. `Acceptor` accepts up to
+The listeners whose connections lb drives on the socket directly (tls: `lb.proxy.tls.listener`;
+tcp: `lb.proxy.l4.tcp`) need the accepted socket, not a transport. `Acceptor` accepts up to
 ACCEPT_BATCH connections per wake-up and hands each to `accepted`; when the process runs out
 of file descriptors or memory it stops accepting for ACCEPT_RETRY seconds, logged, rather than
 spinning on a listening socket that stays readable.

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 from lb.config.schema import (
     Config,
-    ListenerTls,
+    ListenerTlsConfig,
     Pool,
     ResolvedTimeouts,
+    WaitingRoomConfig,
     split_address,
-)
-from lb.config.schema import (
-    PoolQueue as PoolQueueConfig,
 )
 from lb.core.balancer import Balancer, ServerState, make_balancer
 from lb.core.http import RequestHead
@@ -28,10 +26,10 @@ from lb.core.router import Router, compile_router
 from lb.core.sni import SniRoutes
 from lb.filters.canary import RouteSplit, build_splits
 from lb.filters.sticky import PoolSticky, build_pool_sticky, signer_for
-from lb.proxy.health import PoolHealth
-from lb.proxy.queue import PoolQueue, SlowStartTimer
-from lb.proxy.tls import client_context, file_stamp
-from lb.proxy.upstream import UpstreamServer
+from lb.proxy.health.checker import PoolHealth
+from lb.proxy.http.connection import UpstreamServer
+from lb.proxy.pool.waiting import SlowStartTimer, WaitingRoom
+from lb.proxy.tls.contexts import client_context, file_stamp
 
 
 class PoolRuntime:
@@ -39,7 +37,7 @@ class PoolRuntime:
 
     Servers are kept by their configured address in `members`: an IP address is one server; a
     name is one server per address it resolves to (`set_resolved`, called by
-    lb.proxy.discovery), labelled `NAME:PORT (IP)`, or one server connecting to the name
+    lb.proxy.pool.discovery), labelled `NAME:PORT (IP)`, or one server connecting to the name
     until it has been resolved. `servers` is every member, in config order.
 
     A reload builds a new PoolRuntime from the previous one (`previous`): a configured server
@@ -62,7 +60,7 @@ class PoolRuntime:
         "members",
         "name",
         "passive",
-        "queue",
+        "waiting",
         "send_proxy",
         "servers",
         "slow_start",
@@ -80,7 +78,7 @@ class PoolRuntime:
         self.config = pool
         self.timeouts = timeouts
         self.send_proxy = pool.send_proxy  # "v1" | "v2" | None: PROXY header to each server
-        # Configured addresses drained in this process (Worker.drain; under `lb run` the
+        # Configured addresses drained in this process (Proxy.drain; under `lb run` the
         # supervisor's flag, read with the health verdicts, overrides it).
         self.drained: set[str] = set(previous.drained) if previous is not None else set()
         self._tls: ssl.SSLContext | None = None
@@ -114,7 +112,7 @@ class PoolRuntime:
         for upstream in self.servers:  # also for servers kept from before a reload
             upstream.idle_timeout = self.timeouts.idle
         self._by_state = {s.state: s for s in self.servers}
-        # Health: active verdicts and passive ejection set `state.healthy` (lb.proxy.health).
+        # Health: active verdicts and passive ejection set `state.healthy` (lb.proxy.health.checker).
         # `passive` is the same object when the pool has passive checks, else None, so the
         # proxy pays one attribute test per answer for a pool without them.
         self.health = PoolHealth(
@@ -123,10 +121,10 @@ class PoolRuntime:
         self.passive: PoolHealth | None = self.health if pool.passive is not None else None
         # Resilience (issue 4): the retry budget (lb.core.retry); the queue where requests wait
         # when every server is at its max_connections, None when no server has one; slow start
-        # (lb.proxy.queue). Carried over a reload, so counts, waiters and ramps go on.
+        # (lb.proxy.pool.waiting). Carried over a reload, so counts, waiters and ramps go on.
         self.budget: RetryBudget = previous.budget if previous is not None else RetryBudget()
-        self.queue: PoolQueue | None = _pool_queue(
-            name, pool, previous.queue if previous is not None else None
+        self.waiting: WaitingRoom | None = _waiting_room(
+            name, pool, previous.waiting if previous is not None else None
         )
         self.slow_start: SlowStartTimer | None = _slow_start(
             pool, previous.slow_start if previous is not None else None
@@ -247,12 +245,12 @@ class PoolRuntime:
         return f"<PoolRuntime {self.name} servers={len(self.servers)}>"
 
 
-def _pool_queue(name: str, pool: Pool, previous: PoolQueue | None) -> PoolQueue | None:
+def _waiting_room(name: str, pool: Pool, previous: WaitingRoom | None) -> WaitingRoom | None:
     if not any(s.max_connections is not None for s in pool.servers):
         return None
-    settings = pool.queue or PoolQueueConfig()
+    settings = pool.queue or WaitingRoomConfig()
     if previous is None:
-        return PoolQueue(name, settings.max, settings.timeout)
+        return WaitingRoom(name, settings.max, settings.timeout)
     previous.max, previous.timeout = settings.max, settings.timeout  # its waiters stay
     return previous
 
@@ -278,7 +276,7 @@ class ListenerSettings:
     timeouts: ResolvedTimeouts
     pool: str | None
     accept_proxy: bool = False
-    tls: ListenerTls | None = None  # terminates TLS; the worker owns the contexts (lb.proxy.tls)
+    tls: ListenerTlsConfig | None = None  # terminates TLS; the worker owns the contexts (lb.proxy.tls.contexts)
     redirect_https: bool = False
     hsts: bytes | None = None  # Strict-Transport-Security value added to responses
     subject_header: bytes | None = None  # lower-case name for the client certificate's subject

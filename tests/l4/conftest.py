@@ -16,7 +16,7 @@ import uvloop
 import yaml
 
 from lb.config import load_config_text
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -82,15 +82,15 @@ def config(listeners: dict[str, Any], pools: dict[str, Any], **extra: Any) -> st
 
 
 @pytest.fixture
-def lb(start_worker: Callable[..., Awaitable[Worker]]) -> Callable[[str], Awaitable[Worker]]:
-    async def start(text: str) -> Worker:
+def lb(start_worker: Callable[..., Awaitable[Proxy]]) -> Callable[[str], Awaitable[Proxy]]:
+    async def start(text: str) -> Proxy:
         return await start_worker(load_config_text(text))
 
     return start
 
 
 async def open_to(
-    worker: Worker, listener: str = "tcp", **kw: Any
+    worker: Proxy, listener: str = "tcp", **kw: Any
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = worker.addresses[listener]
     return await asyncio.wait_for(asyncio.open_connection(host, port, **kw), 5)

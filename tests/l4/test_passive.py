@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lb.core.balancer import ServerState
-from lb.proxy.health import PoolHealth
+from lb.proxy.health.checker import PoolHealth
 from tests.conftest import hanging_address
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to

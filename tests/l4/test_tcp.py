@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lb.proxy.tcp import CHUNK, TcpConnection
+from lb.proxy.l4.tcp import CHUNK, TcpConnection
 from tests.conftest import beyond_socket_buffers, hanging_address, wait_until
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to, read_all
@@ -387,11 +387,11 @@ async def test_an_answer_and_the_servers_fin_in_one_go_reach_the_client(tcp_back
 
 async def test_a_server_name_discovery_could_not_resolve_is_looked_up_at_connect(tcp_backend):
     from lb.config import load_config_text
-    from lb.proxy.server import Worker
+    from lb.proxy.proxy import Proxy
 
     backend = await tcp_backend(named(b"n"))
     text = config(tcp_listener(), pool(f"localhost:{backend.port}"))
-    worker = Worker(load_config_text(text), reuse_port=False)
+    worker = Proxy(load_config_text(text), reuse_port=False)
 
     async def unresolvable(host: str, port: int) -> list[str]:
         raise OSError("no answer")

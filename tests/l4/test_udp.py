@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import Any
 
-from lb.proxy.udp import UdpListener
+from lb.proxy.l4.udp import UdpListener
 from tests.conftest import wait_until
 from tests.l4.conftest import config, metric
 

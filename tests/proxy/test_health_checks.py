@@ -1,6 +1,6 @@
 """Health checks on real sockets: active (tcp, http) and passive, and the shared verdicts.
 
-Each test runs an in-process Worker (which probes for itself) against small HTTP backends
+Each test runs an in-process Proxy (which probes for itself) against small HTTP backends
 that can be killed and restarted on the same port; intervals of 100ms keep tests short.
 """
 
@@ -16,8 +16,8 @@ import pytest
 
 from lb.config import load_config_text
 from lb.metrics import SERVER_UP
-from lb.proxy.health_channel import HEALTH_DIR_ENV, HealthPublisher, SharedHealth
-from lb.proxy.server import Worker
+from lb.proxy.health.channel import HEALTH_DIR_ENV, HealthPublisher, SharedHealth
+from lb.proxy.proxy import Proxy
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(20)
@@ -99,7 +99,7 @@ async def backends() -> AsyncIterator[Callable[[str], Any]]:
 
 @pytest.fixture
 def workers(start_worker: Callable[..., Any]) -> Callable[[str], Any]:
-    async def start(text: str) -> Worker:
+    async def start(text: str) -> Proxy:
         return await start_worker(load_config_text(text))
 
     return start
@@ -123,7 +123,7 @@ def config(*servers: Backend, pool: str = "", health: str = "", passive: str = "
     return "\n".join(lines) + "\n"
 
 
-async def get(worker: Worker, path: str = "/") -> tuple[int, str]:
+async def get(worker: Proxy, path: str = "/") -> tuple[int, str]:
     """One request on a new connection: (status, body)."""
     reader, writer = await asyncio.open_connection(*worker.addresses["web"])
     try:
@@ -141,7 +141,7 @@ async def get(worker: Worker, path: str = "/") -> tuple[int, str]:
         writer.close()
 
 
-def state(worker: Worker, backend: Backend, pool: str = "app") -> Any:
+def state(worker: Proxy, backend: Backend, pool: str = "app") -> Any:
     return next(s.state for s in worker.runtime.pools[pool].servers if s.address == backend.address)
 
 

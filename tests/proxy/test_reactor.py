@@ -1,4 +1,4 @@
-"""lb.proxy.reactor's two promises, on real sockets: an event taken for a descriptor that a
+"""lb.proxy.l4.reactor's two promises, on real sockets: an event taken for a descriptor that a
 handler of the same batch closed and reused does not reach the new socket, and a handler that
 raises ends only its own connection while the rest of the batch is still delivered."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from lb.proxy.reactor import Reactor
+from lb.proxy.l4.reactor import Reactor
 
 
 class Owner:

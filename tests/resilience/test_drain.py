@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lb.config import load_config_text
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 from tests.integration.helpers import LbProcess, free_port, request, wait_for
 from tests.resilience.helpers import Origin, admin_post
 
@@ -89,7 +89,7 @@ async def test_worker_drain_in_process_keeps_in_flight_and_survives_reload() -> 
     with Origin("a") as a, Origin("b") as b:
         text = config_text(0, 0, [a.address, b.address]).replace("admin:", "#")
         config = load_config_text(text, "test")
-        worker = Worker(config, reuse_port=False)
+        worker = Proxy(config, reuse_port=False)
         await worker.start()
         try:
             port = worker.addresses["web"][1]

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lb.core.balancer import ServerState
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 from tests.conftest import Message, read_body, read_head
 from tests.integration.helpers import free_port
 
@@ -116,7 +116,7 @@ class Client:
 
 
 async def load(
-    worker: Worker,
+    worker: Proxy,
     clients: int,
     each: int,
     method: str = "GET",
@@ -144,7 +144,7 @@ async def load(
     return results
 
 
-def states(worker: Worker) -> dict[str, ServerState]:
+def states(worker: Proxy) -> dict[str, ServerState]:
     return {s.address: s.state for s in worker.runtime.pools["app"].servers}
 
 

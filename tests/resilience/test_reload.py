@@ -180,12 +180,12 @@ async def test_a_reload_keeps_unchanged_servers_and_their_idle_connections() -> 
     import asyncio
 
     from lb.config import load_config_text
-    from lb.proxy.server import Worker
+    from lb.proxy.proxy import Proxy
 
     with Origin("a") as a, Origin("b") as b, Origin("ws") as ws:
         text_a = config_a(0, 0, a, b, ws).replace("admin:", "#")
         text_b = config_b(0, 0, a, b, ws).replace("admin:", "#")
-        worker = Worker(load_config_text(text_a, "a"), reuse_port=False)
+        worker = Proxy(load_config_text(text_a, "a"), reuse_port=False)
         await worker.start()
         try:
             port = worker.addresses["web"][1]

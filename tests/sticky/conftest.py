@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lb.config import Config, load_config_text
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 from tests.conftest import Origin, RawClient, handlers
 
 
@@ -26,9 +26,9 @@ def config_of(data: dict[str, Any]) -> Config:
 
 @pytest.fixture
 def worker(
-    start_worker: Callable[..., Awaitable[Worker]],
-) -> Callable[[dict[str, Any]], Awaitable[Worker]]:
-    async def start(data: dict[str, Any]) -> Worker:
+    start_worker: Callable[..., Awaitable[Proxy]],
+) -> Callable[[dict[str, Any]], Awaitable[Proxy]]:
+    async def start(data: dict[str, Any]) -> Proxy:
         return await start_worker(config_of(data), parser_kind="httptools")
 
     return start
@@ -66,8 +66,8 @@ class Jar:
 
 
 @pytest.fixture
-def jar(connect: Callable[..., Awaitable[RawClient]]) -> Callable[[Worker], Awaitable[Jar]]:
-    async def open_(w: Worker) -> Jar:
+def jar(connect: Callable[..., Awaitable[RawClient]]) -> Callable[[Proxy], Awaitable[Jar]]:
+    async def open_(w: Proxy) -> Jar:
         return Jar(await connect(w))
 
     return open_

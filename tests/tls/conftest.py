@@ -19,7 +19,7 @@ import trustme
 import uvloop
 
 from lb.config import load_config_text
-from lb.proxy.server import Worker
+from lb.proxy.proxy import Proxy
 from tests.conftest import Handler, Origin, RawClient, handlers
 
 
@@ -77,10 +77,10 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def lb(start_worker: Callable[..., Awaitable[Worker]]) -> Callable[[str], Awaitable[Worker]]:
-    """`await lb(yaml)`: a Worker serving the YAML (version and access_log may be left out)."""
+def lb(start_worker: Callable[..., Awaitable[Proxy]]) -> Callable[[str], Awaitable[Proxy]]:
+    """`await lb(yaml)`: a Proxy serving the YAML (version and access_log may be left out)."""
 
-    async def start(text: str) -> Worker:
+    async def start(text: str) -> Proxy:
         if not text.lstrip().startswith("version:"):
             text = "version: 1\naccess_log: {enabled: false}\n" + text
         return await start_worker(load_config_text(text))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from lb.proxy.health import LocalHealth
-from lb.proxy.probes import Target
-from lb.proxy.server import Worker
+from lb.proxy.health.checker import LocalHealth
+from lb.proxy.health.probes import Target
+from lb.proxy.proxy import Proxy
 from tests.conftest import Origin, handlers, wait_until
 from tests.tls.conftest import Pki, get, pool_config, tls_connect
 
@@ -26,12 +26,12 @@ def checked_pool(o: Origin, tls: str, check: str) -> str:
     )
 
 
-def target(worker: Worker, o: Origin) -> Target:
+def target(worker: Proxy, o: Origin) -> Target:
     assert isinstance(worker.health, LocalHealth)
     return worker.health.checker.targets[("app", o.address)]
 
 
-def healthy(worker: Worker, o: Origin) -> bool:
+def healthy(worker: Proxy, o: Origin) -> bool:
     return worker.runtime.pools["app"].servers[0].state.healthy
 
 
@@ -43,7 +43,7 @@ def checks(o: Origin) -> list[str]:
 async def test_a_trusted_tls_server_is_up(
     pki: Pki,
     tls_origin: Callable[..., Awaitable[Origin]],
-    lb: Callable[[str], Awaitable[Worker]],
+    lb: Callable[[str], Awaitable[Proxy]],
     connect: Any,
     check: str,
 ) -> None:
@@ -71,7 +71,7 @@ async def test_a_trusted_tls_server_is_up(
 async def test_an_untrusted_tls_server_is_down(
     pki: Pki,
     tls_origin: Callable[..., Awaitable[Origin]],
-    lb: Callable[[str], Awaitable[Worker]],
+    lb: Callable[[str], Awaitable[Proxy]],
     connect: Any,
     tls: str,
     check: str,
@@ -87,7 +87,7 @@ async def test_an_untrusted_tls_server_is_down(
 
 
 async def test_the_same_server_over_plain_tcp_is_down(
-    pki: Pki, tls_origin: Callable[..., Awaitable[Origin]], lb: Callable[[str], Awaitable[Worker]]
+    pki: Pki, tls_origin: Callable[..., Awaitable[Origin]], lb: Callable[[str], Awaitable[Proxy]]
 ) -> None:
     """Without `tls`, the HTTP check of a TLS server gets no HTTP answer: DOWN (the probe's
     handshake is what makes the difference, not the server)."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lb.config import load_config_text
-from lb.proxy import server as server_module
+from lb.proxy import proxy as server_module
 from tests.conftest import handlers
 from tests.integration.helpers import free_port
 from tests.tls.conftest import Pair, Pki, get, peer_serial, serial_of, tls_connect

@@ -11,8 +11,8 @@ import ssl
 import pytest
 import trustme
 
-from lb.config.schema import Certificate, ListenerTls
-from lb.proxy.tls import CIPHERS, server_context
+from lb.config.schema import Certificate, ListenerTlsConfig
+from lb.proxy.tls.contexts import CIPHERS, server_context
 from tests.conftest import Origin, handlers, lb_garbage, wait_until
 from tests.l4.conftest import metric
 from tests.tls.conftest import Pki, get, peer, peer_serial, serial_of, tls_connect
@@ -185,7 +185,7 @@ async def test_tls12_ciphers_are_ecdhe_with_aead_only(pki, origin, lb, ciphers, 
 
 def test_contexts_are_hardened(pki) -> None:
     pair = pki.pair("one", "a.test")
-    tls = ListenerTls(certificates=[Certificate(cert=str(pair.cert), key=str(pair.key))])
+    tls = ListenerTlsConfig(certificates=[Certificate(cert=str(pair.cert), key=str(pair.key))])
     ctx = server_context(tls, tls.certificates[0])
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.options & ssl.OP_NO_COMPRESSION

@@ -1,4 +1,4 @@
-"""The TLS listener's own transport (lb.proxy.tls_listener): a PROXY header read in clear before
+"""The TLS listener's own transport (lb.proxy.tls.listener): a PROXY header read in clear before
 the handshake, failed and stalled handshakes logged and counted, and large bodies both ways
 with flow control."""
 

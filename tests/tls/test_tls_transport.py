@@ -1,4 +1,4 @@
-"""lb.proxy.tls_listener's TlsTransport keeps the contract of asyncio's transports: a client's
+"""lb.proxy.tls.listener's TlsTransport keeps the contract of asyncio's transports: a client's
 half-close still gets its answer, an exception in the protocol ends the connection, and close()
 writes everything written before it, even from resume_writing()."""
 

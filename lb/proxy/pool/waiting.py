@@ -2,7 +2,7 @@
 
 Theory of operation. A server with `max_connections: N` takes at most N requests at once
 (`ServerState.in_flight`, per worker process). When a request finds every server it could use
-full, it waits in its pool's `PoolQueue`, first in first out:
+full, it waits in its pool's `WaitingRoom`, first in first out:
 
 - `put` refuses at once when `max` are waiting already (503 queue_full);
 - each waiter has its own timer; at `timeout` it leaves with 503 queue_timeout;
@@ -31,7 +31,7 @@ from lb.core.slow_start import SlowStart
 from lb.metrics import POOL_QUEUE_DEPTH
 
 if TYPE_CHECKING:
-    from lb.proxy.upstream import UpstreamServer
+    from lb.proxy.http.connection import UpstreamServer
 
 
 class Waiter(Protocol):
@@ -54,7 +54,7 @@ def full_servers(servers: list[UpstreamServer]) -> set[ServerState]:
     }
 
 
-class PoolQueue:
+class WaitingRoom:
     """One pool's waiting requests, oldest first."""
 
     __slots__ = ("_depth", "max", "name", "timeout", "waiters")
@@ -114,7 +114,7 @@ class PoolQueue:
         return len(self.waiters)
 
     def __repr__(self) -> str:
-        return f"<PoolQueue {self.name} waiting={len(self.waiters)}/{self.max}>"
+        return f"<WaitingRoom {self.name} waiting={len(self.waiters)}/{self.max}>"
 
 
 class SlowStartTimer:

@@ -1,6 +1,6 @@
 """Discovery: server addresses given as names, resolved and re-resolved (pool `resolve_interval`).
 
-Each worker resolves for itself (through `lb.proxy.resolve`, or the `resolve` callable a test
+Each worker resolves for itself (through `lb.proxy.pool.resolve`, or the `resolve` callable a test
 injects), never per request: every name once when the worker starts (before it listens) and
 when a reload brings a name it has not resolved yet, then every `resolve_interval` for the
 pools that set one. `PoolRuntime.set_resolved` applies an answer: an address that appears
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lb.config.schema import split_address
-from lb.proxy.resolve import is_ip, resolve
+from lb.proxy.pool.resolve import is_ip, resolve
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import PoolRuntime, Runtime

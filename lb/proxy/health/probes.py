@@ -7,8 +7,8 @@ whose certificate lb would refuse is DOWN.
 
 `ActiveChecker` probes each checked server on its interval, counts passes and failures against
 the rise/fall thresholds, logs each transition once and hands it to its owner: the supervisor's
-`HealthPublisher` under `lb run` (lb.proxy.health_channel), or a worker's own `LocalHealth`
-(lb.proxy.health). A reload keeps the verdicts and counters of servers still in the config
+`HealthPublisher` under `lb run` (lb.proxy.health.channel), or a worker's own `LocalHealth`
+(lb.proxy.health.checker). A reload keeps the verdicts and counters of servers still in the config
 (counters restart when the pool's check changed).
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from lb.config.schema import Config, PoolTls, split_address
 from lb.core.health import ActiveCheck, HealthCounter, active_checks
-from lb.proxy.resolve import resolve
-from lb.proxy.tls import client_context, pool_server_name
+from lb.proxy.pool.resolve import resolve
+from lb.proxy.tls.contexts import client_context, pool_server_name
 
 log = logging.getLogger("lb.health")
 

@@ -20,7 +20,7 @@ from lb.core.http import ResponseHead
 from lb.protocols import ResponseParser, response_parser
 
 if TYPE_CHECKING:
-    from lb.proxy.exchange import Exchange
+    from lb.proxy.http.exchange import Exchange
     from lb.proxy.timers import Ticker
 
 log = logging.getLogger("lb.upstream")
@@ -56,7 +56,7 @@ class UpstreamServer:
         # Set by the pool when it speaks TLS to its servers (pool `tls`).
         self.ssl: ssl.SSLContext | None = None
         self.server_hostname: str | None = None  # SNI and the name verified
-        # Requests at once (`in_flight`) before new ones wait in the pool's queue (lb.proxy.queue).
+        # Requests at once (`in_flight`) before new ones wait in the pool's queue (lb.proxy.pool.waiting).
         self.max_connections: int | None = None
 
     def take_idle(self) -> UpstreamConnection | None:

@@ -1,7 +1,7 @@
 """One worker: its listening sockets, its connections, and what every request reports.
 
 A worker binds each listener itself with SO_REUSEPORT, so N workers share a port and the kernel
-spreads connections between them. `Worker.runtime` is replaced in one assignment on reload;
+spreads connections between them. `Proxy.runtime` is replaced in one assignment on reload;
 connections pick it up for their next request, while exchanges already running finish on the
 runtime they started with. The new runtime is built from the old one, so servers that stay
 keep their idle connections, in-flight counts, health and drain (lb.proxy.runtime). A reload
@@ -33,19 +33,19 @@ from lb.metrics import (
     RequestMetrics,
 )
 from lb.protocols import parser_kind as default_parser_kind
-from lb.proxy.discovery import Discovery
-from lb.proxy.health import worker_health
-from lb.proxy.l4_common import publish_bytes
-from lb.proxy.reactor import Reactor
+from lb.proxy.health.checker import worker_health
+from lb.proxy.l4.common import publish_bytes
+from lb.proxy.l4.reactor import Reactor
+from lb.proxy.l4.tcp import TcpServer
+from lb.proxy.pool.discovery import Discovery
 from lb.proxy.runtime import ListenerSettings, Runtime
-from lb.proxy.tcp import TcpServer
 from lb.proxy.timers import Ticker
-from lb.proxy.tls import ListenerTls, TlsSetupError
-from lb.proxy.tls_listener import TlsServer
+from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
+from lb.proxy.tls.listener import TlsServer
 
 if TYPE_CHECKING:
-    from lb.proxy.exchange import Exchange
-    from lb.proxy.l7 import ClientConnection
+    from lb.proxy.http.client import ClientConnection
+    from lb.proxy.http.exchange import Exchange
 
 log = logging.getLogger("lb.worker")
 
@@ -70,7 +70,7 @@ def listening_socket(bind: str, reuse_port: bool, kind: int = socket.SOCK_STREAM
     return sock
 
 
-class Worker:
+class Proxy:
     def __init__(
         self, config: Config, *, reuse_port: bool = True, parser_kind: str | None = None
     ) -> None:
@@ -114,7 +114,7 @@ class Worker:
 
     async def _listen(self, settings: ListenerSettings) -> None:
         if settings.mode == "udp":
-            from lb.proxy.udp import start_udp
+            from lb.proxy.l4.udp import start_udp
 
             self.addresses[settings.name] = await start_udp(self, settings)
             return
@@ -147,7 +147,7 @@ class Worker:
 
     def _factory(self, settings: ListenerSettings) -> Callable[[], asyncio.Protocol]:
         name = settings.name
-        from lb.proxy.l7 import ClientConnection
+        from lb.proxy.http.client import ClientConnection
 
         return lambda: ClientConnection(self, self.runtime.listeners[name])
 
@@ -196,7 +196,7 @@ class Worker:
         self.addresses.pop(name, None)
         self.tls.pop(name, None)
         for conn in list(self.connections.get(name, ())):
-            if not getattr(conn, "queue", True):
+            if getattr(conn, "idle", False):
                 conn.close()
         log.info("stopped listening on %s", name)
 
@@ -254,7 +254,7 @@ class Worker:
         deadline = self.loop.time() + grace
         for conns in self.connections.values():
             for conn in list(conns):
-                if not getattr(conn, "queue", True):
+                if getattr(conn, "idle", False):
                     conn.close()  # idle keep-alive: nothing to wait for
         while any(self.connections.values()) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -1,7 +1,7 @@
 """Layer 4 forwarding, `mode: udp`: datagrams, one upstream socket per client address.
 
 Theory of operation: see `UdpListener`. A `UdpSession` is checked for idleness and counts its
-bytes like a tcp connection (`lb.proxy.l4_common`).
+bytes like a tcp connection (`lb.proxy.l4.common`).
 """
 
 from __future__ import annotations
@@ -11,26 +11,26 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from lb.proxy.l4_common import IDLE_CHECK, Address, flush_bytes, idle_check
+from lb.proxy.l4.common import IDLE_CHECK, Address, flush_bytes, idle_check
 
 if TYPE_CHECKING:
+    from lb.proxy.http.connection import UpstreamServer
+    from lb.proxy.proxy import Proxy
     from lb.proxy.runtime import ListenerSettings
-    from lb.proxy.server import Worker
-    from lb.proxy.upstream import UpstreamServer
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
 
-async def start_udp(worker: Worker, settings: ListenerSettings) -> Address:
+async def start_udp(proxy: Proxy, settings: ListenerSettings) -> Address:
     """Bind a udp listener; returns the bound address."""
-    from lb.proxy.server import listening_socket
+    from lb.proxy.proxy import listening_socket
 
-    sock = listening_socket(settings.bind, worker.reuse_port, socket.SOCK_DGRAM)
-    worker.connections.setdefault(settings.name, set())
-    transport, _ = await worker.loop.create_datagram_endpoint(
-        lambda: UdpListener(worker, settings.name), sock=sock
+    sock = listening_socket(settings.bind, proxy.reuse_port, socket.SOCK_DGRAM)
+    proxy.connections.setdefault(settings.name, set())
+    transport, _ = await proxy.loop.create_datagram_endpoint(
+        lambda: UdpListener(proxy, settings.name), sock=sock
     )
-    worker.servers[settings.name] = UdpServer(worker.loop, transport)
+    proxy.servers[settings.name] = UdpServer(proxy.loop, transport)
     host, port = sock.getsockname()[:2]
     log.info("listening on %s (%s, udp)", settings.bind, settings.name)
     return host, port
@@ -70,8 +70,8 @@ class UdpListener(asyncio.DatagramProtocol):
     split. A session ends after `timeouts.idle` without a datagram either way; the client's
     next datagram starts a new one (and may get another server)."""
 
-    def __init__(self, worker: Worker, name: str) -> None:
-        self.worker = worker
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        self.proxy = proxy
         self.name = name
         self.transport: asyncio.DatagramTransport | None = None
         self.sessions: dict[Address, UdpSession] = {}
@@ -82,9 +82,9 @@ class UdpListener(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         session = self.sessions.get(addr)
         if session is None:
-            if self.worker.stopping:
+            if self.proxy.stopping:
                 return
-            settings = self.worker.runtime.listeners.get(self.name)
+            settings = self.proxy.runtime.listeners.get(self.name)
             if settings is None:
                 return
             session = UdpSession(self, settings, (addr[0], addr[1]))
@@ -116,17 +116,17 @@ class UdpSession(asyncio.DatagramProtocol):
         "listener",
         "owner",
         "pending",
+        "proxy",
         "server",
         "transport",
-        "worker",
     )
 
     # Nothing is ever in flight in a way worth waiting for: shutdown closes sessions at once.
-    queue: tuple[()] = ()
+    idle = True
 
     def __init__(self, owner: UdpListener, listener: ListenerSettings, client: Address) -> None:
         self.owner = owner
-        self.worker = owner.worker
+        self.proxy = owner.proxy
         self.listener = listener
         self.client = client
         self.transport: asyncio.DatagramTransport | None = None
@@ -140,25 +140,25 @@ class UdpSession(asyncio.DatagramProtocol):
         self.last_active = 0.0
 
     def start(self) -> None:
-        pool = self.worker.runtime.pools.get(self.listener.pool or "")
+        pool = self.proxy.runtime.pools.get(self.listener.pool or "")
         server = pool.choose_for_client(self.client[0]) if pool is not None else None
         if server is None:
-            self.worker.count_error(self.listener.name, "no_server")
+            self.proxy.count_error(self.listener.name, "no_server")
             self._forget()
             self.closed = True
             return
         self.server = server
         server.state.in_flight += 1
-        self.worker.loop.create_task(self._open(server))
+        self.proxy.loop.create_task(self._open(server))
 
     async def _open(self, server: UpstreamServer) -> None:
         try:
-            await self.worker.loop.create_datagram_endpoint(
+            await self.proxy.loop.create_datagram_endpoint(
                 lambda: self, remote_addr=(server.host, server.port)
             )
         except OSError as exc:
             log.info("%s: udp socket to %s failed: %s", self.listener.name, server.address, exc)
-            self.worker.count_connect_error(server.pool, server.address, "error")
+            self.proxy.count_connect_error(server.pool, server.address, "error")
             self.close()
             self._ended()
 
@@ -179,7 +179,7 @@ class UdpSession(asyncio.DatagramProtocol):
         if self.closed:
             transport.close()
             return
-        self.worker.connection_opened(self)  # accounting, max_connections (sessions)
+        self.proxy.connection_opened(self)  # accounting, max_connections (sessions)
         if self.closed:
             self._forget()
             return
@@ -187,7 +187,7 @@ class UdpSession(asyncio.DatagramProtocol):
         for data in pending:
             self.transport.sendto(data)  # type: ignore[union-attr]
             self.bytes_in += len(data)
-        now = self.worker.loop.time()
+        now = self.proxy.loop.time()
         self.last_active = now
         self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
 
@@ -200,18 +200,18 @@ class UdpSession(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # A refused datagram (ICMP port unreachable): end the session, so the client's next
         # datagram is balanced again.
-        self.worker.count_error(self.listener.name, "server_refused")
+        self.proxy.count_error(self.listener.name, "server_refused")
         log.info("%s: udp server of %s: %s", self.listener.name, self.client[0], exc)
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
-        self.worker.connection_closed(self)
+        self.proxy.connection_closed(self)
 
     # Deadlines: an idle check, as for tcp
 
     def on_deadline(self) -> None:
-        if not idle_check(self, self.worker.loop.time()):
+        if not idle_check(self, self.proxy.loop.time()):
             self.close()
 
     def _forget(self) -> None:

@@ -49,8 +49,8 @@ from lb.core.proxy_protocol import parse as parse_proxy
 from lb.proxy.acceptor import Acceptor
 
 if TYPE_CHECKING:
-    from lb.proxy.server import Worker
-    from lb.proxy.tls import ListenerTls
+    from lb.proxy.proxy import Proxy
+    from lb.proxy.tls.contexts import ListenerTls
 
 log = logging.getLogger("lb.tls")
 
@@ -68,19 +68,19 @@ class TlsServer(Acceptor):
 
     def __init__(
         self,
-        worker: Worker,
+        proxy: Proxy,
         sock: socket.socket,
         tls: ListenerTls,
         listener: str,
         accept_proxy: bool,
         factory: Callable[[], asyncio.Protocol],
     ) -> None:
-        self.worker = worker
+        self.proxy = proxy
         self.tls = tls
         self.accept_proxy = accept_proxy
         self.factory = factory
         self.starting: set[TlsTransport] = set()  # accepted, protocol not yet created
-        super().__init__(worker.loop, sock, listener)
+        super().__init__(proxy.loop, sock, listener)
 
     def accepted(self, conn: socket.socket, peer: Any) -> None:
         if self._full():
@@ -97,14 +97,14 @@ class TlsServer(Acceptor):
     def _full(self) -> bool:
         """The listener's max_connections counts handshakes in progress too, or a flood of
         clients that never finish theirs would get past it."""
-        settings = self.worker.runtime.listeners.get(self.listener)
+        settings = self.proxy.runtime.listeners.get(self.listener)
         limit = settings.max_connections if settings is not None else None
         if limit is None:
             return False
-        open_ = len(self.worker.connections.get(self.listener, ()))
+        open_ = len(self.proxy.connections.get(self.listener, ()))
         if open_ + len(self.starting) < limit:
             return False
-        self.worker.count_error(self.listener, "max_connections")
+        self.proxy.count_error(self.listener, "max_connections")
         return True
 
     def close(self) -> None:
@@ -166,7 +166,7 @@ class TlsTransport(asyncio.Transport):
         self._phase = PROXY
         server.starting.add(self)
         self.deadline = self.loop.time() + server.tls.handshake_timeout
-        server.worker.ticker.watched.add(self)
+        server.proxy.ticker.watched.add(self)
         self.loop.add_reader(self._fd, self._on_readable)
         if not server.accept_proxy:
             self._start_handshake()
@@ -255,7 +255,7 @@ class TlsTransport(asyncio.Transport):
         self._phase = OPEN
         self.loop.add_reader(self._fd, self._read)  # from now on: no phase to dispatch on
         self.deadline = 0.0
-        self.server.worker.ticker.watched.discard(self)
+        self.server.proxy.ticker.watched.discard(self)
         self.server.starting.discard(self)
         try:
             protocol = self._protocol = self.server.factory()
@@ -282,7 +282,7 @@ class TlsTransport(asyncio.Transport):
                 why,
             )
         if cause is not None:
-            self.server.worker.count_error(self.server.listener, cause)
+            self.server.proxy.count_error(self.server.listener, cause)
         # Read what the client already sent: closing with unread bytes would reset the
         # connection, and the client could lose the alert OpenSSL just sent.
         with contextlib.suppress(OSError):
@@ -515,7 +515,7 @@ class TlsTransport(asyncio.Transport):
         self._phase = CLOSED
         self._closing = True
         self.deadline = 0.0
-        self.server.worker.ticker.watched.discard(self)
+        self.server.proxy.ticker.watched.discard(self)
         self.server.starting.discard(self)
         self.loop.remove_reader(self._fd)  # before close: the fd number is reused at once
         self._want_writable(False)

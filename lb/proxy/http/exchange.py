@@ -2,13 +2,13 @@
 
 Theory of operation. An exchange runs the phases of DESIGN.md: route → choose a server (split,
 balance) → forward, streaming both bodies with flow control → respond → log and count, which
-always runs exactly once (`_finish`). A server that is full queues the exchange (`PoolQueue`);
+always runs exactly once (`_finish`). A server that is full queues the exchange (`WaitingRoom`);
 a failed attempt may re-enter server choice (retries), while the request body is still held
 for replay (`REPLAY_BUFFER`) and nothing reached the client yet. A 101 response turns the
 exchange into a tunnel. Failures before any response byte reached the client become lb's own
 error response; after that the only honest signal left is closing the connection.
 
-An exchange writes to the client only through its `ClientConnection` (lb.proxy.l7), and only
+An exchange writes to the client only through its `ClientConnection` (lb.proxy.http.client), and only
 while it is that connection's `queue[0]`.
 
 Flow control: when a server's socket cannot take more request body, the client socket stops
@@ -42,12 +42,12 @@ from lb.core.http import (
 from lb.core.redirect import https_location, redirect_response
 from lb.core.router import CompiledRoute
 from lb.metrics import RETRIES
-from lb.proxy.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING
-from lb.proxy.queue import PoolQueue, full_servers
-from lb.proxy.upstream import UpstreamConnection, UpstreamServer, open_connection
+from lb.proxy.http.connection import UpstreamConnection, UpstreamServer, open_connection
+from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING
+from lb.proxy.pool.waiting import WaitingRoom, full_servers
 
 if TYPE_CHECKING:
-    from lb.proxy.l7 import ClientConnection
+    from lb.proxy.http.client import ClientConnection
     from lb.proxy.runtime import PoolRuntime
 
 log = logging.getLogger("lb.proxy")
@@ -100,7 +100,7 @@ class Exchange:
 
     def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
         self.conn = conn
-        self.runtime = conn.worker.runtime  # the newest: a kept-alive client sees a reload
+        self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
         self.head = head
         self.started = time.perf_counter()
         self.refusal: HTTPError | None = None
@@ -179,8 +179,8 @@ class Exchange:
         pool = self.pool
         assert pool is not None and self.head is not None
         exclude = self.excluded
-        queue = pool.queue
-        if queue is not None:  # servers with max_connections (lb.proxy.queue)
+        queue = pool.waiting
+        if queue is not None:  # servers with max_connections (lb.proxy.pool.waiting)
             if queue.waiters and self.queued is None:
                 self._wait(queue)  # others wait already: behind them, first come first served
                 return
@@ -220,7 +220,7 @@ class Exchange:
         self.connecting = True
         task = asyncio.ensure_future(
             open_connection(
-                server, self.conn.worker.ticker, self.conn.worker.parser_kind, pool.timeouts.connect
+                server, self.conn.proxy.ticker, self.conn.proxy.parser_kind, pool.timeouts.connect
             )
         )
         task.add_done_callback(self._connected)
@@ -243,7 +243,7 @@ class Exchange:
             cause = "tls"  # e.g. the server's certificate did not verify
         else:
             cause = "refused"
-        self.conn.worker.count_connect_error(self.pool.name, server.address, cause)
+        self.conn.proxy.count_connect_error(self.pool.name, server.address, cause)
         log.warning(
             "connect to %s (pool %s) failed: %s",
             server.address,
@@ -263,7 +263,7 @@ class Exchange:
         else:
             self.fail(Reason.backend_failed, self.detail)
 
-    # Retries (lb.core.retry) and waiting for a server slot (lb.proxy.queue) ------------------
+    # Retries (lb.core.retry) and waiting for a server slot (lb.proxy.pool.waiting) ------------------
 
     def _may_retry(self, on: bool) -> bool:
         """The server last added to `excluded` failed this request: may it go to another?
@@ -305,7 +305,7 @@ class Exchange:
         self._connect()
         return True
 
-    def _wait(self, queue: PoolQueue) -> None:
+    def _wait(self, queue: WaitingRoom) -> None:
         """Every server this request could use is at its max_connections: wait for a slot."""
         if self.queued is not None:
             queue.requeue(self)  # woken, but the slot went elsewhere: first in line again
@@ -317,16 +317,16 @@ class Exchange:
             )
 
     def dequeued(self) -> None:
-        """A slot freed up (PoolQueue.wake)."""
+        """A slot freed up (WaitingRoom.wake)."""
         if not self.finished:
             self._connect()
 
     def queue_timeout(self) -> None:
         if not self.finished:
-            assert self.pool is not None and self.pool.queue is not None
+            assert self.pool is not None and self.pool.waiting is not None
             self.fail(
                 Reason.queue_timeout,
-                f"waited {self.pool.queue.timeout:g}s for a server of pool {self.pool.name} "
+                f"waited {self.pool.waiting.timeout:g}s for a server of pool {self.pool.name} "
                 "under its max_connections",
             )
 
@@ -380,7 +380,7 @@ class Exchange:
         if upstream is not None and self.body is None:
             if upstream.transport is not None:
                 upstream.transport.write(encode_chunk(data) if self.head.chunked else data)  # type: ignore[union-attr]
-            upstream.deadline = self.conn.worker.loop.time() + route.timeouts.request  # type: ignore[union-attr]
+            upstream.deadline = self.conn.proxy.loop.time() + route.timeouts.request  # type: ignore[union-attr]
             return
         if self.body is not None:
             self.body.append(data)
@@ -435,7 +435,7 @@ class Exchange:
         conn = self.conn
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = conn.worker.loop.time() + route.timeouts.request
+            upstream.deadline = conn.proxy.loop.time() + route.timeouts.request
         chunked = False
         if head.content_length is None and response_has_body(req.method, status):
             if req.version == "1.1":
@@ -443,7 +443,7 @@ class Exchange:
             else:
                 self.client_close = True  # HTTP/1.0: the end of the body is the close
         self.out_chunked = chunked
-        close = self.client_close or not self.request_done or conn.worker.stopping
+        close = self.client_close or not self.request_done or conn.proxy.stopping
         if close:
             self.client_close = True
         hsts = conn.listener.hsts
@@ -463,7 +463,7 @@ class Exchange:
         self.conn.write(encode_chunk(data) if self.out_chunked else data)
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
+            upstream.deadline = self.conn.proxy.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
 
     def on_response_end(self) -> None:
         if self.out_chunked:
@@ -515,7 +515,7 @@ class Exchange:
     def _tunnel_active(self) -> None:
         upstream = self.upstream
         if upstream is not None and self.route is not None:
-            upstream.deadline = self.conn.worker.loop.time() + self.route.timeouts.tunnel
+            upstream.deadline = self.conn.proxy.loop.time() + self.route.timeouts.tunnel
 
     def tunnel_eof_from_client(self) -> None:
         upstream = self.upstream
@@ -659,7 +659,7 @@ class Exchange:
             self.conn.client_ip,
             detail,
         )
-        self.conn.worker.count_error(self.conn.listener.name, reason.name)
+        self.conn.proxy.count_error(self.conn.listener.name, reason.name)
         self._finish()
 
     def abort_request(self) -> None:
@@ -695,7 +695,7 @@ class Exchange:
         if not self.finished:
             self.server = None  # a finished exchange keeps it: the log names its server
         server.state.in_flight -= 1
-        queue = self.pool.queue if self.pool is not None else None
+        queue = self.pool.waiting if self.pool is not None else None
         if queue is not None and queue.waiters:
             queue.wake()
 
@@ -716,10 +716,10 @@ class Exchange:
         self.finished = True
         self._free_slot()
         if self.queued is not None:
-            self.pool.queue.remove(self)  # type: ignore[union-attr]  # the client left
+            self.pool.waiting.remove(self)  # type: ignore[union-attr]  # the client left
         if self.route is not None and self.route.pool is None:
             self.runtime.splits[self.route.name].observe(self)  # per-arm metrics, rollback
-        self.conn.worker.observe(self)
+        self.conn.proxy.observe(self)
         self.conn.exchange_done(self)
 
     def __repr__(self) -> str:

@@ -44,7 +44,7 @@ Handler = Callable[[int], None]
 
 
 class Reactor:
-    """One per worker (`Worker.reactor`): sockets register a handler for their events."""
+    """One per worker (`Proxy.reactor`): sockets register a handler for their events."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

@@ -1,12 +1,12 @@
 """Health checks, each worker's side: verdicts turned into `ServerState.healthy`.
 
-The decisions are in `lb.core.health`, the probes in `lb.proxy.probes`. `PoolHealth` keeps one
+The decisions are in `lb.core.health`, the probes in `lb.proxy.health.probes`. `PoolHealth` keeps one
 pool's health in one worker: a server is healthy (and the balancers send it traffic) when its
 active verdict is UP and it is not passively ejected; it also sets the `lb_server_up` gauge.
 
 Active checks run once per server, not once per worker: under `lb run` the supervisor probes and
-every worker applies its verdicts from a shared file (`SharedHealth`, lb.proxy.health_channel),
-so all workers agree within `READ_EVERY`. Without it (an in-process `Worker`, as in the tests)
+every worker applies its verdicts from a shared file (`SharedHealth`, lb.proxy.health.channel),
+so all workers agree within `READ_EVERY`. Without it (an in-process `Proxy`, as in the tests)
 the worker probes for itself (`LocalHealth`). `worker_health()` picks one.
 
 Passive checks are per worker (`PoolHealth.observe`, called by the proxy on each answer): each
@@ -29,7 +29,7 @@ from lb.config.schema import PassiveCheck
 from lb.core.balancer import ServerState
 from lb.core.health import OutlierDetector, PassivePolicy, active_checks
 from lb.metrics import SERVER_UP
-from lb.proxy.probes import ActiveChecker, Target
+from lb.proxy.health.probes import ActiveChecker, Target
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import Runtime
@@ -70,14 +70,14 @@ class PoolHealth:
         self._states = {s.address: s for s in states}
         self.active_up = dict.fromkeys(self._states, True)
         # A configured address given as a name stands for one server per resolved IP
-        # (lb.proxy.discovery); its active verdict applies to each: config address -> addresses.
+        # (lb.proxy.pool.discovery); its active verdict applies to each: config address -> addresses.
         self._groups: dict[str, list[str]] = groups or {}
         self._group_up: dict[str, bool] = {}
         self.detector: OutlierDetector[str] | None = None
         if passive is not None:
             self.detector = OutlierDetector(PassivePolicy.from_config(passive), self._states)
         self._handle: asyncio.TimerHandle | None = None
-        # Called when a server goes from DOWN to UP (the pool's slow start, lb.proxy.queue).
+        # Called when a server goes from DOWN to UP (the pool's slow start, lb.proxy.pool.waiting).
         self.on_up: Callable[[ServerState], None] | None = None
 
     def set_active(self, address: str, up: bool) -> None:
@@ -215,8 +215,8 @@ class WorkerHealth(Protocol):
 
 def worker_health() -> WorkerHealth:
     """Read the supervisor's verdicts under `lb run`; probe in this process otherwise."""
-    # Imported here: lb.proxy.health_channel builds on this module (`carry_over`).
-    from lb.proxy.health_channel import HEALTH_DIR_ENV, SharedHealth
+    # Imported here: lb.proxy.health.channel builds on this module (`carry_over`).
+    from lb.proxy.health.channel import HEALTH_DIR_ENV, SharedHealth
 
     directory = os.environ.get(HEALTH_DIR_ENV)
     return SharedHealth(directory) if directory else LocalHealth()

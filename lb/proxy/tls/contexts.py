@@ -27,8 +27,7 @@ import os
 import ssl
 from datetime import UTC, datetime
 
-from lb.config.schema import Certificate, PoolTls, split_address
-from lb.config.schema import ListenerTls as ListenerTlsConfig
+from lb.config.schema import Certificate, ListenerTlsConfig, PoolTls, split_address
 from lb.config.tls_checks import TlsFileError, pair_problems, read_ca
 from lb.config.validate import format_path
 from lb.core.certnames import NameIndex
@@ -139,7 +138,7 @@ def file_stamp(files: list[str]) -> tuple[tuple[str, int, int, int], ...]:
 
 class ListenerTls:
     """One listener's certificates at run time. `front` is the context its next handshakes
-    start in (lb.proxy.tls_listener reads it for each connection); every load replaces it."""
+    start in (lb.proxy.tls.listener reads it for each connection); every load replaces it."""
 
     def __init__(self, listener: str, tls: ListenerTlsConfig) -> None:
         self.listener = listener
@@ -163,7 +162,7 @@ class ListenerTls:
         self, sslobj: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
     ) -> int | None:
         # Runs inside every handshake, on the ClientHello (with or without SNI); `sslobj` is
-        # the SSLSocket of lb.proxy.tls_listener.
+        # the SSLSocket of lb.proxy.tls.listener.
         sslobj.context = self.index.select(server_name)
         return None
 

@@ -3,7 +3,7 @@
 Theory of operation. `TcpServer` accepts; each client socket gets a `TcpConnection`, which
 once it knows where to go opens one server socket and from then on relays bytes both ways
 unchanged. lb drives both sockets itself, edge-triggered through the worker's `Reactor` (why:
-see `lb.proxy.reactor`), each as a `Side` that remembers its own readiness. Its life has three
+see `lb.proxy.l4.reactor`), each as a `Side` that remembers its own readiness. Its life has three
 phases:
 
     PREAMBLE    only when the listener accepts PROXY or routes by SNI: client bytes are kept
@@ -32,7 +32,7 @@ while forwarding a check every IDLE_CHECK seconds that closes the connection aft
 `timeouts.idle` (of the listener) without a byte either way and adds the bytes relayed since the
 last check to `lb_tcp_bytes_total` (so the hot path counts in plain ints, not in metrics).
 
-Shared with udp (byte counting, the idle check): `lb.proxy.l4_common`.
+Shared with udp (byte counting, the idle check): `lb.proxy.l4.common`.
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ from lb.core.proxy_protocol import ProxyProtocolError, build_v1, build_v2
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.core.sni import MAX_HELLO, ClientHelloError, parse_client_hello
 from lb.proxy.acceptor import Acceptor
-from lb.proxy.l4_common import IDLE_CHECK, Address, flush_bytes, idle_check
-from lb.proxy.reactor import FAILED, HUNG_UP, READABLE, WRITABLE
-from lb.proxy.resolve import is_ip
+from lb.proxy.l4.common import IDLE_CHECK, Address, flush_bytes, idle_check
+from lb.proxy.l4.reactor import FAILED, HUNG_UP, READABLE, WRITABLE
+from lb.proxy.pool.resolve import is_ip
 
 if TYPE_CHECKING:
+    from lb.proxy.http.connection import UpstreamServer
+    from lb.proxy.proxy import Proxy
     from lb.proxy.runtime import ListenerSettings, PoolRuntime
-    from lb.proxy.server import Worker
-    from lb.proxy.upstream import UpstreamServer
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
@@ -84,12 +84,12 @@ PREAMBLE, CONNECTING_, FORWARDING, CLOSED = range(4)
 class TcpServer(Acceptor):
     """A tcp listener's listening socket: a `TcpConnection` per accepted client."""
 
-    def __init__(self, worker: Worker, sock: socket.socket, listener: str) -> None:
-        self.worker = worker
-        super().__init__(worker.loop, sock, listener)
+    def __init__(self, proxy: Proxy, sock: socket.socket, listener: str) -> None:
+        self.proxy = proxy
+        super().__init__(proxy.loop, sock, listener)
 
     def accepted(self, conn: socket.socket, peer: Any) -> None:
-        settings = self.worker.runtime.listeners.get(self.listener)
+        settings = self.proxy.runtime.listeners.get(self.listener)
         try:
             if settings is None:  # removed by a reload that is closing this socket
                 raise ConnectionAbortedError
@@ -99,7 +99,7 @@ class TcpServer(Acceptor):
         except OSError:
             conn.close()
             return
-        TcpConnection(self.worker, settings, conn, peer).start()
+        TcpConnection(self.proxy, settings, conn, peer).start()
 
 
 class Side:
@@ -146,19 +146,19 @@ class TcpConnection:
         "phase",
         "pool",
         "preamble",
+        "proxy",
         "proxy_wanted",
         "reactor",
         "resolving",
         "server",
-        "worker",
     )
 
     def __init__(
-        self, worker: Worker, listener: ListenerSettings, sock: socket.socket, peer: Any
+        self, proxy: Proxy, listener: ListenerSettings, sock: socket.socket, peer: Any
     ) -> None:
-        self.worker = worker
+        self.proxy = proxy
         self.listener = listener
-        self.reactor = worker.reactor
+        self.reactor = proxy.reactor
         self.front = Side(sock)  # the client's socket
         self.back: Side | None = None  # the server's, from the connect on
         self.phase = PREAMBLE
@@ -200,13 +200,13 @@ class TcpConnection:
         return len(self.front.out) + len(back) + len(self.pending)
 
     def start(self) -> None:
-        self.worker.connection_opened(self)
+        self.proxy.connection_opened(self)
         if self.closed:
             return  # over max_connections, or the worker is stopping: counted there
         self.reactor.register(self.front.fd, self._on_client, self)
         if self.proxy_wanted or self.listener.sni is not None:
             self.preamble = bytearray()
-            self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+            self.deadline = self.proxy.loop.time() + self.listener.timeouts.client_header
             return
         self._connect(self._pool(self.listener.pool))
 
@@ -291,7 +291,7 @@ class TcpConnection:
                 src.readable = False  # a short read drained it: the next bytes bring an edge
                 break
             if moved >= READ_BUDGET:
-                self.worker.loop.call_soon(self._resume, src, dst)
+                self.proxy.loop.call_soon(self._resume, src, dst)
                 break
         self._count(src, moved)
 
@@ -349,7 +349,7 @@ class TcpConnection:
             return
         cause = "client_reset" if side is self.front else "server_reset"
         log.debug("%s: %s for %s: %s", self.listener.name, cause, self.client_ip, exc)
-        self.worker.count_error(self.listener.name, cause)
+        self.proxy.count_error(self.listener.name, cause)
         self._close_both(reset=True)
 
     # Preamble: PROXY header, then the ClientHello --------------------------------------------
@@ -429,13 +429,13 @@ class TcpConnection:
             self.client_ip,
             why,
         )
-        self.worker.count_error(self.listener.name, "proxy_header")
+        self.proxy.count_error(self.listener.name, "proxy_header")
         self.close()
 
     # Connecting -------------------------------------------------------------------------------
 
     def _pool(self, name: str | None) -> PoolRuntime | None:
-        return self.worker.runtime.pools.get(name) if name is not None else None
+        return self.proxy.runtime.pools.get(name) if name is not None else None
 
     def _connect(self, pool: PoolRuntime | None) -> None:
         self.phase = CONNECTING_
@@ -451,7 +451,7 @@ class TcpConnection:
             return
         self.server = server
         server.state.in_flight += 1
-        self.deadline = self.worker.loop.time() + pool.timeouts.connect
+        self.deadline = self.proxy.loop.time() + pool.timeouts.connect
         host = server.host
         numeric = _numeric.get(host)
         if numeric is None:
@@ -459,11 +459,11 @@ class TcpConnection:
         if numeric:
             self._dial(server, host)
         else:  # a name that discovery could not resolve yet
-            self.resolving = self.worker.loop.create_task(self._resolve(server))
+            self.resolving = self.proxy.loop.create_task(self._resolve(server))
 
     async def _resolve(self, server: UpstreamServer) -> None:
         try:
-            infos = await self.worker.loop.getaddrinfo(
+            infos = await self.proxy.loop.getaddrinfo(
                 server.host, server.port, type=socket.SOCK_STREAM
             )
         except OSError as exc:
@@ -514,7 +514,7 @@ class TcpConnection:
         self.excluded.add(server.state)
         if self.pool.passive is not None:  # refused or timed out: a failure, for passive checks
             self.pool.passive.observe(server.state, True)
-        self.worker.count_connect_error(self.pool.name, server.address, cause)
+        self.proxy.count_connect_error(self.pool.name, server.address, cause)
         log.info(
             "%s: connect to %s (pool %s) failed: %s",
             self.listener.name,
@@ -529,7 +529,7 @@ class TcpConnection:
     def _give_up(self, cause: str, detail: str) -> None:
         name = self.listener.name
         log.warning("%s: closing connection from %s: %s", name, self.client_ip, detail)
-        self.worker.count_error(self.listener.name, cause)
+        self.proxy.count_error(self.listener.name, cause)
         self.close()
 
     def _connected(self) -> None:
@@ -547,7 +547,7 @@ class TcpConnection:
             data = build(self.client_address(), self.local_address()) + data
         if data and not self._send(back, data):
             return
-        now = self.worker.loop.time()
+        now = self.proxy.loop.time()
         self.last_active = now
         self.deadline = now + min(IDLE_CHECK, self.listener.timeouts.idle)
         front = self.front
@@ -562,17 +562,17 @@ class TcpConnection:
     # Deadlines --------------------------------------------------------------------------------
 
     def on_deadline(self) -> None:
-        now = self.worker.loop.time()
+        now = self.proxy.loop.time()
         phase = self.phase
         if phase == FORWARDING:
             if not idle_check(self, now):
                 idle = self.listener.timeouts.idle
                 log.info("%s: idle for %gs, closing %s", self.listener.name, idle, self.client_ip)
-                self.worker.count_error(self.listener.name, "idle_timeout")
+                self.proxy.count_error(self.listener.name, "idle_timeout")
                 self._close_both()
         elif phase == PREAMBLE:
             if self.proxy_wanted:
-                self.worker.count_error(self.listener.name, "proxy_header_timeout")
+                self.proxy.count_error(self.listener.name, "proxy_header_timeout")
                 log.warning(
                     "%s: refused connection from %s: no PROXY header within %gs",
                     self.listener.name,
@@ -604,7 +604,7 @@ class TcpConnection:
         if self.server is not None:
             self.server.state.in_flight -= 1
             self.server = None
-        self.worker.connection_closed(self)
+        self.proxy.connection_closed(self)
 
     def _close_both(self, reset: bool = False) -> None:
         self._ended()

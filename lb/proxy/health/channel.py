@@ -14,7 +14,7 @@ The file's name carries a digest of that layout, so a worker on a different conf
 (mid-reload) never reads a byte as the wrong server's: it keeps its last states until the file
 for its own layout exists. The supervisor writes the new file before it signals the reload.
 Every worker (`SharedHealth`) maps the file read-only and compares it every `READ_EVERY`
-seconds, applying changed bytes to its `PoolHealth` (lb.proxy.health), so all workers agree
+seconds, applying changed bytes to its `PoolHealth` (lb.proxy.health.checker), so all workers agree
 within that delay. The directory reaches the workers in the environment (`LB_HEALTH_DIR`).
 """
 
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from lb.config.schema import Config
 from lb.metrics import SERVER_UP
-from lb.proxy.health import carry_over
-from lb.proxy.probes import ActiveChecker, Key, Target
+from lb.proxy.health.checker import carry_over
+from lb.proxy.health.probes import ActiveChecker, Key, Target
 
 if TYPE_CHECKING:
     from lb.proxy.runtime import PoolRuntime, Runtime

@@ -1,11 +1,11 @@
 """The HTTP/1.1 reverse proxy's client side: one `ClientConnection` per client socket.
 
 Theory of operation. A `ClientConnection` owns one client socket and its request parser (it is
-the parser's delegate). Every request head it parses becomes an `Exchange` (lb.proxy.exchange),
-appended to `queue`; only `queue[0]` talks to a server and writes to the client, so pipelined
+the parser's delegate). Every request head it parses becomes an `Exchange` (lb.proxy.http.exchange),
+appended to `exchanges`; only `exchanges[0]` talks to a server and writes to the client, so pipelined
 requests are answered in order (RFC 9112 §9.3.2). Requests behind it wait with their bodies
 buffered, and the client socket is paused meanwhile (`PIPELINED`), which bounds that buffer to
-one socket read. When `queue[0]` finishes (`exchange_done`), the next one starts, or the
+one socket read. When `exchanges[0]` finishes (`exchange_done`), the next one starts, or the
 connection closes, or it waits for another request under the `idle` deadline.
 
 Also here: the PROXY protocol header (`accept_proxy`), read before any request; the
@@ -26,13 +26,13 @@ from lb.core.http import RequestHead
 from lb.core.proxy_protocol import ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.protocols import request_parser
-from lb.proxy.exchange import Exchange
-from lb.proxy.flow import PIPELINED, ReadGate
-from lb.proxy.tls import client_subject
+from lb.proxy.http.exchange import Exchange
+from lb.proxy.http.flow import PIPELINED, ReadGate
+from lb.proxy.tls.contexts import client_subject
 
 if TYPE_CHECKING:
+    from lb.proxy.proxy import Proxy
     from lb.proxy.runtime import ListenerSettings
-    from lb.proxy.server import Worker
 
 log = logging.getLogger("lb.proxy")
 
@@ -47,23 +47,23 @@ class ClientConnection(asyncio.Protocol):
         "listener",
         "parser",
         "proto",
+        "proxy",
         "proxy_buf",
-        "queue",
+        "exchanges",
         "receiving",
         "starting",
         "subject",
         "transport",
-        "worker",
         "write_paused",
     )
 
-    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
-        self.worker = worker
+    def __init__(self, proxy: Proxy, listener: ListenerSettings) -> None:
+        self.proxy = proxy
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
-        self.parser = request_parser(self, listener.max_header_size, worker.parser_kind)
-        self.queue: deque[Exchange] = deque()
+        self.parser = request_parser(self, listener.max_header_size, proxy.parser_kind)
+        self.exchanges: deque[Exchange] = deque()
         self.receiving: Exchange | None = None  # the exchange the parser is delivering to
         self.client_ip = "-"
         self.proto = b"https" if listener.tls is not None else b"http"  # X-Forwarded-Proto
@@ -88,14 +88,14 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else "-"
         if self.listener.accept_proxy and self.listener.tls is not None:
-            header = transport.get_extra_info("proxy_header")  # read by lb.proxy.tls_listener
+            header = transport.get_extra_info("proxy_header")  # read by lb.proxy.tls.listener
             if header is not None and header.src is not None:
                 self.client_ip = header.src[0]
         # No TCP_NODELAY here: asyncio and uvloop set it on every TCP transport already.
         if self.listener.subject_header is not None:
             self.subject = (self.listener.subject_header, client_subject(transport))
-        self.worker.connection_opened(self)
-        self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+        self.proxy.connection_opened(self)
+        self.deadline = self.proxy.loop.time() + self.listener.timeouts.client_header
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -104,11 +104,11 @@ class ClientConnection(asyncio.Protocol):
             data = self._proxy_header(data)
             if not data:
                 return
-        if not self.queue and not self.parser.in_head:
+        if not self.exchanges and not self.parser.in_head:
             # A new request is arriving: the client now has `client_header` to finish its head.
             # Set once per head, not per read: a client trickling a byte at a time must not
             # keep pushing the deadline out (slowloris).
-            self.deadline = self.worker.loop.time() + self.listener.timeouts.client_header
+            self.deadline = self.proxy.loop.time() + self.listener.timeouts.client_header
         try:
             self.parser.feed(data)
         except HTTPError as err:
@@ -121,14 +121,14 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # The client half-closed. Requests already received still get their answers; the
         # connection closes after them (keep_alive is off from here).
-        if not self.queue:
+        if not self.exchanges:
             return None
-        for exchange in self.queue:
+        for exchange in self.exchanges:
             exchange.client_close = True
-        if self.queue[-1].status == 101:
+        if self.exchanges[-1].status == 101:
             # A tunnel: the half-close is the client's message to the server, pass it on;
             # the server's own close then ends the tunnel.
-            self.queue[-1].tunnel_eof_from_client()
+            self.exchanges[-1].tunnel_eof_from_client()
             return True
         if self.receiving is not None or self.parser.in_head:
             # It stopped in the middle of a request, which can never be completed now:
@@ -140,11 +140,11 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.deadline = 0.0
         # Copied first: a finishing exchange removes itself from the queue.
-        pending = list(self.queue)
-        self.queue.clear()
+        pending = list(self.exchanges)
+        self.exchanges.clear()
         for exchange in pending:
             exchange.client_lost()
-        self.worker.connection_closed(self)
+        self.proxy.connection_closed(self)
         # Break the cycles through the transport (uvloop keeps our data_received) and the
         # parser, so this connection is freed now by refcounting, not later by the GC.
         self.parser.release()
@@ -152,22 +152,22 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.queue:
-            self.queue[0].client_pause_writing()
+        if self.exchanges:
+            self.exchanges[0].client_pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.queue:
-            self.queue[0].client_resume_writing()
+        if self.exchanges:
+            self.exchanges[0].client_resume_writing()
 
     # Request parser delegate ---------------------------------------------------------------
 
     def on_request_head(self, head: RequestHead) -> None:
         exchange = Exchange(self, head)
         self.receiving = exchange
-        self.queue.append(exchange)
+        self.exchanges.append(exchange)
         self.deadline = 0.0
-        if len(self.queue) == 1:
+        if len(self.exchanges) == 1:
             # Started once the parser is through this read (data_received), not now: a
             # request whose later bytes in the same read are malformed (a bad chunk, say) is
             # then refused before its head goes out on a kept-alive server connection.
@@ -186,8 +186,8 @@ class ClientConnection(asyncio.Protocol):
             exchange.on_request_end()
 
     def on_upgrade_data(self, data: bytes) -> None:
-        if self.queue:
-            self.queue[-1].on_tunnel_data_from_client(data)
+        if self.exchanges:
+            self.exchanges[-1].on_tunnel_data_from_client(data)
 
     def _start(self, exchange: Exchange) -> None:
         try:
@@ -198,16 +198,21 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing to wait for when the listener stops or lb drains."""
+        return not self.exchanges
+
     # Timeouts -------------------------------------------------------------------------------
 
     def on_deadline(self) -> None:
         if self.proxy_buf is not None:
             self._refuse_proxy("no PROXY header in time")
             return
-        if self.queue:
+        if self.exchanges:
             return  # a request is being answered: the server side's deadline governs
         if self.parser.in_head:
-            self.worker.count_error(self.listener.name, "client_header_timeout")
+            self.proxy.count_error(self.listener.name, "client_header_timeout")
             self._respond_and_close(Reason.request_timeout, "request head not received in time")
         else:
             self.close()  # idle keep-alive connection
@@ -233,21 +238,21 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
 
     def exchange_done(self, exchange: Exchange) -> None:
-        if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
+        if self.exchanges and self.exchanges[0] is exchange:
+            self.exchanges.popleft()
         if self.closed:
             return
-        if exchange.client_close or not exchange.request_done or self.worker.stopping:
+        if exchange.client_close or not exchange.request_done or self.proxy.stopping:
             self.close()
             return
-        if self.queue:
-            self._start(self.queue[0])
-            if len(self.queue) == 1:
+        if self.exchanges:
+            self._start(self.exchanges[0])
+            if len(self.exchanges) == 1:
                 self.gate.resume(PIPELINED)
         else:
             if self.gate.reasons:
                 self.gate.resume(PIPELINED)
-            self.deadline = self.worker.loop.time() + self.listener.timeouts.idle
+            self.deadline = self.proxy.loop.time() + self.listener.timeouts.idle
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -266,10 +271,10 @@ class ClientConnection(asyncio.Protocol):
         )
         self.gate.pause(PIPELINED)  # nothing more is read from this connection
         receiving = self.receiving
-        if receiving is not None and receiving is self.queue[0] and not receiving.responded:
+        if receiving is not None and receiving is self.exchanges[0] and not receiving.responded:
             receiving.fail(err.reason, err.detail)  # answered now; closes after it
             return
-        if receiving is not None and receiving is not self.queue[0]:
+        if receiving is not None and receiving is not self.exchanges[0]:
             # A pipelined request not started yet: nothing of it went anywhere, so it is
             # refused in its turn, after the answers to the requests before it.
             receiving.refusal = err
@@ -280,8 +285,8 @@ class ClientConnection(asyncio.Protocol):
             return
         failed = Exchange(self, None)
         failed.refusal = err
-        self.queue.append(failed)
-        if len(self.queue) == 1:
+        self.exchanges.append(failed)
+        if len(self.exchanges) == 1:
             failed.start()
 
     def _proxy_header(self, data: bytes) -> bytes:
@@ -309,15 +314,15 @@ class ClientConnection(asyncio.Protocol):
             self.listener.name,
             why,
         )
-        self.worker.count_error(self.listener.name, "proxy_header")
+        self.proxy.count_error(self.listener.name, "proxy_header")
         self.close()
 
     def _respond_and_close(self, reason: Reason, detail: str) -> None:
         self.write(error_response(reason, detail, hsts=self.listener.hsts))
-        self.worker.log_refusal(self, reason, detail)
+        self.proxy.log_refusal(self, reason, detail)
         self.close()
 
     def __repr__(self) -> str:
         return (
-            f"<ClientConnection {self.client_ip} on {self.listener.name} queue={len(self.queue)}>"
+            f"<ClientConnection {self.client_ip} on {self.listener.name} exchanges={len(self.exchanges)}>"
         )

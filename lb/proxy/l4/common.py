@@ -1,4 +1,4 @@
-"""What `lb.proxy.tcp` and `lb.proxy.udp` share: byte counting and the idle check.
+"""What `lb.proxy.l4.tcp` and `lb.proxy.l4.udp` share: byte counting and the idle check.
 
 Both relay in plain ints on the hot path (`bytes_in`, `bytes_out`) and, every IDLE_CHECK seconds,
 `idle_check` counts those bytes for `lb_tcp_bytes_total` (udp sessions count there too; the
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from lb.metrics import TCP_BYTES
 
 if TYPE_CHECKING:
-    from lb.proxy.tcp import TcpConnection
-    from lb.proxy.udp import UdpSession
+    from lb.proxy.l4.tcp import TcpConnection
+    from lb.proxy.l4.udp import UdpSession
 
 Address = tuple[str, int]
 

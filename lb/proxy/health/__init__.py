@@ -1,0 +1,1 @@
+"""Health checks: probes, verdicts, and the channel that shares them between processes."""

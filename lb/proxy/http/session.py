@@ -1,0 +1,90 @@
+"""What a filter sees of one request: a `Session`, not the exchange that carries it.
+
+A session holds the facts of one request and what became of it: the head and the client, the
+route and pool chosen, the server that answered, the status and bytes sent, and fields a
+filter wants on the response. Filters read and set these; sockets, parsers and timers stay in
+the exchange, so a filter cannot reach them. An upstream call made without a client (a cache
+revalidation, an offload job) has a session too, built from a stored request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+from lb.core.balancer import ServerState
+from lb.core.http import RequestHead
+
+if TYPE_CHECKING:
+    from lb.core.router import CompiledRoute
+    from lb.proxy.http.connection import UpstreamServer
+    from lb.proxy.pool.pool import PoolRuntime
+
+# A server chooser: (pool, session, servers to skip) -> a server, or None when none can take it.
+Chooser = Callable[["PoolRuntime", "Session", Collection[ServerState]], "UpstreamServer | None"]
+
+
+class Session:
+    __slots__ = (
+        "bytes_out",
+        "choose",
+        "client_ip",
+        "detail",
+        "head",
+        "listener",
+        "pool",
+        "proto",
+        "request_id",
+        "response_fields",
+        "route",
+        "server",
+        "started",
+        "status",
+        "subject",
+        "vars",
+    )
+
+    def __init__(
+        self,
+        head: RequestHead | None,
+        client_ip: str,
+        proto: bytes,
+        listener: str,
+        request_id: bytes,
+        subject: tuple[bytes, bytes | None] | None = None,
+    ) -> None:
+        self.head = head  # None: a byte stream the parser refused before any head
+        self.client_ip = client_ip
+        self.proto = proto  # b"http" | b"https": X-Forwarded-Proto, and cookies' Secure flag
+        self.listener = listener
+        self.request_id = request_id
+        self.subject = subject  # (header name, verified client certificate subject) on mTLS
+        self.started = time.perf_counter()
+        self.route: CompiledRoute | None = None
+        self.pool: str | None = None  # the pool name: the route's, or a split's arm
+        # How the pool's server is chosen; None: the pool's balancer (a sticky filter sets it).
+        self.choose: Chooser | None = None
+        self.server = ""  # the address of the server that answered (or was last tried)
+        self.status = 0
+        self.bytes_out = 0
+        self.detail = ""  # why lb answered itself, or what failed: logged
+        # Fields added to the response head (Set-Cookie, Strict-Transport-Security...).
+        self.response_fields: list[tuple[bytes, bytes]] | None = None
+        self.vars: dict[str, Any] | None = None  # filters' own per-request data, by filter
+
+    @property
+    def secure(self) -> bool:
+        return self.proto == b"https"
+
+    def add_response_field(self, name: bytes, value: bytes) -> None:
+        fields = self.response_fields
+        if fields is None:
+            self.response_fields = [(name, value)]
+        else:
+            fields.append((name, value))
+
+    def __repr__(self) -> str:
+        head = self.head
+        what = f"{head.method} {head.path}" if head is not None else "refused"
+        return f"<Session {what} route={getattr(self.route, 'name', None)} status={self.status}>"

@@ -1,0 +1,1 @@
+"""Pools at run time: servers, waiting for a slot, name discovery."""

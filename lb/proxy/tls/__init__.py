@@ -1,0 +1,1 @@
+"""TLS: contexts, certificates by SNI, and the terminating listener."""
