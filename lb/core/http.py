@@ -193,6 +193,17 @@ class ResponseHead:
             return b"\r\n" + lname + b":" in self.raw.lower()
         return any(name.lower() == lname for name, _ in self.headers)
 
+    def set_field(self, name: bytes, value: bytes) -> None:
+        """Replace every field called `name` (any case) with one: a filter rewriting the head.
+        The head is then forwarded from `headers`, not from the raw block."""
+        self.remove_field(name.lower())
+        self.headers.append((name, value))
+
+    def remove_field(self, lname: bytes) -> None:
+        """Drop every field called `lname` (lower case)."""
+        self._headers = [f for f in self.headers if f[0].lower() != lname]
+        self.forward = None
+
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"
 

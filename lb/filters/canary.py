@@ -23,22 +23,21 @@ import logging
 import os
 import random
 import time
-from typing import TYPE_CHECKING
 
 from lb.config.schema import Config, Route
-from lb.core.http import RequestHead
+from lb.core.http import RequestHead, ResponseHead
 from lb.core.rollback import RollbackMonitor
 from lb.core.router import route_name
 from lb.core.split import Split
 from lb.core.sticky import CookieSigner, set_cookie_value
+from lb.filters.context import BuildContext
 from lb.metrics import SPLIT_DURATION, SPLIT_ROLLBACKS, SPLIT_ROLLED_BACK
-
-if TYPE_CHECKING:
-    from lb.proxy.http.exchange import Exchange
+from lb.proxy.http.pipeline import Filter, RequestResult
+from lb.proxy.http.session import Session
 
 log = logging.getLogger("lb.canary")
 
-__all__ = ["SEED_ENV", "RouteSplit", "build_splits", "rearm_all"]
+__all__ = ["SEED_ENV", "CanarySplit", "RouteSplit", "build", "build_splits", "rearm_all"]
 
 SEED_ENV = "LB_SEED"  # seeds every split's draws: reproducible tests and benchmarks
 STATUS_CLIENT_CLOSED = 499  # not the arm's doing: left out of its error rate
@@ -123,20 +122,16 @@ class RouteSplit:
 
     # Counting answers, rolling back ---------------------------------------------------------
 
-    def observe(self, exchange: Exchange) -> None:
-        """Log-and-count phase of a request this split sent to an arm."""
-        pool = exchange.pool
-        if pool is None:
-            return
-        status = exchange.status
-        hist = self._durations.get(pool.name)
+    def observe(self, pool: str, status: int, started: float) -> None:
+        """Log-and-count phase of a request this split sent to arm `pool`."""
+        hist = self._durations.get(pool)
         if hist is not None:
-            hist.observe(time.perf_counter() - exchange.started)
+            hist.observe(time.perf_counter() - started)
         monitor = self.monitor
         if monitor is None or status <= 0 or status == STATUS_CLIENT_CLOSED:
             return
-        if monitor.record(pool.name, status, time.monotonic()):
-            self._roll_back(pool.name)
+        if monitor.record(pool, status, time.monotonic()):
+            self._roll_back(pool)
 
     def _roll_back(self, arm: str) -> None:
         monitor = self.monitor
@@ -208,3 +203,39 @@ def build_splits(config: Config, signer: CookieSigner) -> dict[str, RouteSplit]:
 def rearm_all(splits: dict[str, RouteSplit]) -> list[tuple[str, str]]:
     """Re-arm every rolled-back arm of a runtime's splits: (route, arm) of each."""
     return [(name, arm) for name, split in splits.items() for arm in split.rearm()]
+
+
+class CanarySplit(Filter):
+    """The route's split as a filter: picks the arm (the session's pool) before the server is
+    chosen, sends the sticky arm's cookie with the arm's answer, and counts the answer for the
+    arm's metrics and rollback."""
+
+    name = "canary"
+
+    def __init__(self, split: RouteSplit) -> None:
+        self.split = split
+
+    def on_request(self, session: Session) -> RequestResult:
+        assert session.head is not None
+        pool, cookie = self.split.pick(session.head, session.secure)
+        session.pool = pool
+        if cookie is not None:
+            session.vars = {**(session.vars or {}), "arm_cookie": cookie}
+        return None
+
+    def on_response_head(self, session: Session, head: ResponseHead, from_server: bool) -> None:
+        if from_server and session.vars is not None:
+            cookie = session.vars.get("arm_cookie")
+            if cookie is not None:
+                session.add_response_field(b"set-cookie", cookie)
+
+    def on_log(self, session: Session) -> None:
+        if session.pool is not None:  # an arm was picked
+            self.split.observe(session.pool, session.status, session.started)
+
+
+def build(ctx: BuildContext) -> Filter | None:
+    route = ctx.route
+    if route is None or route.pool is not None:
+        return None
+    return CanarySplit(ctx.splits[route.name])

@@ -20,16 +20,19 @@ from typing import TYPE_CHECKING
 
 from lb.config.schema import Config, StickyCookie
 from lb.core.balancer import ServerState
-from lb.core.http import RequestHead
+from lb.core.http import RequestHead, ResponseHead
 from lb.core.sticky import SECRET_ENV, CookieSigner, derive_secret, set_cookie_value
+from lb.filters.context import BuildContext
+from lb.proxy.http.pipeline import Filter, RequestResult
+from lb.proxy.http.session import Session
 
 if TYPE_CHECKING:
     from lb.proxy.http.connection import UpstreamServer
-    from lb.proxy.runtime import PoolRuntime
+    from lb.proxy.pool.pool import PoolRuntime
 
 log = logging.getLogger("lb.sticky")
 
-__all__ = ["PoolSticky", "build_pool_sticky", "signer_for"]
+__all__ = ["PoolSticky", "StickyServer", "build", "build_pool_sticky", "signer_for"]
 
 
 def signer_for(config: Config) -> CookieSigner:
@@ -93,6 +96,16 @@ class PoolSticky:
         value = self.signer.issue(self.cookie, self._ident_of[server.state], int(now + self.ttl))
         return server, set_cookie_value(self.cookie, value, self.ttl, secure)
 
+    def choose_for(
+        self, pool: PoolRuntime, session: Session, exclude: Collection[ServerState]
+    ) -> UpstreamServer | None:
+        """A `Chooser` for the session's call; the cookie to send waits in `session.vars`."""
+        assert session.head is not None
+        server, cookie = self.choose(pool, session.head, session.client_ip, exclude, session.secure)
+        if cookie is not None:
+            session.vars = {**(session.vars or {}), "server_cookie": cookie}
+        return server
+
     def __repr__(self) -> str:
         return f"<PoolSticky cookie={self.cookie} servers={len(self._by_ident)}>"
 
@@ -107,3 +120,35 @@ def build_pool_sticky(
         for name, pool in config.pools.items()
         if pool.sticky is not None
     }
+
+
+class StickyServer(Filter):
+    """Server affinity for the pools of one route that have `sticky`: the session's call
+    chooses through the pool's `PoolSticky`, and the server's answer carries its cookie."""
+
+    name = "sticky"
+
+    def __init__(self, by_pool: dict[str, PoolSticky], route_pool: str | None) -> None:
+        self.by_pool = by_pool
+        self.route_pool = route_pool
+
+    def on_request(self, session: Session) -> RequestResult:
+        sticky = self.by_pool.get(session.pool or self.route_pool or "")
+        if sticky is not None:
+            session.choose = sticky.choose_for
+        return None
+
+    def on_response_head(self, session: Session, head: ResponseHead, from_server: bool) -> None:
+        if from_server and session.vars is not None:
+            cookie = session.vars.get("server_cookie")
+            if cookie is not None:
+                session.add_response_field(b"set-cookie", cookie)
+
+
+def build(ctx: BuildContext) -> Filter | None:
+    route = ctx.route
+    if route is None or not ctx.sticky:
+        return None
+    pools = [route.pool] if route.pool is not None else [pool for pool, _ in route.split]
+    by_pool = {p: ctx.sticky[p] for p in pools if p in ctx.sticky}
+    return StickyServer(by_pool, route.pool) if by_pool else None

@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lb.access_log import AccessLog
@@ -34,6 +34,7 @@ from lb.metrics import (
 )
 from lb.protocols import parser_kind as default_parser_kind
 from lb.proxy.health.checker import worker_health
+from lb.proxy.http.connection import UpstreamConnection, UpstreamServer, open_connection
 from lb.proxy.l4.common import publish_bytes
 from lb.proxy.l4.reactor import Reactor
 from lb.proxy.l4.tcp import TcpServer
@@ -45,7 +46,6 @@ from lb.proxy.tls.listener import TlsServer
 
 if TYPE_CHECKING:
     from lb.proxy.http.client import ClientConnection
-    from lb.proxy.http.exchange import Exchange
 
 log = logging.getLogger("lb.worker")
 
@@ -75,13 +75,13 @@ class Proxy:
         self, config: Config, *, reuse_port: bool = True, parser_kind: str | None = None
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.runtime = Runtime(config)
         self.parser_kind = parser_kind or default_parser_kind()
         self.reuse_port = reuse_port
         self.ticker = Ticker(self.loop)
         self.health = worker_health()  # active checks: probed here, or read from lb run
         self.access_log = AccessLog(config.access_log)
         self.metrics = RequestMetrics()
+        self.runtime = Runtime(config, self)
         self.stopping = False
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -156,7 +156,7 @@ class Proxy:
         added are bound in the background (`self.listening`)."""
         old = self.runtime
         try:
-            runtime = Runtime(config, previous=old)
+            runtime = Runtime(config, self, previous=old)
         except (OSError, ssl.SSLError) as e:  # e.g. a pool's CA file went away since the check
             log.error("reload refused, the running config stays: %s", e)
             return
@@ -318,35 +318,11 @@ class Proxy:
     def count_connect_error(self, pool: str, server: str, cause: str) -> None:
         UPSTREAM_CONNECT_ERRORS.labels(pool, server, cause).inc()
 
-    # What every request reports -------------------------------------------------------------
+    def connect(self, server: UpstreamServer, timeout: float) -> Awaitable[UpstreamConnection]:
+        """A new connection to `server` for an upstream call (lb.proxy.http.call)."""
+        return open_connection(server, self.ticker, self.parser_kind, timeout)
 
-    def observe(self, exchange: Exchange) -> None:
-        duration = time.perf_counter() - exchange.started
-        conn = exchange.conn
-        route = exchange.route.name if exchange.route is not None else "-"
-        pool = exchange.pool.name if exchange.pool is not None else "-"
-        server = exchange.server.address if exchange.server is not None else ""
-        self.metrics.observe(conn.listener.name, route, pool, server, exchange.status, duration)
-        if self.access_log.enabled:
-            head = exchange.head
-            record = {
-                "time": round(time.time(), 3),
-                "client": conn.client_ip,
-                "listener": conn.listener.name,
-                "request_id": exchange.request_id.decode("latin-1"),
-                "method": head.method if head is not None else "-",
-                "path": head.path if head is not None else "-",
-                "host": head.host if head is not None else "-",
-                "route": route,
-                "pool": pool,
-                "server": server or "-",
-                "status": exchange.status,
-                "bytes": exchange.bytes_out,
-                "duration_ms": round(duration * 1000, 3),
-            }
-            if exchange.detail:
-                record["error"] = exchange.detail
-            self.access_log.log(record)
+    # What a connection refused before any request reports (requests: lb.filters) -------
 
     def log_refusal(self, conn: ClientConnection, reason: Reason, detail: str) -> None:
         """A connection refused before any request could be parsed (e.g. a head timeout)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
 from lb.config import load_config_text
+from lb.metrics import RequestMetrics
 from lb.proxy.runtime import Runtime
 from tests.conftest import config_problems
 
@@ -35,7 +37,7 @@ def test_l4_keys_load_into_the_runtime() -> None:
             """
         )
     )
-    runtime = Runtime(config)
+    runtime = Runtime(config, SimpleNamespace(metrics=RequestMetrics(), access_log=None))
     tls = runtime.listeners["tls"]
     assert tls.accept_proxy and runtime.listeners["web"].accept_proxy
     assert tls.sni is not None

@@ -265,7 +265,7 @@ async def test_client_disconnect_leaks_nothing(origin, proxy, connect, when):
         c.reset()
     await wait_until(lambda: not w.connections["web"] and in_flight(w) == [0])
     upstream = [u for u in w.ticker.watched if type(u).__name__ == "UpstreamConnection"]
-    await wait_until(lambda: not [u for u in upstream if u.exchange is not None])
+    await wait_until(lambda: not [u for u in upstream if u.call is not None])
 
 
 async def test_error_before_the_body_arrived_says_it_closes(origin, proxy, connect):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lb.config.schema import Pool, ResolvedTimeouts, Server
-from lb.proxy.runtime import PoolRuntime
+from lb.proxy.pool.pool import PoolRuntime
 from tests.integration.helpers import LbProcess, free_port, request, wait_for
 from tests.resilience.helpers import Origin, shared_port
 

@@ -34,7 +34,8 @@ from lb.proxy.health.checker import carry_over
 from lb.proxy.health.probes import ActiveChecker, Key, Target
 
 if TYPE_CHECKING:
-    from lb.proxy.runtime import PoolRuntime, Runtime
+    from lb.proxy.pool.pool import PoolRuntime
+    from lb.proxy.runtime import Runtime
 
 log = logging.getLogger("lb.health")
 

@@ -1,8 +1,8 @@
 """Health checks, each worker's side: verdicts turned into `ServerState.healthy`.
 
-The decisions are in `lb.core.health`, the probes in `lb.proxy.health.probes`. `PoolHealth` keeps one
-pool's health in one worker: a server is healthy (and the balancers send it traffic) when its
-active verdict is UP and it is not passively ejected; it also sets the `lb_server_up` gauge.
+The decisions are in `lb.core.health`, the probes in `lb.proxy.health.probes`. `PoolHealth`
+keeps one pool's health in one worker: a server is healthy (and the balancers send it traffic)
+when its active verdict is UP and it is not passively ejected; it also sets the `lb_server_up` gauge.
 
 Active checks run once per server, not once per worker: under `lb run` the supervisor probes and
 every worker applies its verdicts from a shared file (`SharedHealth`, lb.proxy.health.channel),
@@ -70,7 +70,8 @@ class PoolHealth:
         self._states = {s.address: s for s in states}
         self.active_up = dict.fromkeys(self._states, True)
         # A configured address given as a name stands for one server per resolved IP
-        # (lb.proxy.pool.discovery); its active verdict applies to each: config address -> addresses.
+        # (lb.proxy.pool.discovery); its active verdict applies to each:
+        # config address -> addresses.
         self._groups: dict[str, list[str]] = groups or {}
         self._group_up: dict[str, bool] = {}
         self.detector: OutlierDetector[str] | None = None

@@ -1,1 +1,1 @@
-"""The HTTP/1.1 reverse proxy: client connections, exchanges, the request pipeline, upstream calls."""
+"""The HTTP/1.1 reverse proxy: client connections, exchanges, the pipeline, upstream calls."""

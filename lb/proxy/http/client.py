@@ -1,9 +1,9 @@
 """The HTTP/1.1 reverse proxy's client side: one `ClientConnection` per client socket.
 
 Theory of operation. A `ClientConnection` owns one client socket and its request parser (it is
-the parser's delegate). Every request head it parses becomes an `Exchange` (lb.proxy.http.exchange),
-appended to `exchanges`; only `exchanges[0]` talks to a server and writes to the client, so pipelined
-requests are answered in order (RFC 9112 §9.3.2). Requests behind it wait with their bodies
+the parser's delegate). Every request head it parses becomes an `Exchange`
+(lb.proxy.http.exchange), appended to `exchanges`; only `exchanges[0]` talks to a server and
+writes to the client, so pipelined requests are answered in order (RFC 9112 §9.3.2). Requests behind it wait with their bodies
 buffered, and the client socket is paused meanwhile (`PIPELINED`), which bounds that buffer to
 one socket read. When `exchanges[0]` finishes (`exchange_done`), the next one starts, or the
 connection closes, or it waits for another request under the `idle` deadline.
@@ -43,13 +43,13 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "corked",
         "deadline",
+        "exchanges",
         "gate",
         "listener",
         "parser",
         "proto",
         "proxy",
         "proxy_buf",
-        "exchanges",
         "receiving",
         "starting",
         "subject",
@@ -324,5 +324,6 @@ class ClientConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return (
-            f"<ClientConnection {self.client_ip} on {self.listener.name} exchanges={len(self.exchanges)}>"
+            f"<ClientConnection {self.client_ip} on {self.listener.name} "
+            f"exchanges={len(self.exchanges)}>"
         )

@@ -2,8 +2,9 @@
 idle list and reused LIFO (the most recently used socket is the least likely to have been
 closed by the server).
 
-An `UpstreamConnection` carries one exchange at a time; it forwards parser events and
-transport flow-control signals to that exchange and knows nothing of routing or clients.
+An `UpstreamConnection` carries one `UpstreamCall` (lb.proxy.http.call) at a time; it forwards
+parser events and transport flow-control signals to that call and knows nothing of routing or
+clients.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lb.core.balancer import ServerState
 from lb.core.errors import HTTPError
 from lb.core.http import ResponseHead
-from lb.protocols import ResponseParser, response_parser
+from lb.protocols import ResponseDelegate, ResponseParser, response_parser
 
 if TYPE_CHECKING:
-    from lb.proxy.http.exchange import Exchange
     from lb.proxy.timers import Ticker
 
 log = logging.getLogger("lb.upstream")
@@ -56,7 +56,8 @@ class UpstreamServer:
         # Set by the pool when it speaks TLS to its servers (pool `tls`).
         self.ssl: ssl.SSLContext | None = None
         self.server_hostname: str | None = None  # SNI and the name verified
-        # Requests at once (`in_flight`) before new ones wait in the pool's queue (lb.proxy.pool.waiting).
+        # Requests at once (`in_flight`) before new ones wait in the pool's waiting room
+        # (lb.proxy.pool.waiting).
         self.max_connections: int | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
@@ -76,10 +77,20 @@ class UpstreamServer:
         return f"<UpstreamServer {self.pool}/{self.address} idle={len(self.idle)}>"
 
 
+class Caller(ResponseDelegate, Protocol):
+    """What a connection tells the request it carries (an `UpstreamCall`)."""
+
+    def upstream_failed(self, upstream: UpstreamConnection, detail: str, timeout: bool) -> None: ...
+    def upstream_pause_writing(self) -> None: ...
+    def upstream_resume_writing(self) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "call",
         "deadline",
-        "exchange",
         "parser",
         "reused",
         "server",
@@ -91,7 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.server = server
         self.ticker = ticker
         self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
+        self.call: Caller | None = None
         self.parser: ResponseParser = response_parser(self, MAX_RESPONSE_HEAD, parser_kind)
         self.deadline = 0.0
         self.reused = False  # True once it has carried a request: a failure may be a stale socket
@@ -103,36 +114,35 @@ class UpstreamConnection(asyncio.Protocol):
         self.ticker.watched.add(self)  # (TCP_NODELAY: set by asyncio and uvloop themselves)
 
     def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
+        call = self.call
+        if call is None:
             # A server must not speak while idle (RFC 9112 §9.3); its state is unknown now.
             self.close()
             return
-        client = exchange.conn
-        client.cork()
+        call.cork()  # what this read gives the client leaves in one write
         try:
             self.parser.feed(data)
         except HTTPError as err:
-            # The exchange that fed may be done already (bytes after its complete response):
+            # The call that fed may be done already (bytes after its complete response):
             # the error is then this connection's, and whoever holds it now is told.
-            current = self.exchange
+            current = self.call
             if current is not None:
                 current.upstream_failed(self, err.detail, timeout=False)
             else:
                 log.info("%s: %s after a complete response, closing", self, err.detail)
                 self.abort()  # its parser is broken: never reuse it
         finally:
-            client.uncork()
+            call.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ticker.watched.discard(self)
-        exchange = self.exchange
-        if exchange is not None:
+        call = self.call
+        if call is not None:
             if not self.parser.feed_eof():  # else the close ended the body: a normal end
-                exchange.upstream_failed(self, "server closed the connection", timeout=False)
+                call.upstream_failed(self, "server closed the connection", timeout=False)
         else:
             with contextlib.suppress(ValueError):
                 self.server.idle.remove(self)
@@ -141,14 +151,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_pause_writing()
+        if self.call is not None:
+            self.call.upstream_pause_writing()
 
     def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_resume_writing()
+        if self.call is not None:
+            self.call.upstream_resume_writing()
 
-    # Response parser delegate while no exchange is attached: events then have no one to go
+    # Response parser delegate while no call is attached: events then have no one to go
     # to (a server speaking out of turn), and the connection is not reused.
 
     def on_response_head(self, head: ResponseHead) -> None:
@@ -163,38 +173,38 @@ class UpstreamConnection(asyncio.Protocol):
     def on_upgrade_data(self, data: bytes) -> None:
         pass
 
-    # Deadlines: the exchange sets one while it waits; an idle connection gets the idle one.
+    # Deadlines: the call sets one while it waits; an idle connection gets the idle one.
 
     def on_deadline(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_failed(self, "timed out waiting for the server", timeout=True)
+        if self.call is not None:
+            self.call.upstream_failed(self, "timed out waiting for the server", timeout=True)
         else:
             self.close()
 
-    # Used by the exchange.
+    # Used by the call.
 
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def send(
-        self, exchange: Exchange, data: bytes, method: str, timeout: float, upgrade: bool = False
+        self, call: Caller, data: bytes, method: str, timeout: float, upgrade: bool = False
     ) -> None:
-        self.exchange = exchange
-        # The parser reports straight to the exchange while it is being answered (one call
-        # less per event on the hot path); `_detach` points it back here afterwards.
-        self.parser.delegate = exchange
+        self.call = call
+        # The parser reports straight to the call while it is being answered (one call less
+        # per event on the hot path); `_detach` points it back here afterwards.
+        self.parser.delegate = call
         self.parser.expect(method, upgrade)
         self.deadline = self.ticker.loop.time() + timeout
         assert self.transport is not None
         self.transport.write(data)
 
     def _detach(self) -> None:
-        self.exchange = None
+        self.call = None
         self.parser.delegate = self  # stray events now meet the guards below
 
     def release(self) -> None:
-        """The exchange is done and the connection is clean: keep it for the next request."""
-        self.exchange = None
+        """The call is done and the connection is clean: keep it for the next request."""
+        self.call = None
         self.parser.delegate = self  # (as _detach, inlined: this runs once per request)
         self.reused = True
         server = self.server
@@ -219,7 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def __repr__(self) -> str:
-        state = "busy" if self.exchange is not None else "idle"
+        state = "busy" if self.call is not None else "idle"
         return f"<UpstreamConnection {self.server.pool}/{self.server.address} {state}>"
 
 

@@ -1,33 +1,38 @@
-"""The HTTP/1.1 reverse proxy's `Exchange`: one request and its response, from head to logged.
+"""The HTTP/1.1 reverse proxy's `Exchange`: one client request and its response, from head to
+logged. It drives the pipeline's phases (lb.proxy.http.pipeline) and is the client's `Sink`
+for the `UpstreamCall` (lb.proxy.http.call) that forwards the request.
 
-Theory of operation. An exchange runs the phases of DESIGN.md: route → choose a server (split,
-balance) → forward, streaming both bodies with flow control → respond → log and count, which
-always runs exactly once (`_finish`). A server that is full queues the exchange (`WaitingRoom`);
-a failed attempt may re-enter server choice (retries), while the request body is still held
-for replay (`REPLAY_BUFFER`) and nothing reached the client yet. A 101 response turns the
-exchange into a tunnel. Failures before any response byte reached the client become lb's own
-error response; after that the only honest signal left is closing the connection.
+Theory of operation. Progress is one state, in order:
 
-An exchange writes to the client only through its `ClientConnection` (lb.proxy.http.client), and only
-while it is that connection's `queue[0]`.
+    PENDING -> FILTERING -> UPSTREAM -> RESPONDING -> COMPLETE -> DONE
+                                 \\-> TUNNEL (after a 101) -/
 
-Flow control: when a server's socket cannot take more request body, the client socket stops
-being read (`ReadGate`); when the client cannot take more response body, the server socket
-stops being read. Neither side is ever buffered without bound.
+PENDING: behind another request on its connection. FILTERING: routed, its request filters
+running (one of them may be waited for). UPSTREAM: a call is under way, no response byte went
+to the client. RESPONDING: the head went out, the body streams. COMPLETE: the whole response
+went out (or lb answered itself); it waits for the rest of the request body, if any. DONE:
+logged and counted (the log phase runs exactly once, in `_finish`). Beside the state, two
+flags that are not progress: `request_done` (the request body ended; it streams independently
+of the response) and `client_close` (the connection closes after this exchange).
+
+Failures before any response byte reached the client become lb's own answer; after that the
+only honest signal left is closing the connection. An exchange writes to the client only
+through its `ClientConnection`, and only while it is that connection's `exchanges[0]`.
+
+Flow control: when the server cannot take more request body, the client socket stops being
+read (`ReadGate`); when the client cannot take more response body, the server socket stops
+being read. Neither side is ever buffered without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from lb.core.balancer import ServerState
-from lb.core.errors import HTTPError, Reason, closes_connection, error_response
+from lb.core.errors import HTTPError, Reason, error_response
 from lb.core.http import (
-    IDEMPOTENT,
     LAST_CHUNK,
     RequestHead,
     ResponseHead,
@@ -39,122 +44,155 @@ from lb.core.http import (
     response_to_client,
     valid_request_id,
 )
-from lb.core.redirect import https_location, redirect_response
-from lb.core.router import CompiledRoute
-from lb.metrics import RETRIES
-from lb.proxy.http.connection import UpstreamConnection, UpstreamServer, open_connection
+from lb.proxy.http.call import CONNECT_BUFFER, UpstreamCall
 from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING
-from lb.proxy.pool.waiting import WaitingRoom, full_servers
+from lb.proxy.http.pipeline import Answer, Chain, Filter
+from lb.proxy.http.session import Session
 
 if TYPE_CHECKING:
     from lb.proxy.http.client import ClientConnection
-    from lb.proxy.runtime import PoolRuntime
 
 log = logging.getLogger("lb.proxy")
 
-# Request body bytes held while the server connection opens, before the client is paused.
-CONNECT_BUFFER = 256 * 1024
-# A request body up to this size is kept so the request can be sent again on a new
-# connection when a kept-alive one turns out to be stale.
-REPLAY_BUFFER = 64 * 1024
 STATUS_CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
-_NONE_EXCLUDED: frozenset[ServerState] = frozenset()
+
+PENDING, FILTERING, UPSTREAM, RESPONDING, TUNNEL, COMPLETE, DONE = range(7)
+STATES = ("pending", "filtering", "upstream", "responding", "tunnel", "complete", "done")
 
 
 class Exchange:
     """One request and its response, from head to logged."""
 
     __slots__ = (
-        "attempts",
-        "body",
-        "body_buffered",
         "body_bytes",
-        "bytes_out",
+        "call",
+        "chain",
         "client_close",
         "conn",
-        "connecting",
-        "cookies",
-        "detail",
-        "excluded",
-        "finished",
-        "head",
-        "informed",
+        "held",
+        "held_bytes",
         "out_chunked",
-        "pool",
-        "queued",
         "refusal",
         "request_done",
-        "request_id",
-        "responded",
-        "response_done",
-        "route",
         "runtime",
-        "server",
-        "server_keep_alive",
-        "started",
-        "status",
-        "tunnel",
+        "session",
+        "state",
         "tunnel_buffer",
-        "upstream",
+        "waiting",
     )
 
     def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
         self.conn = conn
         self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
-        self.head = head
-        self.started = time.perf_counter()
-        self.refusal: HTTPError | None = None
-        self.route: CompiledRoute | None = None
-        self.pool: PoolRuntime | None = None
-        self.server: UpstreamServer | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.connecting = False
-        self.cookies: dict[str, bytes] | None = None  # Set-Cookie values to send, by role
-        self.body: list[bytes] | None = []  # request body held until a server is attached
-        self.body_buffered = 0
-        self.body_bytes = 0
-        self.request_done = False
-        self.responded = False  # a response head went to the client
-        self.response_done = False
-        self.finished = False
-        self.client_close = head is None or not head.keep_alive
-        self.out_chunked = False
-        self.server_keep_alive = False
-        self.status = 0
-        self.bytes_out = 0
-        self.detail = ""
-        self.attempts = 0
-        # Servers that failed this request; immutable, replaced on the rare failure, so the
-        # common request allocates no set.
-        self.excluded: frozenset[ServerState] = _NONE_EXCLUDED
-        self.queued: asyncio.TimerHandle | None = None  # waiting for a server slot: its timeout
-        self.informed = False  # a 1xx response went to the client: no more retries
-        self.tunnel = False
-        self.tunnel_buffer: list[bytes] | None = None  # client bytes held until the 101
-        self.request_id = b"-"
+        request_id = b"-"
         if head is not None:
             rid = head.index.get(b"x-request-id")
-            self.request_id = rid if rid is not None and valid_request_id(rid) else new_request_id()
+            request_id = rid if rid is not None and valid_request_id(rid) else new_request_id()
+        self.session = Session(
+            head, conn.client_ip, conn.proto, conn.listener.name, request_id, conn.subject
+        )
+        self.state = PENDING
+        self.chain: Chain | None = None
+        self.call: UpstreamCall | None = None
+        self.refusal: HTTPError | None = None
+        self.request_done = False
+        self.client_close = head is None or not head.keep_alive
+        self.out_chunked = False
+        self.body_bytes = 0
+        # Request body held until the call exists (filters running); None once handed on.
+        self.held: list[bytes] | None = []
+        self.held_bytes = 0
+        self.tunnel_buffer: list[bytes] | None = None  # client bytes held until the 101
+        self.waiting: asyncio.Future[Answer | None] | None = None  # a request filter's wait
 
-    # Phases --------------------------------------------------------------------------------
+    @property
+    def status(self) -> int:
+        return self.session.status
+
+    @property
+    def responded(self) -> bool:
+        """A response head (lb's or a server's) went to the client."""
+        return self.state >= RESPONDING
+
+    # Phases: route, request filters --------------------------------------------------------
 
     def start(self) -> None:
-        """Runs when this exchange reaches the front of its connection's queue."""
-        if self.finished:
+        """Runs when this exchange reaches the front of its connection's exchanges."""
+        if self.state != PENDING:
             return  # refused, or the client left, before it could start
         if self.refusal is not None:  # the parser refused its bytes (ClientConnection._refuse)
             self.fail(self.refusal.reason, self.refusal.detail)
             return
-        head = self.head
+        head = self.session.head
         assert head is not None
-        if self.conn.listener.redirect_https:
-            self._redirect_https(head)
+        listener = self.conn.listener.name
+        route = self.runtime.router.match(listener, head)
+        self.session.route = route
+        self.chain = self.runtime.chain(listener, route)
+        self.state = FILTERING
+        if self.chain.request:
+            self._request_filters(0)
+        else:
+            self._forward()
+
+    def _request_filters(self, i: int) -> None:
+        """Run the chain's request filters from the i-th on; then forward."""
+        filters = self.chain.request  # type: ignore[union-attr]  # set by start
+        session = self.session
+        while i < len(filters):
+            f = filters[i]
+            i += 1
+            result = f.on_request(session)
+            if result is None:
+                continue
+            if isinstance(result, Answer):
+                self.answer(result)
+            else:
+                self._wait_for(f, result, i)
             return
-        route = self.runtime.router.match(self.conn.listener.name, head)
+        self._forward()
+
+    def _wait_for(self, f: Filter, awaitable: Awaitable[Answer | None], then: int) -> None:
+        """A request filter asked to wait (a store lookup): go on from filter `then` once it
+        is done, or after its `wait_timeout`. Only such a request pays for a task."""
+        future = asyncio.ensure_future(awaitable)
+        timer = self.conn.proxy.loop.call_later(f.wait_timeout, future.cancel)
+        self.waiting = future
+
+        def done(future: asyncio.Future[Answer | None]) -> None:
+            timer.cancel()
+            self.waiting = None
+            if self.state != FILTERING:
+                return  # the client left meanwhile
+            result: Answer | None
+            if future.cancelled():
+                result = f.on_wait_timeout(self.session)
+            elif future.exception() is not None:
+                log.warning("filter %s failed on %r: %r", f.name, self, future.exception())
+                result = None
+            else:
+                result = future.result()
+            try:
+                if result is not None:
+                    self.answer(result)
+                else:
+                    self._request_filters(then)
+            except Exception:
+                log.exception("exchange %r failed after filter %s", self, f.name)
+                self.conn.abort()
+
+        future.add_done_callback(done)
+
+    # Phase: choose upstream, forward -------------------------------------------------------
+
+    def _forward(self) -> None:
+        session = self.session
+        route = session.route
+        head = session.head
+        assert head is not None
         if route is None:
             self.fail(Reason.no_route, f"no route for {head.host or '-'}{head.path}")
             return
-        self.route = route
         limit = route.max_body_size
         if limit is not None and head.content_length is not None and head.content_length > limit:
             self.fail(Reason.body_too_large, f"body of {head.content_length} bytes over {limit}")
@@ -162,280 +200,90 @@ class Exchange:
         if limit is not None and self.body_bytes > limit:  # chunks that came with the head
             self.fail(Reason.body_too_large, f"body over {limit} bytes")
             return
-        if route.pool is not None:
-            pool_name = route.pool
-        else:  # a canary split: forced, sticky or weighted arm (lb.filters.canary)
-            split = self.runtime.splits[route.name]
-            pool_name, cookie = split.pick(head, self.conn.proto == b"https")
-            if cookie is not None:
-                self.cookies = {"arm": cookie}
-        self.pool = pool = self.runtime.pools[pool_name]
-        pool.budget.record(self.started)  # the share retries may take (lb.core.retry)
-        self._connect()
-
-    def _connect(self, fresh: bool = False) -> None:
-        """Choose a server (again without those that failed) and get a connection to it;
-        `fresh` skips kept-alive sockets, after one of them turned out to be stale."""
-        pool = self.pool
-        assert pool is not None and self.head is not None
-        exclude = self.excluded
-        queue = pool.waiting
-        if queue is not None:  # servers with max_connections (lb.proxy.pool.waiting)
-            if queue.waiters and self.queued is None:
-                self._wait(queue)  # others wait already: behind them, first come first served
-                return
-            full = full_servers(pool.servers)
-            if full:
-                exclude = exclude | full  # a full server is skipped like a failed one
-        sticky = self.runtime.sticky.get(pool.name) if self.runtime.sticky else None
-        if sticky is None:
-            server = pool.choose(self.head, self.conn.client_ip, exclude)
-        else:  # cookie-insert affinity (lb.filters.sticky)
-            server, cookie = sticky.choose(
-                pool, self.head, self.conn.client_ip, exclude, self.conn.proto == b"https"
-            )
-            if cookie is not None:
-                self.cookies = {**(self.cookies or {}), "server": cookie}
-        if server is None:
-            if queue is not None and exclude is not self.excluded and full - self.excluded:
-                self._wait(queue)
-            elif self.attempts:
-                self.fail(Reason.backend_failed, self.detail or "every server failed")
-            else:
-                self.fail(Reason.no_healthy_server, f"no server available in pool {pool.name}")
-            return
-        if self.queued is not None:  # was waiting: it has its slot
-            self.queued.cancel()
-            self.queued = None
-        self.attempts += 1
-        self.server = server
-        server.state.in_flight += 1
-        if fresh:
-            server.close_idle()  # its other kept-alive sockets are suspect too
-        else:
-            idle = server.take_idle()
-            if idle is not None:
-                self._attach(idle)
-                return
-        self.connecting = True
-        task = asyncio.ensure_future(
-            open_connection(
-                server, self.conn.proxy.ticker, self.conn.proxy.parser_kind, pool.timeouts.connect
-            )
-        )
-        task.add_done_callback(self._connected)
-
-    def _connected(self, task: asyncio.Future[UpstreamConnection]) -> None:
-        self.connecting = False
-        server = self.server
-        assert server is not None and self.pool is not None
-        if self.finished:
-            if not task.cancelled() and task.exception() is None:
-                task.result().release()  # the client left meanwhile: keep the connection
-            return
-        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        if exc is None:
-            self._attach(task.result())
-            return
-        if isinstance(exc, TimeoutError):
-            cause = "timeout"
-        elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            cause = "tls"  # e.g. the server's certificate did not verify
-        else:
-            cause = "refused"
-        self.conn.proxy.count_connect_error(self.pool.name, server.address, cause)
-        log.warning(
-            "connect to %s (pool %s) failed: %s",
-            server.address,
-            self.pool.name,
-            "timed out" if cause == "timeout" else exc,
-        )
-        self.detail = f"connect to {server.address} failed ({cause})"
-        if self.pool.passive is not None:
-            self.pool.passive.observe(server.state, True)  # passive health checks
-        self.excluded |= {server.state}
-        self._free_slot()
-        assert self.route is not None
-        if self._may_retry(self.route.retry.connect_failure):
-            self._connect()  # a refused connect sent nothing: another server is safe
-        elif cause == "timeout":
-            self.fail(Reason.backend_timeout, self.detail)
-        else:
-            self.fail(Reason.backend_failed, self.detail)
-
-    # Retries (lb.core.retry) and waiting for a server slot (lb.proxy.pool.waiting) ------------------
-
-    def _may_retry(self, on: bool) -> bool:
-        """The server last added to `excluded` failed this request: may it go to another?
-        `on`: the route's `retries` name this kind of failure. Also needed: attempts left, an
-        untried server, the whole request still replayable, nothing sent to the client yet
-        (the caller checks `responded`), and the pool's retry budget."""
-        pool = self.pool
-        route = self.route
-        assert pool is not None and route is not None
-        tried = len(self.excluded)
-        if (
-            not on
-            or self.body is None
-            or self.informed
-            or not route.retry.allows(tried)
-            or tried >= len(pool.servers)
-        ):
-            return False
-        if not pool.budget.acquire(time.perf_counter(), route.retry.budget):
-            log.info("pool %s: retry budget spent, not retrying %r", pool.name, self)
-            return False
-        RETRIES.labels(pool.name).inc()
-        return True
-
-    def _retry_status(self, status: int) -> bool:
-        """The server answered a status the route retries on: unless the retry is refused,
-        its answer is discarded (never sent to the client) and another server asked."""
-        server = self.server
-        assert server is not None and self.pool is not None
-        self.excluded |= {server.state}
-        if not self._may_retry(True):
-            return False
-        log.info("server %s answered %d to %r: retrying elsewhere", server.address, status, self)
-        if self.pool.passive is not None:
-            self.pool.passive.observe(server.state, True)
-        self.detail = f"server {server.address} answered {status}"
-        self._drop_upstream()  # its response is not read: the socket cannot be reused
-        self._free_slot()
-        self._connect()
-        return True
-
-    def _wait(self, queue: WaitingRoom) -> None:
-        """Every server this request could use is at its max_connections: wait for a slot."""
-        if self.queued is not None:
-            queue.requeue(self)  # woken, but the slot went elsewhere: first in line again
-        elif not queue.put(self):
-            self.fail(
-                Reason.queue_full,
-                f"every server of pool {queue.name} is at max_connections "
-                f"and {queue.max} requests wait already",
-            )
-
-    def dequeued(self) -> None:
-        """A slot freed up (WaitingRoom.wake)."""
-        if not self.finished:
-            self._connect()
-
-    def queue_timeout(self) -> None:
-        if not self.finished:
-            assert self.pool is not None and self.pool.waiting is not None
-            self.fail(
-                Reason.queue_timeout,
-                f"waited {self.pool.waiting.timeout:g}s for a server of pool {self.pool.name} "
-                "under its max_connections",
-            )
-
-    def _attach(self, upstream: UpstreamConnection) -> None:
-        head = self.head
-        route = self.route
-        assert head is not None and route is not None
-        self.upstream = upstream
+        pool_name = session.pool or route.pool  # a split's arm, set by its filter
+        assert pool_name is not None
+        session.pool = pool_name
         conn = self.conn
-        # Body bytes held while waiting for a server (connecting, or queued for a slot) may
-        # have paused the client; they go out now, so it is read again. An idle connection
-        # taken straight from the pool never passes through `_connected`.
-        if conn.gate.reasons:
-            conn.gate.resume(CONNECTING)
-        self.tunnel = tunnel = head.upgrade is not None
         data = request_to_server(
-            head, conn.client_ip, conn.proto, self.request_id, tunnel, conn.subject
+            head, conn.client_ip, conn.proto, session.request_id, head.upgrade is not None,
+            conn.subject,
+        )  # fmt: skip
+        timeouts = route.timeouts
+        call = UpstreamCall(
+            conn.proxy,
+            self.runtime.pools[pool_name],
+            session,
+            data,
+            self,
+            route.retry,
+            timeouts.request,
+            timeouts.tunnel,
         )
-        body = self.body
-        if body:
-            chunks = [encode_chunk(c) for c in body] if head.chunked else body
-            data += b"".join(chunks)
-        if self.request_done and head.chunked:
-            data += LAST_CHUNK
-        if body is not None and self.body_buffered > REPLAY_BUFFER:
-            self.body = None  # too large to send twice: no more retries
-        upstream.send(self, data, head.method, route.timeouts.request, tunnel)
-        if conn.write_paused:
-            upstream.transport.pause_reading()  # type: ignore[union-attr]
+        self.call = call
+        self.state = UPSTREAM
+        held = self.held
+        self.held = None
+        if held:
+            for chunk in held:
+                call.send_body(chunk)
+            if conn.gate.reasons:
+                conn.gate.resume(CONNECTING)  # the call holds or sends them now
+        if self.request_done:
+            call.end_body()
+        call.start()
 
     # Request body, from the client ----------------------------------------------------------
 
     def on_request_body(self, data: bytes) -> None:
-        if self.finished:
+        if self.state >= COMPLETE:
             return  # already answered (e.g. 413); the rest of this read is dropped
         self.body_bytes += len(data)
-        route = self.route
-        if (
-            route is not None
-            and route.max_body_size is not None
-            and self.body_bytes > route.max_body_size
-        ):
+        route = self.session.route
+        limit = route.max_body_size if route is not None else None
+        if limit is not None and self.body_bytes > limit:
             self.conn.gate.pause(PIPELINED)
             if not self.responded:
-                self._drop_upstream()
-                self.fail(Reason.body_too_large, f"body over {route.max_body_size} bytes")
+                self.fail(Reason.body_too_large, f"body over {limit} bytes")
             else:
                 self.abort_request()
             return
-        upstream = self.upstream
-        if upstream is not None and self.body is None:
-            if upstream.transport is not None:
-                upstream.transport.write(encode_chunk(data) if self.head.chunked else data)  # type: ignore[union-attr]
-            upstream.deadline = self.conn.proxy.loop.time() + route.timeouts.request  # type: ignore[union-attr]
+        call = self.call
+        if call is not None:
+            call.send_body(data)
             return
-        if self.body is not None:
-            self.body.append(data)
-            self.body_buffered += len(data)
-            if upstream is not None and upstream.transport is not None:
-                # Attached and still keeping a replay copy.
-                upstream.transport.write(encode_chunk(data) if self.head.chunked else data)  # type: ignore[union-attr]
-                if self.body_buffered > REPLAY_BUFFER:
-                    self.body = None
-            elif self.body_buffered > CONNECT_BUFFER:
+        held = self.held
+        if held is not None:
+            held.append(data)
+            self.held_bytes += len(data)
+            if self.held_bytes > CONNECT_BUFFER:
                 self.conn.gate.pause(CONNECTING)
 
     def on_request_end(self) -> None:
         self.request_done = True
-        head = self.head
-        upstream = self.upstream
-        chunked = head is not None and head.chunked
-        if chunked and upstream is not None and upstream.transport is not None:
-            upstream.transport.write(LAST_CHUNK)
-        if self.response_done:
+        if self.call is not None:
+            self.call.end_body()
+        if self.state == COMPLETE:
             self._finish()
 
-    # Response, from the server --------------------------------------------------------------
+    # Sink: the response, from the call -------------------------------------------------------
 
-    def on_response_head(self, head: ResponseHead) -> None:
-        status = head.status
-        req = self.head
+    def call_informational(self, head: ResponseHead) -> None:
+        self.conn.write(informational_to_client(head))
+
+    def call_head(self, head: ResponseHead) -> None:
+        session = self.session
+        req = session.head
         assert req is not None
-        if status < 200:
-            if status == 101 and self.tunnel:
-                self._open_tunnel(head)
-            elif req.version == "1.1":
-                self.conn.write(informational_to_client(head))
-                self.informed = True
-            return
-        route = self.route
-        assert route is not None
-        if (
-            status in route.retry.statuses
-            and req.method in IDEMPOTENT
-            and self._retry_status(status)
-        ):
-            return  # its answer discarded, the request went to another server
-        if self.tunnel:
-            self.tunnel = False  # the server declined the upgrade: a plain response, then close
-            self.client_close = True
-        self.status = status
-        self.responded = True
-        passive = self.pool.passive  # type: ignore[union-attr]  # passive health checks
-        if passive is not None:
-            passive.observe(self.server.state, status >= 500)  # type: ignore[union-attr]
+        status = head.status
+        if req.upgrade is not None:
+            self.client_close = True  # the server declined the upgrade: answer, then close
+        session.status = status
+        self.state = RESPONDING
+        chain = self.chain
+        if chain is not None and chain.response_head:
+            for hook in chain.response_head:
+                hook(session, head, True)
         conn = self.conn
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.deadline = conn.proxy.loop.time() + route.timeouts.request
         chunked = False
         if head.content_length is None and response_has_body(req.method, status):
             if req.version == "1.1":
@@ -446,58 +294,73 @@ class Exchange:
         close = self.client_close or not self.request_done or conn.proxy.stopping
         if close:
             self.client_close = True
-        hsts = conn.listener.hsts
-        extra = None if hsts is None else _hsts_unless_set(head, hsts)
-        if self.cookies:  # sticky arm and server (lb.filters)
-            extra = [*(extra or ()), *((b"set-cookie", v) for v in self.cookies.values())]
+        extra = session.response_fields
         if not close and req.version == "1.0":
             # An HTTP/1.0 client that asked for keep-alive closes unless told it was granted.
             extra = [*(extra or ()), (b"connection", b"keep-alive")]
         conn.write(
-            response_to_client(head, self.request_id, chunked=chunked, close=close, extra=extra)
+            response_to_client(head, session.request_id, chunked=chunked, close=close, extra=extra)
         )
-        self.server_keep_alive = head.keep_alive
 
-    def on_response_body(self, data: bytes) -> None:
-        self.bytes_out += len(data)
+    def call_body(self, data: bytes) -> None:
+        chain = self.chain
+        if chain is not None and chain.response_body:
+            for hook in chain.response_body:
+                data = hook(self.session, data)
+        self.session.bytes_out += len(data)
         self.conn.write(encode_chunk(data) if self.out_chunked else data)
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.deadline = self.conn.proxy.loop.time() + self.route.timeouts.request  # type: ignore[union-attr]
 
-    def on_response_end(self) -> None:
+    def call_end(self) -> None:
         if self.out_chunked:
             self.conn.write(LAST_CHUNK)
-        self.response_done = True
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            gate = self.conn.gate
-            if gate.reasons:
-                gate.resume(SERVER_FULL)  # that socket's full buffer is no reason now
-            if self.request_done and self.server_keep_alive:
-                upstream.release()  # (or closed, if it turns out not to be usable)
-            else:
-                upstream.close()
+        self.state = COMPLETE
+        chain = self.chain
+        if chain is not None and chain.response_end:
+            for hook in chain.response_end:
+                hook(self.session)
         if self.request_done or self.client_close:
             self._finish()
 
+    def call_failed(self, reason: Reason, detail: str) -> None:
+        self.fail(reason, detail)
+
+    def call_broken(self, detail: str) -> None:
+        self.session.detail = detail
+        self.client_close = True
+        self.state = COMPLETE
+        self._finish()
+        self.conn.close()
+
     # Upgrades (WebSocket and others): after 101 the exchange is a byte tunnel ----------------
 
-    def _open_tunnel(self, head: ResponseHead) -> None:
-        self.status = 101
-        self.responded = True
+    def call_tunnel(self, head: ResponseHead) -> None:
+        session = self.session
+        session.status = 101
+        self.state = TUNNEL
         self.client_close = True
-        self._tunnel_active()  # a tunnel lives while bytes flow, up to `timeouts.tunnel` idle
-        self.conn.write(response_to_client(head, self.request_id, chunked=False, close=False))
-        for data in self.tunnel_buffer or ():
-            self._tunnel_to_server(data)
+        self.conn.write(response_to_client(head, session.request_id, chunked=False, close=False))
+        call = self.call
+        if call is not None:
+            for data in self.tunnel_buffer or ():
+                call.tunnel_send(data)
         self.tunnel_buffer = None
         self.conn.gate.resume(UPGRADING)
 
+    def call_tunnel_data(self, data: bytes) -> None:
+        self.session.bytes_out += len(data)
+        self.conn.write(data)
+
+    def call_tunnel_closed(self, detail: str) -> None:
+        if detail:
+            self.session.detail = detail
+        self.state = COMPLETE
+        self._finish()
+        self.conn.close()
+
     def on_tunnel_data_from_client(self, data: bytes) -> None:
-        if self.status == 101:
-            self._tunnel_to_server(data)
+        if self.state == TUNNEL:
+            if self.call is not None:
+                self.call.tunnel_send(data)
         else:
             # Held until the server agrees to switch; the client is not read meanwhile, so
             # this holds one socket read, not whatever the client cares to send.
@@ -506,230 +369,144 @@ class Exchange:
             self.tunnel_buffer.append(data)
             self.conn.gate.pause(UPGRADING)
 
-    def _tunnel_to_server(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.write(data)
-            self._tunnel_active()
-
-    def _tunnel_active(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and self.route is not None:
-            upstream.deadline = self.conn.proxy.loop.time() + self.route.timeouts.tunnel
-
     def tunnel_eof_from_client(self) -> None:
-        upstream = self.upstream
-        transport = upstream.transport if upstream is not None else None
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
-        else:
-            self._drop_upstream()
-            self.response_done = True
-            self._finish()
+        call = self.call
+        if call is not None and call.tunnel_eof():
+            return  # the server's own close then ends the tunnel
+        if call is not None:
+            call.cancel()
+        self.state = COMPLETE
+        self._finish()
 
-    def on_upgrade_data(self, data: bytes) -> None:  # response parser delegate, after a 101
-        self.on_tunnel_data_from_server(data)
+    # Sink: flow control ----------------------------------------------------------------------
 
-    def on_tunnel_data_from_server(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        self.conn.write(data)
-        self._tunnel_active()
-
-    # Flow control --------------------------------------------------------------------------
-
-    def upstream_pause_writing(self) -> None:
+    def pause_request(self) -> None:
         self.conn.gate.pause(SERVER_FULL)
 
-    def upstream_resume_writing(self) -> None:
-        self.conn.gate.resume(SERVER_FULL)
+    def resume_request(self) -> None:
+        gate = self.conn.gate
+        if gate.reasons:
+            gate.resume(SERVER_FULL)
+
+    @property
+    def response_paused(self) -> bool:
+        return self.conn.write_paused
+
+    def cork(self) -> None:
+        self.conn.cork()
+
+    def uncork(self) -> None:
+        self.conn.uncork()
 
     def client_pause_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.pause_reading()
+        if self.call is not None:
+            self.call.pause_response()
 
     def client_resume_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.resume_reading()
+        if self.call is not None:
+            self.call.resume_response()
 
-    # Failures ------------------------------------------------------------------------------
+    # lb's own answers, and endings -----------------------------------------------------------
 
-    def upstream_failed(self, upstream: UpstreamConnection, detail: str, timeout: bool) -> None:
-        """The server connection broke or timed out while this exchange used it."""
-        if upstream is not self.upstream:
-            return
-        self._drop_upstream()
-        server = self.server
-        address = server.address if server is not None else "-"
-        if self.status == 101:
-            if timeout:
-                self.detail = "tunnel idle past timeouts.tunnel"
-                log.info("closing tunnel from %s to %s: idle", self.conn.client_ip, address)
-            self.response_done = True
-            self._finish()
-            self.conn.close()
-            return
-        if timeout and not self.request_done and not self.responded:
-            self.fail(Reason.request_timeout, "request body not received in time")
-            return
-        if not self.responded:
-            # Nothing reached the client yet. A kept-alive connection that was closed under
-            # us (the server timed it out as we reused it) is retried once on a new one, if
-            # the request can be sent again unchanged (RFC 9112 §9.3.1).
-            if (
-                upstream.reused
-                and not timeout
-                and self.body is not None
-                and self.head is not None
-                and (self.head.method in IDEMPOTENT or not self.body_bytes)
-                and self.pool is not None
-                and self.server is not None
-            ):
-                # The same server is fine: it is alive, only that socket was not.
-                self._free_slot()
-                self._connect(fresh=True)
-                return
-            log.warning("server %s failed before answering: %s", address, detail)
-            if self.pool is not None and self.pool.passive is not None and server is not None:
-                self.pool.passive.observe(server.state, True)  # passive health checks
-            if (
-                not timeout
-                and server is not None
-                and self.route is not None
-                and self.head is not None
-                and self.head.method in IDEMPOTENT
-            ):
-                # Reset or closed before any response byte: an idempotent request may go to
-                # another server (a timeout may be a slow answer on its way: never retried).
-                self.excluded |= {server.state}
-                if self._may_retry(self.route.retry.connect_failure):
-                    self._free_slot()
-                    self._connect()
-                    return
-            self.fail(
-                Reason.backend_timeout if timeout else Reason.backend_failed,
-                f"server {address}: {detail}",
+    def answer(self, answer: Answer) -> None:
+        """Respond with `answer` instead of a server's response (nothing was sent yet)."""
+        if self.call is not None:
+            self.call.cancel()  # it may hold part of this request: never reuse its socket
+        session = self.session
+        session.status = answer.status
+        if answer.detail:
+            session.detail = answer.detail
+        self.state = COMPLETE
+        if answer.close or not self.request_done:
+            self.client_close = True  # (a body left unread cannot be skipped safely)
+        conn = self.conn
+        reason = answer.error
+        request = session.head
+        if reason is not None:
+            log.info(
+                "%s: %d %s for %s %s from %s: %s",
+                conn.listener.name,
+                answer.status,
+                reason.name,
+                request.method if request is not None else "-",
+                request.path if request is not None else "-",
+                conn.client_ip,
+                answer.detail,
             )
-            return
-        log.warning("server %s failed mid-response (%d sent): %s", address, self.status, detail)
-        self.detail = f"server {address}: {detail}"
-        self.client_close = True
-        self.response_done = True
-        self._finish()
-        self.conn.close()
-
-    def _redirect_https(self, head: RequestHead) -> None:
-        """A `redirect_https` listener answers every request itself: 308 to https."""
-        location = https_location(head)
-        if location is None:
-            self.fail(Reason.bad_request, "no usable Host header to redirect to https")
-            return
-        self.status = 308
-        self.responded = True
-        self.response_done = True
-        if not self.request_done:
-            self.client_close = True  # the body is not read: the connection cannot be reused
-        self.conn.write(redirect_response(location, self.request_id, self.client_close))
+            conn.proxy.count_error(conn.listener.name, reason.name)
+        if request is None:  # bytes the parser refused: no request to speak of
+            assert reason is not None
+            data = error_response(reason, answer.detail, None, close=True, hsts=conn.listener.hsts)
+        else:
+            head = answer.head()
+            chain = self.chain or self.runtime.chain(conn.listener.name, None)
+            for hook in chain.response_head:
+                hook(session, head, False)
+            data = response_to_client(
+                head,
+                session.request_id,
+                chunked=False,
+                close=self.client_close,
+                extra=session.response_fields,
+            )
+            if reason is not None or request.method != "HEAD":
+                data += answer.body
+        session.bytes_out += len(answer.body)
+        conn.write(data)
         self._finish()
 
     def fail(self, reason: Reason, detail: str) -> None:
         """Answer with lb's own error (nothing was sent to the client yet)."""
-        self._drop_upstream()  # it may hold part of this request: never reuse it
-        self.status = reason.status
-        self.detail = detail
-        self.responded = True
-        self.response_done = True
-        if closes_connection(reason) or not self.request_done:
-            self.client_close = True
-        rid = self.request_id if self.head else None
-        self.conn.write(
-            error_response(
-                reason, detail, rid, close=self.client_close, hsts=self.conn.listener.hsts
-            )
-        )
-        head = self.head
-        log.info(
-            "%s: %d %s for %s %s from %s: %s",
-            self.conn.listener.name,
-            reason.status,
-            reason.name,
-            head.method if head is not None else "-",
-            head.path if head is not None else "-",
-            self.conn.client_ip,
-            detail,
-        )
-        self.conn.proxy.count_error(self.conn.listener.name, reason.name)
-        self._finish()
+        self.answer(Answer.refuse(reason, detail))
 
     def abort_request(self) -> None:
         """The request stream broke after part of it was sent on: close both sides."""
-        self._drop_upstream()
+        if self.call is not None:
+            self.call.cancel()
         self.client_close = True
-        self.detail = self.detail or "request aborted"
+        session = self.session
+        session.detail = session.detail or "request aborted"
         if not self.responded:
-            self.status = 400
-        self.response_done = True
+            session.status = 400
+        self.state = COMPLETE
         self._finish()
         self.conn.close()
 
     def client_lost(self) -> None:
-        if self.finished:
+        if self.state == DONE:
             return
-        self._drop_upstream()
-        if not self.response_done:
-            self.status = (
-                self.status if self.tunnel and self.status == 101 else STATUS_CLIENT_CLOSED
-            )
-            self.detail = self.detail or "client closed the connection"
-        self.response_done = True
+        if self.call is not None:
+            self.call.cancel()
+        session = self.session
+        if self.state < COMPLETE:
+            if not (self.state == TUNNEL and session.status == 101):
+                session.status = STATUS_CLIENT_CLOSED
+            session.detail = session.detail or "client closed the connection"
+        self.state = COMPLETE
         self._finish()
-
-    def _free_slot(self) -> None:
-        """This exchange no longer uses `server` (done, or going to try another): its slot goes
-        to the oldest request waiting in the pool's queue, which may take it at once. Every
-        `in_flight` decrement is here, so none of them forgets the waiters."""
-        server = self.server
-        if server is None:
-            return
-        if not self.finished:
-            self.server = None  # a finished exchange keeps it: the log names its server
-        server.state.in_flight -= 1
-        queue = self.pool.waiting if self.pool is not None else None
-        if queue is not None and queue.waiters:
-            queue.wake()
-
-    def _drop_upstream(self) -> None:
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            # Its resume_writing will never come to this exchange: the client must not stay
-            # paused for a socket it no longer writes to (a retry's new one pauses it anew).
-            self.conn.gate.resume(SERVER_FULL)
-            upstream.abort()
 
     # Log and count: always, exactly once ----------------------------------------------------
 
     def _finish(self) -> None:
-        if self.finished:
+        if self.state == DONE:
             return
-        self.finished = True
-        self._free_slot()
-        if self.queued is not None:
-            self.pool.waiting.remove(self)  # type: ignore[union-attr]  # the client left
-        if self.route is not None and self.route.pool is None:
-            self.runtime.splits[self.route.name].observe(self)  # per-arm metrics, rollback
-        self.conn.proxy.observe(self)
+        self.state = DONE
+        call = self.call
+        if call is not None:
+            self.call = None  # (and the call's `sink` is the only way back: no cycle left)
+            call.cancel()  # (a no-op once its response ended)
+        if self.waiting is not None:
+            self.waiting.cancel()
+        chain = self.chain or self.runtime.chain(self.conn.listener.name, None)
+        session = self.session
+        try:
+            for hook in chain.log:
+                hook(session)
+        except Exception:
+            log.exception("log phase failed for %r", self)
         self.conn.exchange_done(self)
 
     def __repr__(self) -> str:
-        head = self.head
+        head = self.session.head
         what = f"{head.method} {head.path}" if head is not None else "refused"
-        return f"<Exchange {what} status={self.status}>"
-
-
-def _hsts_unless_set(head: ResponseHead, value: bytes) -> list[tuple[bytes, bytes]] | None:
-    """The listener's Strict-Transport-Security, unless the server set its own."""
-    if head.has_field(b"strict-transport-security"):
-        return None
-    return [(b"strict-transport-security", value)]
+        return f"<Exchange {what} {STATES[self.state]} status={self.session.status}>"

@@ -57,8 +57,9 @@ from lb.proxy.pool.resolve import is_ip
 
 if TYPE_CHECKING:
     from lb.proxy.http.connection import UpstreamServer
+    from lb.proxy.pool.pool import PoolRuntime
     from lb.proxy.proxy import Proxy
-    from lb.proxy.runtime import ListenerSettings, PoolRuntime
+from lb.proxy.runtime import ListenerSettings
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 

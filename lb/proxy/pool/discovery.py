@@ -20,7 +20,8 @@ from lb.config.schema import split_address
 from lb.proxy.pool.resolve import is_ip, resolve
 
 if TYPE_CHECKING:
-    from lb.proxy.runtime import PoolRuntime, Runtime
+    from lb.proxy.pool.pool import PoolRuntime
+    from lb.proxy.runtime import Runtime
 
 log = logging.getLogger("lb.discovery")
 

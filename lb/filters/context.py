@@ -1,0 +1,36 @@
+"""What a filter is built from: the config, the listener and route of its chain, and the
+process's services (lb.filters.chain lists the filters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from lb.config.schema import Config
+from lb.core.router import CompiledRoute
+from lb.core.sticky import CookieSigner
+
+if TYPE_CHECKING:
+    from lb.access_log import AccessLog
+    from lb.filters.canary import RouteSplit
+    from lb.filters.sticky import PoolSticky
+    from lb.metrics import RequestMetrics
+    from lb.proxy.runtime import ListenerSettings
+
+
+class Services(Protocol):
+    """What filters use of the process they run in (the `Proxy`), kept across reloads."""
+
+    metrics: RequestMetrics
+    access_log: AccessLog
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    config: Config
+    listener: ListenerSettings
+    route: CompiledRoute | None  # None: the chain for requests no route matches
+    services: Services
+    signer: CookieSigner
+    splits: dict[str, RouteSplit]  # by route name
+    sticky: dict[str, PoolSticky]  # by pool name

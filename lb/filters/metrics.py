@@ -1,0 +1,32 @@
+"""Counting every request (lb_requests_total, lb_request_duration_seconds and
+lb_upstream_requests_total): in the log phase, so whatever ended a request it is counted once."""
+
+from __future__ import annotations
+
+import time
+
+from lb.filters.context import BuildContext, Services
+from lb.proxy.http.pipeline import Filter
+from lb.proxy.http.session import Session
+
+
+class CountRequests(Filter):
+    name = "metrics"
+
+    def __init__(self, services: Services, route: str) -> None:
+        self.services = services
+        self.route = route
+
+    def on_log(self, session: Session) -> None:
+        self.services.metrics.observe(
+            session.listener,
+            self.route,
+            session.pool or "-",
+            session.server,
+            session.status,
+            time.perf_counter() - session.started,
+        )
+
+
+def build(ctx: BuildContext) -> Filter | None:
+    return CountRequests(ctx.services, ctx.route.name if ctx.route is not None else "-")

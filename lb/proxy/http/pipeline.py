@@ -1,0 +1,157 @@
+"""The request pipeline: filters, their hooks, and the chain compiled for each route.
+
+Theory of operation. A request goes through named phases (Pingora's model, DESIGN.md):
+
+    route -> request filters -> choose upstream -> forward
+          -> response-head filters -> response-body filters -> response end -> log
+
+A `Filter` overrides only the hooks it needs; every hook has a no-op default. A `Chain` is
+compiled once per (listener, route) when a config is loaded and keeps, per phase, only the
+filters that override that phase's hook, so a phase no filter uses is an empty tuple and costs
+one falsy test. The exchange (lb.proxy.http.exchange) drives the phases; filters see only a
+`Session` (lb.proxy.http.session), never sockets.
+
+What a hook may do:
+- `on_request` lets the request go on (None), answers it itself (an `Answer`: an error, a
+  redirect, a cached response, a 202), or returns an awaitable (a Redis lookup). The exchange
+  then waits for it, at most `wait_timeout` seconds, and goes on with its result: None or an
+  `Answer`; past the timeout `on_wait_timeout` decides. Only a request that meets such a filter
+  waits: the common request never becomes a coroutine.
+- `on_response_head` may rewrite the head (`ResponseHead.set_field` / `remove_field`) or add
+  fields through the session; `from_server` is False for lb's own answers.
+- `on_response_body` sees each body chunk and returns what goes on (the same bytes, or others).
+- `on_response_end` runs once the whole response went out (store it, count it).
+- `on_log` runs exactly once per request, whatever ended it: metrics and the access log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lb.core.errors import Reason, closes_connection
+from lb.core.http import ResponseHead
+from lb.proxy.http.session import Session
+
+__all__ = ["Answer", "Chain", "Filter", "RequestResult"]
+
+HOOKS = ("on_request", "on_response_head", "on_response_body", "on_response_end", "on_log")
+
+
+class Answer:
+    """A response lb gives itself instead of asking a server."""
+
+    __slots__ = ("body", "close", "detail", "error", "fields", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        fields: list[tuple[bytes, bytes]] | None = None,
+        body: bytes = b"",
+        *,
+        error: Reason | None = None,
+        detail: str = "",
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.fields = fields or []
+        self.body = body
+        self.error = error  # lb refused or failed the request: X-LB-Error, counted as an error
+        self.detail = detail  # logged, and in an error's body
+        self.close = close  # the connection cannot be reused after it
+
+    @classmethod
+    def refuse(cls, reason: Reason, detail: str) -> Answer:
+        """lb's own error (DESIGN.md's table): a plain-text body naming the cause."""
+        body = f"{reason.status} {reason.phrase}: {detail}\n".encode()
+        fields = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"x-lb-error", reason.name.encode()),
+        ]
+        return cls(
+            reason.status,
+            reason.phrase.encode(),
+            fields,
+            body,
+            error=reason,
+            detail=detail,
+            close=closes_connection(reason),
+        )
+
+    def head(self) -> ResponseHead:
+        return ResponseHead(
+            self.status,
+            self.reason,
+            "1.1",
+            list(self.fields),
+            keep_alive=not self.close,
+            content_length=len(self.body),
+            chunked=False,
+        )
+
+    def __repr__(self) -> str:
+        why = f" {self.error.name}" if self.error is not None else ""
+        return f"<Answer {self.status}{why}>"
+
+
+RequestResult = Answer | Awaitable[Answer | None] | None
+
+
+class Filter:
+    """One concern of the request path, built from config. Override only the hooks you need."""
+
+    name = "filter"
+    wait_timeout = 1.0  # seconds an awaitable returned by `on_request` may take
+
+    def on_request(self, session: Session) -> RequestResult:
+        return None
+
+    def on_wait_timeout(self, session: Session) -> Answer | None:
+        """`on_request`'s awaitable took longer than `wait_timeout`: go on (None) or answer."""
+        return None
+
+    def on_response_head(self, session: Session, head: ResponseHead, from_server: bool) -> None:
+        return None
+
+    def on_response_body(self, session: Session, data: bytes) -> bytes:
+        return data
+
+    def on_response_end(self, session: Session) -> None:
+        return None
+
+    def on_log(self, session: Session) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def overrides(f: Filter, hook: str) -> bool:
+    return getattr(type(f), hook) is not getattr(Filter, hook)
+
+
+class Chain:
+    """A route's filters, per phase: only those that override the phase's hook, in order."""
+
+    __slots__ = ("filters", "log", "request", "response_body", "response_end", "response_head")
+
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = tuple(filters)
+        self.request: tuple[Filter, ...] = tuple(f for f in filters if overrides(f, "on_request"))
+        self.response_head: tuple[Callable[[Session, ResponseHead, bool], None], ...] = tuple(
+            f.on_response_head for f in filters if overrides(f, "on_response_head")
+        )
+        self.response_body: tuple[Callable[[Session, bytes], bytes], ...] = tuple(
+            f.on_response_body for f in filters if overrides(f, "on_response_body")
+        )
+        self.response_end: tuple[Callable[[Session], None], ...] = tuple(
+            f.on_response_end for f in filters if overrides(f, "on_response_end")
+        )
+        self.log: tuple[Callable[[Session], Any], ...] = tuple(
+            f.on_log for f in filters if overrides(f, "on_log")
+        )
+
+    def __repr__(self) -> str:
+        return f"<Chain {' '.join(f.name for f in self.filters) or '(empty)'}>"
