@@ -43,9 +43,7 @@ class ListenerSettings:
 
 
 class Runtime:
-    def __init__(
-        self, config: Config, services: Services, previous: Runtime | None = None
-    ) -> None:
+    def __init__(self, config: Config, services: Services, previous: Runtime | None = None) -> None:
         """`services`: what filters use of the process (metrics, access log). `previous`: the
         runtime this one replaces on reload; servers that stay configured keep their objects
         (see PoolRuntime)."""

@@ -410,7 +410,11 @@ class UpstreamCall:
                 self.informed = True
                 self.sink.call_informational(head)
             return
-        if status in self.retry.statuses and req.method in IDEMPOTENT and self._retry_status(status):
+        if (
+            status in self.retry.statuses
+            and req.method in IDEMPOTENT
+            and self._retry_status(status)
+        ):
             return  # its answer discarded, the request went to another server
         self.state = RECEIVING
         passive = self.pool.passive  # passive health checks
@@ -561,4 +565,3 @@ class UpstreamCall:
         head = self.session.head
         what = f"{head.method} {head.path}" if head is not None else "-"
         return f"<UpstreamCall {what} pool={self.pool.name} {STATES[self.state]}>"
-

@@ -128,9 +128,9 @@ class Exchange:
         listener = self.conn.listener.name
         route = self.runtime.router.match(listener, head)
         self.session.route = route
-        self.chain = self.runtime.chain(listener, route)
+        self.chain = chain = self.runtime.chains[listener, route.name if route else None]
         self.state = FILTERING
-        if self.chain.request:
+        if chain.request:
             self._request_filters(0)
         else:
             self._forward()
