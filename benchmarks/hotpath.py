@@ -20,8 +20,8 @@ from typing import Any
 from lb.config import load_config_text
 from lb.loops import install_best_loop
 from lb.proxy.http.client import ClientConnection
-from lb.proxy.proxy import Proxy
 from lb.proxy.http.connection import UpstreamConnection
+from lb.proxy.proxy import Proxy
 
 CONFIG = """
 version: 1

@@ -21,7 +21,7 @@ from lb.admin.status import status_document, status_page
 from lb.config.schema import split_address
 
 if TYPE_CHECKING:
-    from lb.supervisor import Supervisor
+    from lb.admin.target import Supervised
 
 log = logging.getLogger("lb.admin")
 
@@ -29,7 +29,7 @@ Response = tuple[int, str, bytes]
 
 
 class AdminServer:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervised) -> None:
         self.supervisor = supervisor
         self._server: asyncio.AbstractServer | None = None
 

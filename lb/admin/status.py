@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lb.admin.metrics import samples
 
 if TYPE_CHECKING:
-    from lb.supervisor import Supervisor
+    from lb.admin.target import Supervised
 
 
 Counts = dict[tuple[str, str], float]
@@ -31,7 +31,7 @@ def _counts_and_5xx(metric: str, first: str, second: str) -> tuple[Counts, Count
     return total, errors
 
 
-def status_document(supervisor: Supervisor) -> dict[str, Any]:
+def status_document(supervisor: Supervised) -> dict[str, Any]:
     config = supervisor.config
     requests, errors = _counts_and_5xx("lb_upstream_requests_total", "pool", "server")
     up: dict[tuple[str, str], float] = {}
@@ -86,7 +86,7 @@ def status_document(supervisor: Supervisor) -> dict[str, Any]:
     }
 
 
-def _splits(supervisor: Supervisor) -> dict[str, Any]:
+def _splits(supervisor: Supervised) -> dict[str, Any]:
     """Routes with a split: each arm's weight, traffic, and whether a rollback took it out
     (lb_split_rolled_back is the max over workers: one worker's rollback shows)."""
     from lb.core.rollback import stable_arm
@@ -124,20 +124,20 @@ def _splits(supervisor: Supervisor) -> dict[str, Any]:
     return out
 
 
-def _drained(supervisor: Supervisor) -> set[tuple[str, str]]:
+def _drained(supervisor: Supervised) -> set[tuple[str, str]]:
     """(pool, server) drained through the admin API (lb.proxy.health.channel carries it)."""
     health = getattr(supervisor, "health", None)
     return health.drained if health is not None else set()
 
 
-def _health(supervisor: Supervisor, pool: str, address: str) -> dict[str, Any]:
+def _health(supervisor: Supervised, pool: str, address: str) -> dict[str, Any]:
     """`health` ("up", "down" or "unchecked") and `last_check`, from the supervisor's active
     checks; `up` above also counts each worker's passive ejections (lb_server_up is a min)."""
     health = getattr(supervisor, "health", None)
     return health.state(pool, address) if health is not None else {}
 
 
-def status_page(supervisor: Supervisor) -> str:
+def status_page(supervisor: Supervised) -> str:
     """GET /status: the status document as one plain HTML page (no scripts, no assets)."""
     doc = status_document(supervisor)
     rows = []

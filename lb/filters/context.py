@@ -12,10 +12,10 @@ from lb.core.sticky import CookieSigner
 
 if TYPE_CHECKING:
     from lb.access_log import AccessLog
-    from lb.filters.canary import RouteSplit
-    from lb.filters.sticky import PoolSticky
+    from lb.filters.affinity import PoolSticky
+    from lb.filters.splits import RouteSplit
     from lb.metrics import RequestMetrics
-    from lb.proxy.runtime import ListenerSettings
+    from lb.proxy.listeners import ListenerSettings
 
 
 class Services(Protocol):

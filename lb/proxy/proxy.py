@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lb.access_log import AccessLog
-from lb.config.schema import Config, split_address
+from lb.config.schema import Config
 from lb.core.errors import Reason
 from lb.metrics import (
     ACTIVE_CONNECTIONS,
@@ -33,41 +32,25 @@ from lb.metrics import (
     RequestMetrics,
 )
 from lb.protocols import parser_kind as default_parser_kind
-from lb.proxy.health.checker import worker_health
+from lb.proxy.health.channel import worker_health
 from lb.proxy.http.connection import UpstreamConnection, UpstreamServer, open_connection
 from lb.proxy.l4.common import publish_bytes
 from lb.proxy.l4.reactor import Reactor
 from lb.proxy.l4.tcp import TcpServer
+from lb.proxy.listeners import ListenerSettings
 from lb.proxy.pool.discovery import Discovery
-from lb.proxy.runtime import ListenerSettings, Runtime
+from lb.proxy.runtime import Runtime
+from lb.proxy.sockets import listening_socket
 from lb.proxy.timers import Ticker
 from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
 from lb.proxy.tls.listener import TlsServer
 
 if TYPE_CHECKING:
-    from lb.proxy.http.client import ClientConnection
+    pass
 
 log = logging.getLogger("lb.worker")
 
 CERTIFICATE_CHECK_INTERVAL = 1.0  # seconds between looks at the certificate files' mtimes
-
-
-def listening_socket(bind: str, reuse_port: bool, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    host, port = split_address(bind)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(4096)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class Proxy:
@@ -324,7 +307,7 @@ class Proxy:
 
     # What a connection refused before any request reports (requests: lb.filters) -------
 
-    def log_refusal(self, conn: ClientConnection, reason: Reason, detail: str) -> None:
+    def log_refusal(self, conn: Any, reason: Reason, detail: str) -> None:
         """A connection refused before any request could be parsed (e.g. a head timeout)."""
         if self.access_log.enabled:
             self.access_log.log(

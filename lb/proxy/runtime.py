@@ -7,39 +7,18 @@ config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lb.config.schema import (
     Config,
-    ListenerTlsConfig,
-    ResolvedTimeouts,
 )
 from lb.core.router import CompiledRoute, Router, compile_router
 from lb.core.sni import SniRoutes
-from lb.filters.canary import RouteSplit, build_splits
+from lb.filters.affinity import PoolSticky, build_pool_sticky, signer_for
 from lb.filters.chain import filters_for
 from lb.filters.context import BuildContext, Services
-from lb.filters.sticky import PoolSticky, build_pool_sticky, signer_for
+from lb.filters.splits import RouteSplit, build_splits
 from lb.proxy.http.pipeline import Chain
+from lb.proxy.listeners import ListenerSettings
 from lb.proxy.pool.pool import PoolRuntime
-
-
-@dataclass(frozen=True)
-class ListenerSettings:
-    name: str
-    mode: str
-    bind: str
-    max_header_size: int
-    max_connections: int | None
-    timeouts: ResolvedTimeouts
-    pool: str | None
-    accept_proxy: bool = False
-    # Terminates TLS; the proxy owns the contexts (lb.proxy.tls.contexts).
-    tls: ListenerTlsConfig | None = None
-    redirect_https: bool = False
-    hsts: bytes | None = None  # Strict-Transport-Security value added to responses
-    subject_header: bytes | None = None  # lower-case name for the client certificate's subject
-    sni: SniRoutes | None = None  # tcp listeners with routes: TLS passthrough by server name
 
 
 class Runtime:

@@ -176,7 +176,7 @@ CASES: list[tuple[str, int, list[tuple[Any, ...]], list[bytes], bool, int]] = [
                 "server",
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
                 b"Upgrade: websocket\r\n\r\nfrom-server",
-            ),  # fmt: skip
+            ),
             ("client", b"from-client"),
         ],
         [b"101 Switching Protocols", b"from-server"],

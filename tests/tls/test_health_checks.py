@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lb.proxy.health.checker import LocalHealth
+from lb.proxy.health.local import LocalHealth
 from lb.proxy.health.probes import Target
 from lb.proxy.proxy import Proxy
 from tests.conftest import Origin, handlers, wait_until

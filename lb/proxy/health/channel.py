@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from lb.config.schema import Config
 from lb.metrics import SERVER_UP
-from lb.proxy.health.checker import carry_over
+from lb.proxy.health.local import LocalHealth, WorkerHealth, carry_over
 from lb.proxy.health.probes import ActiveChecker, Key, Target
 
 if TYPE_CHECKING:
@@ -222,3 +222,9 @@ class HealthPublisher:
             with contextlib.suppress(BufferError):
                 self._mm.close()
             self._mm = None
+
+
+def worker_health() -> WorkerHealth:
+    """Read the supervisor's verdicts under `lb run`; probe in this process otherwise."""
+    directory = os.environ.get(HEALTH_DIR_ENV)
+    return SharedHealth(directory) if directory else LocalHealth()

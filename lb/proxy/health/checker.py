@@ -2,7 +2,8 @@
 
 The decisions are in `lb.core.health`, the probes in `lb.proxy.health.probes`. `PoolHealth`
 keeps one pool's health in one worker: a server is healthy (and the balancers send it traffic)
-when its active verdict is UP and it is not passively ejected; it also sets the `lb_server_up` gauge.
+when its active verdict is UP and it is not passively ejected; it also sets the `lb_server_up`
+gauge.
 
 Active checks run once per server, not once per worker: under `lb run` the supervisor probes and
 every worker applies its verdicts from a shared file (`SharedHealth`, lb.proxy.health.channel),
@@ -20,19 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
 from lb.config.schema import PassiveCheck
 from lb.core.balancer import ServerState
-from lb.core.health import OutlierDetector, PassivePolicy, active_checks
+from lb.core.health import OutlierDetector, PassivePolicy
 from lb.metrics import SERVER_UP
-from lb.proxy.health.probes import ActiveChecker, Target
-
-if TYPE_CHECKING:
-    from lb.proxy.runtime import Runtime
 
 log = logging.getLogger("lb.health")
 
@@ -203,68 +198,3 @@ class PoolHealth:
     def __repr__(self) -> str:
         down = [a for a, s in self._states.items() if not s.healthy]
         return f"<PoolHealth {self.name} servers={len(self._states)} down={down}>"
-
-
-# -- the worker's side: probe itself, or read the supervisor's verdicts ------------------------
-
-
-class WorkerHealth(Protocol):
-    def start(self, runtime: Runtime) -> None: ...
-    def reload(self, old: Runtime, new: Runtime) -> None: ...
-    def stop(self) -> None: ...
-
-
-def worker_health() -> WorkerHealth:
-    """Read the supervisor's verdicts under `lb run`; probe in this process otherwise."""
-    # Imported here: lb.proxy.health.channel builds on this module (`carry_over`).
-    from lb.proxy.health.channel import HEALTH_DIR_ENV, SharedHealth
-
-    directory = os.environ.get(HEALTH_DIR_ENV)
-    return SharedHealth(directory) if directory else LocalHealth()
-
-
-def carry_over(old: Runtime, new: Runtime) -> None:
-    """After a reload: each pool of `new` takes what its namesake in `old` knew; the old
-    pools' readmission timers stop."""
-    checked = active_checks(new.config)
-    for name, pool in new.pools.items():
-        previous = old.pools.get(name)
-        if previous is not None:
-            pool.health.carry_over(previous.health, active=name in checked)
-    for pool in old.pools.values():
-        pool.health.close()
-
-
-class LocalHealth:
-    """A worker that probes for itself (no supervisor)."""
-
-    def __init__(self) -> None:
-        self.runtime: Runtime | None = None
-        self.checker = ActiveChecker(self._changed)
-
-    def start(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self._check(runtime)
-
-    def reload(self, old: Runtime, new: Runtime) -> None:
-        carry_over(old, new)
-        self.runtime = new
-        self._check(new)
-
-    def _check(self, runtime: Runtime) -> None:
-        self.checker.set_config(runtime.config)
-        for target in self.checker.targets.values():
-            runtime.pools[target.pool].health.set_active(target.address, target.counter.up)
-        for name in {t.pool for t in self.checker.targets.values()}:
-            runtime.pools[name].health.publish()
-
-    def stop(self) -> None:
-        self.checker.stop()
-        if self.runtime is not None:
-            for pool in self.runtime.pools.values():
-                pool.health.close()
-
-    def _changed(self, target: Target, up: bool) -> None:
-        pool = self.runtime.pools.get(target.pool) if self.runtime is not None else None
-        if pool is not None:
-            pool.health.set_active(target.address, up)

@@ -3,10 +3,11 @@
 Theory of operation. A `ClientConnection` owns one client socket and its request parser (it is
 the parser's delegate). Every request head it parses becomes an `Exchange`
 (lb.proxy.http.exchange), appended to `exchanges`; only `exchanges[0]` talks to a server and
-writes to the client, so pipelined requests are answered in order (RFC 9112 §9.3.2). Requests behind it wait with their bodies
-buffered, and the client socket is paused meanwhile (`PIPELINED`), which bounds that buffer to
-one socket read. When `exchanges[0]` finishes (`exchange_done`), the next one starts, or the
-connection closes, or it waits for another request under the `idle` deadline.
+writes to the client, so pipelined requests are answered in order (RFC 9112 §9.3.2). Requests
+behind it wait with their bodies buffered, and the client socket is paused meanwhile
+(`PIPELINED`), which bounds that buffer to one socket read. When `exchanges[0]` finishes
+(`exchange_done`), the next one starts, or the connection closes, or it waits for another
+request under the `idle` deadline.
 
 Also here: the PROXY protocol header (`accept_proxy`), read before any request; the
 `client_header` deadline, set once per request head so a slow client cannot push it out; the
@@ -31,8 +32,8 @@ from lb.proxy.http.flow import PIPELINED, ReadGate
 from lb.proxy.tls.contexts import client_subject
 
 if TYPE_CHECKING:
-    from lb.proxy.proxy import Proxy
-    from lb.proxy.runtime import ListenerSettings
+    from lb.proxy.host import Host
+    from lb.proxy.listeners import ListenerSettings
 
 log = logging.getLogger("lb.proxy")
 
@@ -57,7 +58,7 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, proxy: Proxy, listener: ListenerSettings) -> None:
+    def __init__(self, proxy: Host, listener: ListenerSettings) -> None:
         self.proxy = proxy
         self.listener = listener
         self.transport: asyncio.Transport | None = None

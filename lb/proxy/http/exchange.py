@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lb.core.errors import HTTPError, Reason, error_response
 from lb.core.http import (
@@ -44,13 +44,12 @@ from lb.core.http import (
     response_to_client,
     valid_request_id,
 )
+from lb.proxy.host import Host
 from lb.proxy.http.call import CONNECT_BUFFER, UpstreamCall
-from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING
+from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING, ReadGate
 from lb.proxy.http.pipeline import Answer, Chain, Filter
 from lb.proxy.http.session import Session
-
-if TYPE_CHECKING:
-    from lb.proxy.http.client import ClientConnection
+from lb.proxy.listeners import ListenerSettings
 
 log = logging.getLogger("lb.proxy")
 
@@ -58,6 +57,25 @@ STATUS_CLIENT_CLOSED = 499  # nginx's convention for "the client went away first
 
 PENDING, FILTERING, UPSTREAM, RESPONDING, TUNNEL, COMPLETE, DONE = range(7)
 STATES = ("pending", "filtering", "upstream", "responding", "tunnel", "complete", "done")
+
+
+class Client(Protocol):
+    """What an exchange uses of its client connection (lb.proxy.http.client)."""
+
+    proxy: Host
+    listener: ListenerSettings
+    client_ip: str
+    proto: bytes
+    subject: tuple[bytes, bytes | None] | None
+    gate: ReadGate
+    write_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def exchange_done(self, exchange: Exchange) -> None: ...
 
 
 class Exchange:
@@ -81,7 +99,7 @@ class Exchange:
         "waiting",
     )
 
-    def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
+    def __init__(self, conn: Client, head: RequestHead | None) -> None:
         self.conn = conn
         self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
         request_id = b"-"
@@ -204,10 +222,10 @@ class Exchange:
         assert pool_name is not None
         session.pool = pool_name
         conn = self.conn
+        tunnel = head.upgrade is not None
         data = request_to_server(
-            head, conn.client_ip, conn.proto, session.request_id, head.upgrade is not None,
-            conn.subject,
-        )  # fmt: skip
+            head, conn.client_ip, conn.proto, session.request_id, tunnel, conn.subject
+        )
         timeouts = route.timeouts
         call = UpstreamCall(
             conn.proxy,

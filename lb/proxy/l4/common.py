@@ -8,13 +8,22 @@ connection or session that saw no byte either way for the listener's `timeouts.i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lb.metrics import TCP_BYTES
+from lb.proxy.listeners import ListenerSettings
 
-if TYPE_CHECKING:
-    from lb.proxy.l4.tcp import TcpConnection
-    from lb.proxy.l4.udp import UdpSession
+
+class Relay(Protocol):
+    """A relaying tcp connection or udp session, as the periodic check sees it."""
+
+    listener: ListenerSettings
+    bytes_in: int
+    bytes_out: int
+    checked: int
+    last_active: float
+    deadline: float
+
 
 Address = tuple[str, int]
 
@@ -43,7 +52,7 @@ def publish_bytes() -> None:
     _unpublished.clear()
 
 
-def flush_bytes(conn: TcpConnection | UdpSession) -> None:
+def flush_bytes(conn: Relay) -> None:
     """Add the bytes relayed since the last flush to `lb_tcp_bytes_total`; `checked` follows
     in the same units."""
     name = conn.listener.name
@@ -55,7 +64,7 @@ def flush_bytes(conn: TcpConnection | UdpSession) -> None:
     conn.bytes_in = conn.bytes_out = 0
 
 
-def idle_check(conn: TcpConnection | UdpSession, now: float) -> bool:
+def idle_check(conn: Relay, now: float) -> bool:
     """The periodic check of a relaying connection (tcp) or session (udp): flush its byte
     counts; False when no byte went either way for the listener's `timeouts.idle` (the caller
     closes it), else True with the next check set."""

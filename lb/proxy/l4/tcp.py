@@ -56,10 +56,10 @@ from lb.proxy.l4.reactor import FAILED, HUNG_UP, READABLE, WRITABLE
 from lb.proxy.pool.resolve import is_ip
 
 if TYPE_CHECKING:
+    from lb.proxy.host import Host
     from lb.proxy.http.connection import UpstreamServer
     from lb.proxy.pool.pool import PoolRuntime
-    from lb.proxy.proxy import Proxy
-from lb.proxy.runtime import ListenerSettings
+from lb.proxy.listeners import ListenerSettings
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
@@ -85,7 +85,7 @@ PREAMBLE, CONNECTING_, FORWARDING, CLOSED = range(4)
 class TcpServer(Acceptor):
     """A tcp listener's listening socket: a `TcpConnection` per accepted client."""
 
-    def __init__(self, proxy: Proxy, sock: socket.socket, listener: str) -> None:
+    def __init__(self, proxy: Host, sock: socket.socket, listener: str) -> None:
         self.proxy = proxy
         super().__init__(proxy.loop, sock, listener)
 
@@ -155,7 +155,7 @@ class TcpConnection:
     )
 
     def __init__(
-        self, proxy: Proxy, listener: ListenerSettings, sock: socket.socket, peer: Any
+        self, proxy: Host, listener: ListenerSettings, sock: socket.socket, peer: Any
     ) -> None:
         self.proxy = proxy
         self.listener = listener

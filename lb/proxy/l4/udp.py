@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 from lb.proxy.l4.common import IDLE_CHECK, Address, flush_bytes, idle_check
 
 if TYPE_CHECKING:
+    from lb.proxy.host import Host
     from lb.proxy.http.connection import UpstreamServer
-    from lb.proxy.proxy import Proxy
-    from lb.proxy.runtime import ListenerSettings
+    from lb.proxy.listeners import ListenerSettings
 
 log = logging.getLogger("lb.l4")  # one logger name for tcp and udp, as before the split
 
 
-async def start_udp(proxy: Proxy, settings: ListenerSettings) -> Address:
+async def start_udp(proxy: Host, settings: ListenerSettings) -> Address:
     """Bind a udp listener; returns the bound address."""
-    from lb.proxy.proxy import listening_socket
+    from lb.proxy.sockets import listening_socket
 
     sock = listening_socket(settings.bind, proxy.reuse_port, socket.SOCK_DGRAM)
     proxy.connections.setdefault(settings.name, set())
@@ -70,7 +70,7 @@ class UdpListener(asyncio.DatagramProtocol):
     split. A session ends after `timeouts.idle` without a datagram either way; the client's
     next datagram starts a new one (and may get another server)."""
 
-    def __init__(self, proxy: Proxy, name: str) -> None:
+    def __init__(self, proxy: Host, name: str) -> None:
         self.proxy = proxy
         self.name = name
         self.transport: asyncio.DatagramTransport | None = None

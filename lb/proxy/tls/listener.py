@@ -49,7 +49,7 @@ from lb.core.proxy_protocol import parse as parse_proxy
 from lb.proxy.acceptor import Acceptor
 
 if TYPE_CHECKING:
-    from lb.proxy.proxy import Proxy
+    from lb.proxy.host import Host
     from lb.proxy.tls.contexts import ListenerTls
 
 log = logging.getLogger("lb.tls")
@@ -68,7 +68,7 @@ class TlsServer(Acceptor):
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: Host,
         sock: socket.socket,
         tls: ListenerTls,
         listener: str,
