@@ -75,12 +75,34 @@ class Sink(Protocol):
     def call_tunnel_closed(self, detail: str) -> None: ...
     def pause_request(self) -> None: ...
     def resume_request(self) -> None: ...
+
     @property
-    def response_paused(self) -> bool:
-        """The sink's own reader cannot take more now: read nothing from a new connection."""
+    def client(self) -> Client:
+        """Where the response goes: its writes are corked around each server read."""
+
+
+class Client(Protocol):
+    """The sink's reader (a client connection), or `NO_CLIENT`."""
+
+    write_paused: bool  # it cannot take more now: read nothing more from the server
 
     def cork(self) -> None: ...
     def uncork(self) -> None: ...
+
+
+class _NoClient:
+    """For sinks with no client behind them (a cache refresh, an offload job)."""
+
+    write_paused = False
+
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
+
+
+NO_CLIENT: Client = _NoClient()
 
 
 class Upstreams(Protocol):
@@ -100,6 +122,7 @@ class UpstreamCall:
         "body_buffered",
         "body_bytes",
         "chunked",
+        "client",
         "data",
         "excluded",
         "informed",
@@ -111,6 +134,7 @@ class UpstreamCall:
         "server",
         "session",
         "sink",
+        "source_paused",
         "state",
         "timeout",
         "tunnel_timeout",
@@ -129,6 +153,7 @@ class UpstreamCall:
         retry: RetryPolicy,
         timeout: float,
         tunnel_timeout: float = 0.0,
+        wants_tunnel: bool = False,
     ) -> None:
         head = session.head
         assert head is not None
@@ -137,11 +162,13 @@ class UpstreamCall:
         self.session = session
         self.data = head_bytes  # the request head as the server gets it
         self.sink = sink
+        self.client = sink.client
+        self.source_paused = False  # this call asked the sink to stop reading the request
         self.retry = retry
         self.timeout = timeout  # no byte from the server for this long: 504
         self.tunnel_timeout = tunnel_timeout
         self.chunked = head.chunked
-        self.wants_tunnel = head.upgrade is not None
+        self.wants_tunnel = wants_tunnel  # an Upgrade request: a 101 opens a tunnel
         self.state = IDLE
         self.server: UpstreamServer | None = None
         self.upstream: UpstreamConnection | None = None
@@ -179,7 +206,7 @@ class UpstreamCall:
             if self.body_buffered > REPLAY_BUFFER:
                 self.body = None  # too large to send twice: no more retries
         elif self.body_buffered > CONNECT_BUFFER:
-            self.sink.pause_request()
+            self._pause_source()
 
     def end_body(self) -> None:
         self.request_done = True
@@ -324,10 +351,11 @@ class UpstreamCall:
         self.state = SENT
         # Body bytes held while connecting may have paused the source: they go out now (and
         # if that fills the socket's buffer, `upstream_pause_writing` pauses it again).
-        self.sink.resume_request()
+        if self.source_paused:
+            self._resume_source()
         method = self.session.head.method  # type: ignore[union-attr]  # a call has a head
         upstream.send(self, data, method, self.timeout, self.wants_tunnel)
-        if self.sink.response_paused and upstream.transport is not None:
+        if self.client.write_paused and upstream.transport is not None:
             upstream.transport.pause_reading()
 
     # Retries (lb.core.retry) and the waiting room (lb.proxy.pool.waiting) -------------------
@@ -437,7 +465,8 @@ class UpstreamCall:
         self.upstream = None
         self.state = DONE
         if upstream is not None:
-            self.sink.resume_request()  # that socket's full buffer is no reason now
+            if self.source_paused:
+                self._resume_source()  # that socket's full buffer is no reason now
             if self.request_done and self.keep_alive:
                 upstream.release()  # (or closed, if it turns out not to be usable)
             else:
@@ -463,16 +492,18 @@ class UpstreamCall:
     # The connection's signals --------------------------------------------------------------
 
     def upstream_pause_writing(self) -> None:
-        self.sink.pause_request()
+        self._pause_source()
 
     def upstream_resume_writing(self) -> None:
+        self._resume_source()
+
+    def _pause_source(self) -> None:
+        self.source_paused = True
+        self.sink.pause_request()
+
+    def _resume_source(self) -> None:
+        self.source_paused = False
         self.sink.resume_request()
-
-    def cork(self) -> None:
-        self.sink.cork()
-
-    def uncork(self) -> None:
-        self.sink.uncork()
 
     def upstream_failed(self, upstream: UpstreamConnection, detail: str, timeout: bool) -> None:
         """The server connection broke or timed out while this call used it."""
@@ -558,7 +589,8 @@ class UpstreamCall:
         if upstream is not None:
             # Its resume_writing will never come: the source must not stay paused for a socket
             # no longer written to (a retry's new one pauses it anew).
-            self.sink.resume_request()
+            if self.source_paused:
+                self._resume_source()
             upstream.abort()
 
     def __repr__(self) -> str:

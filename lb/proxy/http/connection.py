@@ -83,6 +83,12 @@ class Caller(ResponseDelegate, Protocol):
     def upstream_failed(self, upstream: UpstreamConnection, detail: str, timeout: bool) -> None: ...
     def upstream_pause_writing(self) -> None: ...
     def upstream_resume_writing(self) -> None: ...
+
+    @property
+    def client(self) -> Corkable: ...
+
+
+class Corkable(Protocol):
     def cork(self) -> None: ...
     def uncork(self) -> None: ...
 
@@ -119,7 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
             # A server must not speak while idle (RFC 9112 §9.3); its state is unknown now.
             self.close()
             return
-        call.cork()  # what this read gives the client leaves in one write
+        client = call.client
+        client.cork()  # what this read gives the client leaves in one write
         try:
             self.parser.feed(data)
         except HTTPError as err:
@@ -132,7 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
                 log.info("%s: %s after a complete response, closing", self, err.detail)
                 self.abort()  # its parser is broken: never reuse it
         finally:
-            call.uncork()
+            client.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too

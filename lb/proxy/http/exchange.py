@@ -222,7 +222,7 @@ class Exchange:
         assert pool_name is not None
         session.pool = pool_name
         conn = self.conn
-        tunnel = head.upgrade is not None
+        tunnel = head.upgrade is not None  # (a property: read once)
         data = request_to_server(
             head, conn.client_ip, conn.proto, session.request_id, tunnel, conn.subject
         )
@@ -236,6 +236,7 @@ class Exchange:
             route.retry,
             timeouts.request,
             timeouts.tunnel,
+            tunnel,
         )
         self.call = call
         self.state = UPSTREAM
@@ -293,7 +294,7 @@ class Exchange:
         req = session.head
         assert req is not None
         status = head.status
-        if req.upgrade is not None:
+        if self.call is not None and self.call.wants_tunnel:
             self.client_close = True  # the server declined the upgrade: answer, then close
         session.status = status
         self.state = RESPONDING
@@ -407,14 +408,8 @@ class Exchange:
             gate.resume(SERVER_FULL)
 
     @property
-    def response_paused(self) -> bool:
-        return self.conn.write_paused
-
-    def cork(self) -> None:
-        self.conn.cork()
-
-    def uncork(self) -> None:
-        self.conn.uncork()
+    def client(self) -> Client:
+        return self.conn
 
     def client_pause_writing(self) -> None:
         if self.call is not None:
