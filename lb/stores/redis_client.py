@@ -197,7 +197,10 @@ def _make_client(s: RedisSettings) -> Redis:
     }
     if s.sentinel is not None:
         sentinels = [split_address(a) for a in s.sentinel.addresses]
-        sentinel_kwargs: dict[str, Any] = {"socket_timeout": s.timeout, "socket_connect_timeout": s.timeout}
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": s.timeout,
+            "socket_connect_timeout": s.timeout,
+        }
         if s.sentinel.password is not None:
             sentinel_kwargs["password"] = s.sentinel.password
         manager = Sentinel(
