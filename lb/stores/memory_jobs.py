@@ -228,12 +228,12 @@ class MemoryJobQueue:
             if record is None or record.status in (JobStatus.CANCELLED, JobStatus.DONE):
                 q.in_flight.pop(handle, None)
                 continue
-            record.attempt += 1
-            if record.attempt > policy.max_attempts:  # its workers kept dying on it
+            if record.attempt >= policy.max_attempts:  # its workers kept dying on it
                 q.in_flight.pop(handle, None)
                 reason = f"no acknowledgement within {policy.ack_timeout:g}s"
-                self._bury(q, record, record.reason or reason, policy)
+                self._bury(q, record, reason, policy)
                 continue
+            record.attempt += 1
             record.status, record.updated_at = JobStatus.RUNNING, self._wall()
             return Job(record.id, record.queue, record.payload, record.attempt, handle)
 

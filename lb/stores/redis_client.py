@@ -183,6 +183,11 @@ def connect(settings: RedisSettings, previous: RedisConnection | None) -> RedisC
     return RedisConnection(settings)
 
 
+def is_unavailable(e: BaseException) -> bool:
+    """True for the errors that mean Redis is not there (not that it refused a command)."""
+    return isinstance(e, _UNAVAILABLE)
+
+
 def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
