@@ -257,8 +257,9 @@ class RedisJobQueue:
 
             entry = await self._conn.call(reclaim)
             if entry is None:
-                # Wake at least every second to look for silent deliveries again.
-                wait = min(max(0.0, deadline - loop.time()), 1.0)
+                # Wake often enough to look for silent deliveries again.
+                poll = min(1.0, max(0.01, policy.ack_timeout / 4))
+                wait = min(max(0.0, deadline - loop.time()), poll)
 
                 async def read(r: Redis, wait: float = wait) -> Entry | None:
                     return await _with_group(r, stream, lambda: _read(r, stream, consumer, wait))
