@@ -95,6 +95,7 @@ class RedisConnection:
     ) -> T:
         """Run `operation(client)` within `timeout` [the configured one]; translate errors."""
         if not self.up:
+            self._ensure_probe()  # e.g. the loop that ran the last probe is gone
             raise StoreUnavailable(f"redis is down: {self.last_error}")
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.timeout):
@@ -118,6 +119,9 @@ class RedisConnection:
             self._gauge.set(0)
             if self._became_up is not None:
                 self._became_up.clear()
+        self._ensure_probe()
+
+    def _ensure_probe(self) -> None:
         if (self._probe is None or self._probe.done()) and not self._closed:
             with contextlib.suppress(RuntimeError):  # no running loop: the next call starts it
                 self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
