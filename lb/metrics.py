@@ -107,3 +107,20 @@ class RequestMetrics:
 
 
 _BOUNDS: list[float] = list(REQUEST_DURATION._upper_bounds)
+
+
+# lb_redis_up (issue 12): made on first use, by a process whose config has `redis:`. A gauge
+# without labels exists, at 0, from the moment it is made, so a module-level one would read
+# "down" in every process that never configured Redis (and win the min across processes).
+_redis_up: Gauge | None = None
+
+
+def redis_up_gauge() -> Gauge:
+    global _redis_up
+    if _redis_up is None:
+        _redis_up = Gauge(
+            "lb_redis_up",
+            "1 while this process reaches Redis within its timeout (min over processes)",
+            multiprocess_mode="min",
+        )
+    return _redis_up

@@ -12,9 +12,13 @@ import contextlib
 import gc
 import hashlib
 import json
+import os
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -605,3 +609,129 @@ def lb_garbage() -> Iterator[list[str]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# A private redis-server (never the one a developer may run on 6379).
+
+
+class RedisServer:
+    """A `redis-server` of the test session's own, on a free port of 127.0.0.1.
+
+    `stop()` ends it (SIGTERM to its PID, then SIGKILL if needed) and `start()` brings it
+    back on the same port, with the same data directory: with `appendonly`, what was written
+    before `stop()` is there again. `flushall()` empties it between tests.
+    """
+
+    def __init__(self, *, appendonly: bool = False) -> None:
+        self.appendonly = appendonly
+        self.dir = tempfile.mkdtemp(prefix="lb-redis-")
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        args += ["--save", "", "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        log = open(os.path.join(self.dir, "redis.log"), "ab")  # noqa: SIM115 (the child's)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # this PID only; redis-server writes its AOF and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def ping(self) -> bool:
+        return self.command("PING") == b"+PONG"
+
+    def flushall(self) -> None:
+        if self.command("FLUSHALL") != b"+OK":
+            raise RuntimeError("redis-server did not flush")
+
+    def command(self, *words: str) -> bytes | None:
+        """One inline command; the first line of the answer, or None when unreachable."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(" ".join(words).encode() + b"\r\n")
+                answer = b""
+                while not answer.endswith(b"\r\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer.split(b"\r\n", 1)[0]
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_session(appendonly: bool) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (./scripts/test installs it)")
+    server = RedisServer(appendonly=appendonly)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    yield from _redis_session(appendonly=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server_durable_session() -> Iterator[RedisServer]:
+    yield from _redis_session(appendonly=True)
+
+
+@pytest.fixture
+def redis_server(redis_server_session: RedisServer) -> RedisServer:
+    """The session's redis-server, running and empty (a test that stopped it is forgiven)."""
+    redis_server_session.start()
+    redis_server_session.flushall()
+    return redis_server_session
+
+
+@pytest.fixture
+def redis_server_durable(redis_server_durable_session: RedisServer) -> RedisServer:
+    """Like `redis_server`, with `appendonly yes` (fsync always): for durability tests."""
+    redis_server_durable_session.start()
+    redis_server_durable_session.flushall()
+    return redis_server_durable_session

@@ -89,6 +89,7 @@ def _check(config: Config) -> Iterator[tuple[Loc, str]]:
     yield from _pools(config)
     yield from tls_problems(config)
     yield from _binds(config)
+    yield from _redis(config)
 
 
 # -- keys accepted by the schema whose feature is not built yet ------------------------------
@@ -115,6 +116,25 @@ def _not_built(value: object, loc: Loc) -> Iterator[tuple[Loc, str]]:
     elif isinstance(value, list | tuple):
         for i, child in enumerate(value):
             yield from _not_built(child, (*loc, i))
+
+
+# -- redis -------------------------------------------------------------------------------------
+
+
+def _redis(config: Config) -> Iterator[tuple[Loc, str]]:
+    redis = config.redis
+    if redis is None or redis.url is None:
+        return
+    # A url carries its own database and credentials; a second place to say them would let
+    # the two disagree.
+    examples = {
+        "db": "redis://host:6379/2",
+        "username": "redis://user:password@host:6379/0",
+        "password": "redis://:password@host:6379/0",
+    }
+    for key, example in examples.items():
+        if getattr(redis, key) is not None:
+            yield ("redis", key), f"only with sentinel; with url, put it in the url: {example}"
 
 
 # -- listeners --------------------------------------------------------------------------------

@@ -247,11 +247,11 @@ CASES = [
         "routes:\n"
         "  - pool: app\n"
         "    cache: {default_ttl: 60s}\n"
-        "redis: {url: 'redis://127.0.0.1'}\n",
+        "queues: {reports: {}}\n",
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
             "routes[0].cache: not built yet: the response cache; remove this key (line 8)",
-            "redis: not built yet: Redis-backed stores; remove this key (line 9)",
+            "queues: not built yet: queue offload; remove this key (line 9)",
         ],
         id="not-built",
     ),
