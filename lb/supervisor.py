@@ -48,6 +48,7 @@ from lb.config.schema import split_address
 if TYPE_CHECKING:
     # Imported in run(): after the metrics dir is set.
     from lb.proxy.health.channel import HealthPublisher
+    from lb.stores import Stores
 
 log = logging.getLogger("lb.supervisor")
 
@@ -81,6 +82,11 @@ class Supervisor:
         self._failed = asyncio.Event()  # a worker of the first start died before it was ready
         self._all_ready = asyncio.Event()
         self.health: HealthPublisher | None = None  # active health checks, once for all workers
+        # The supervisor's own Redis client (when `redis:` is set): the admin API's view of it.
+        from lb.stores import build_stores  # (after the metrics dir is set: see run())
+
+        self.stores: Stores = build_stores(config)
+        self._retiring: asyncio.Future[None] | None = None
 
     # Config --------------------------------------------------------------------------------
 
@@ -104,6 +110,11 @@ class Supervisor:
         self.generation += 1
         self.config = config
         self.loaded_at = time.time()
+        from lb.stores import build_stores, retire
+
+        old_stores, self.stores = self.stores, build_stores(config, self.stores)
+        if self.stores is not old_stores:
+            self._retiring = asyncio.ensure_future(retire(old_stores, self.stores))
         if self.health is not None:
             self.health.reload(config)  # before the workers look for its verdicts
         for worker in self.workers:
@@ -278,6 +289,8 @@ class Supervisor:
                     return 1
             from lb.proxy.health.channel import HealthPublisher
 
+            if self.stores.redis is not None:
+                self.stores.redis.start()
             self.health = HealthPublisher(self.run_dir)
             self.health.start(self.config)
             self.start_workers()
@@ -298,6 +311,9 @@ class Supervisor:
                 await admin.stop()
             if self.health is not None:
                 self.health.stop()
+            from lb.stores import retire
+
+            await retire(self.stores, None)
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

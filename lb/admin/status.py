@@ -44,6 +44,7 @@ def status_document(supervisor: Supervised) -> dict[str, Any]:
         "loaded_at": round(supervisor.loaded_at, 3),
         "generation": supervisor.generation,
         "time": round(time.time(), 3),
+        "redis": supervisor.stores.redis_status(),
         "workers": [
             {
                 "index": w.index,

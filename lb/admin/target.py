@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from lb.config.schema import Config
+from lb.stores import Stores
 
 
 class WorkerView(Protocol):
@@ -19,6 +20,7 @@ class WorkerView(Protocol):
 
 class Supervised(Protocol):
     config: Config
+    stores: Stores
     config_path: str
     loaded_at: float
     generation: int

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from lb.filters.splits import RouteSplit
     from lb.metrics import RequestMetrics
     from lb.proxy.listeners import ListenerSettings
+    from lb.stores import Stores
 
 
 class Services(Protocol):
@@ -23,6 +24,7 @@ class Services(Protocol):
 
     metrics: RequestMetrics
     access_log: AccessLog
+    stores: Stores  # cache, job queue, rate counter (lb.stores); replaced on reload
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from lb.access_log import AccessLog
@@ -44,6 +44,7 @@ from lb.proxy.sockets import listening_socket
 from lb.proxy.timers import Ticker
 from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
 from lb.proxy.tls.listener import TlsServer
+from lb.stores import Stores, build_stores, retire
 
 if TYPE_CHECKING:
     pass
@@ -64,6 +65,9 @@ class Proxy:
         self.health = worker_health()  # active checks: probed here, or read from lb run
         self.access_log = AccessLog(config.access_log)
         self.metrics = RequestMetrics()
+        # Cache, job queue and rate counter: in-process, or one Redis client per process that
+        # a reload keeps while the `redis:` section stays the same (lb.stores).
+        self.stores: Stores = build_stores(config)
         self.runtime = Runtime(config, self)
         self.stopping = False
         self.servers: dict[str, asyncio.AbstractServer] = {}
@@ -75,12 +79,15 @@ class Proxy:
         self._tls_handle: asyncio.TimerHandle | None = None
         self.discovery = Discovery()  # names in server addresses; `.resolve` is injectable
         self._reactor: Reactor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         # Listeners being bound after a reload (await it to know they are up).
         self.listening: asyncio.Task[None] | None = None
 
     # Start and stop -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.stores.redis is not None:
+            self.stores.redis.start()  # connects in the background; down until it answers
         self.ticker.start()
         self.health.start(self.runtime)
         self._schedule_flush()
@@ -138,6 +145,10 @@ class Proxy:
         """Swap in a new config: new connections and new requests use it at once; listeners
         added are bound in the background (`self.listening`)."""
         old = self.runtime
+        old_stores = self.stores
+        self.stores = build_stores(config, old_stores)
+        if self.stores is not old_stores:
+            self._background(retire(old_stores, self.stores))
         try:
             runtime = Runtime(config, self, previous=old)
         except (OSError, ssl.SSLError) as e:  # e.g. a pool's CA file went away since the check
@@ -206,6 +217,18 @@ class Proxy:
                 )
         self._watch_tls()
 
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` without waiting for it; a failure is logged, not lost."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task failed: %r", task.exception())
+
+        task.add_done_callback(done)
+
     def drain(self, pool: str, address: str, drained: bool = True) -> bool:
         """Drain (or enable, `drained=False`) a server in this worker: it gets no new requests,
         those in flight finish. `address` as configured (every server a name resolves to) or
@@ -258,6 +281,7 @@ class Proxy:
         self._publish_active()
         publish_bytes()
         self.access_log.close()
+        await retire(self.stores, None)
 
     def _schedule_flush(self) -> None:
         self.metrics.flush()
