@@ -19,6 +19,7 @@ __all__ = [
     "Directives",
     "delta_seconds",
     "format_http_date",
+    "normal_authority",
     "normalize_field_value",
     "opaque_tag",
     "parse_cache_control",
@@ -271,3 +272,16 @@ def normalize_field_value(value: bytes) -> bytes:
     quoted-string). "gzip,br" and "gzip ,  br" normalize alike."""
     parts = _SEPARATED.findall(value)
     return b"".join(p if p[:1] == b'"' else p.strip(b" \t") for p in parts)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normal_authority(scheme: str, authority: str) -> str:
+    """A URI authority as caches compare it: lower case, without the scheme's default port
+    (RFC 9110 §4.2.3: "example.com:80" and "EXAMPLE.com" are the same http origin)."""
+    authority = authority.strip().lower()
+    host, sep, port = authority.rpartition(":")
+    if sep and port == _DEFAULT_PORTS.get(scheme):
+        return host
+    return authority
