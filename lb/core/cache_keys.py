@@ -93,17 +93,17 @@ def invalidation_targets(
         return []
     authority = request.index.get(b"host", b"").decode("latin-1")
     targets = [uri_key(scheme, authority, request.target, settings)]
-    base = f"{scheme}://{authority}{request.target.decode('latin-1')}"
+    target = request.target.decode("latin-1")
+    # Relative references resolve against the target URI (absolute-form: the target itself).
+    base = target if target[:1] != "/" else f"{scheme}://{authority}{target}"
     origin = (scheme, normal_authority(scheme, authority))
     for name, value in response.headers:
         if name.lower() not in (b"location", b"content-location"):
             continue
         uri = urlsplit(urljoin(base, value.decode("latin-1").strip()))
         if (uri.scheme, normal_authority(uri.scheme, uri.netloc)) == origin:
-            target = uri.path or "/"
-            if uri.query:
-                target += "?" + uri.query
-            key = uri_key(scheme, authority, target.encode("latin-1"), settings)
+            named = (uri.path or "/") + ("?" + uri.query if uri.query else "")
+            key = uri_key(scheme, authority, named.encode("latin-1"), settings)
             if key not in targets:
                 targets.append(key)
     return targets

@@ -548,7 +548,9 @@ def freshen(
     and Set-Cookie (a 304 to one client's revalidation must not hand its cookie to all).
     The Date and Age are the 304's: the freshened response is as old as the 304 says, so a
     stored Age goes, and without a Date in the 304 the time it was received becomes the
-    Date (RFC 9110 §6.6.1)."""
+    Date (RFC 9110 §6.6.1). A 304 without validators is taken to select the stored response:
+    it answers lb's own conditional request, which named that response's validators (and
+    RFC 9110 §15.4.5 has the server repeat an ETag it would have sent)."""
     old, new = _fields_of(stored), _fields_of(not_modified)
     new_etags = parse_entity_tags(_first(new, b"etag", b""))
     old_etags = parse_entity_tags(_first(old, b"etag", b""))

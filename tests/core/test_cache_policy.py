@@ -884,6 +884,13 @@ def test_invalidation_targets(method, status, headers, expected):
     assert invalidation_targets(request, resp(status, headers), "https", S) == expected
 
 
+def test_invalidation_from_an_absolute_form_target():
+    # §4.4 with RFC 9112 §3.2.2: a relative Location resolves against the target URI.
+    request = req("POST", b"https://example.com/a/b")
+    got = invalidation_targets(request, resp(303, [(b"Location", b"c")]), "https", S)
+    assert got == ["GET https://example.com/a/b", "GET https://example.com/a/c"]
+
+
 def test_invalidates_matches_whole_uris_only():
     target = "GET https://example.com/p"
     assert invalidates(target, target) and invalidates(target, target + " #abc")
