@@ -318,8 +318,15 @@ def storable(
     ):
         # §3.5: only with "must-revalidate, public, and s-maxage" may a shared cache reuse it.
         return Storability(False, "authorization")
+    # §5.2.2.7: the qualified form: "a shared cache MUST NOT store the specified field
+    # names", but may store the rest.
+    unshared = frozenset(
+        n.strip().lower().encode("latin-1")
+        for n in (private.split(",") if isinstance(private, str) else ())
+        if n.strip()
+    )
     fields = _fields(response)
-    if b"set-cookie" in fields and not settings.allow_set_cookie:
+    if b"set-cookie" in fields and b"set-cookie" not in unshared and not settings.allow_set_cookie:
         # Not an RFC rule (§7.3 lets Set-Cookie be cached): lb refuses by default, since a
         # cookie stored once is sent to every client.
         return Storability(False, "set-cookie")
@@ -335,18 +342,16 @@ def storable(
     explicit = explicit or (not targeted and b"expires" in fields)
     if not explicit and status not in HEURISTIC_STATUSES:
         return Storability(False, "no freshness")
-    lifetime = freshness_lifetime(response, settings, now)
-    validators = b"etag" in fields or b"last-modified" in fields
-    stale_ok = _window(d, "stale-if-error", settings.stale_if_error) > 0
-    if lifetime <= 0 and not validators and not stale_ok:
-        # Reusable only after a revalidation it cannot take: storing it would be waste.
-        return Storability(False, "never reusable")
-    strip = headers_never_stored(response)
-    if isinstance(private, str):
-        # §5.2.2.7: the qualified form: "a shared cache MUST NOT store the specified field
-        # names", but may store the rest.
-        strip |= {n.strip().lower().encode("latin-1") for n in private.split(",") if n.strip()}
-    return Storability(True, "ok", strip)
+    if not (b"etag" in fields or b"last-modified" in fields):
+        # Without a validator it can only be reused unvalidated: fresh, or stale on error.
+        # When neither can happen, storing it would be waste.
+        fresh = freshness_lifetime(response, settings, now) > 0
+        on_error = _window(d, "stale-if-error", settings.stale_if_error) > 0 and not (
+            "must-revalidate" in d or "proxy-revalidate" in d or "s-maxage" in d
+        )
+        if "no-cache" in d or not (fresh or on_error):
+            return Storability(False, "never reusable")
+    return Storability(True, "ok", headers_never_stored(response) | unshared)
 
 
 def freshness_lifetime(response: ResponseLike, settings: CacheSettings, now: float) -> float:

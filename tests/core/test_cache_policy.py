@@ -369,6 +369,28 @@ def test_private_with_field_names_stores_the_rest():
     assert result and b"x-user" in result.strip
 
 
+def test_private_set_cookie_is_stripped_not_refused():
+    # §5.2.2.7: private="set-cookie": store the response, without its Set-Cookie.
+    r = resp(200, [(CC, b'private="Set-Cookie", max-age=60'), (b"Set-Cookie", b"s=1")])
+    result = storable(req(), r, S, NOW)
+    assert result and b"set-cookie" in result.strip
+
+
+NEVER_REUSABLE = [
+    # Storable by §3, but usable only after a revalidation it has no validator for.
+    pytest.param([(CC, b"no-cache, max-age=60")], False, id="no-cache-no-validator"),
+    # RFC 5861 §4: stale-if-error makes a stale copy useful...
+    pytest.param([(CC, b"max-age=0, stale-if-error=60")], True, id="stale-if-error"),
+    # ...unless must-revalidate forbids serving it stale (§4.2.4).
+    pytest.param([(CC, b"max-age=0, must-revalidate, stale-if-error=60")], False, id="mr"),
+]
+
+
+@pytest.mark.parametrize(("headers", "stored"), NEVER_REUSABLE)
+def test_never_reusable(headers, stored):
+    assert bool(storable(req(), resp(200, headers), S, NOW)) is stored
+
+
 def test_headers_never_stored():
     # §3.1 / RFC 9110 §7.6.1: hop-by-hop, those Connection names, proxy-specific fields.
     r = resp(200, [(b"Connection", b"close, X-Hop"), (b"Proxy-Authenticate", b"Basic")])
