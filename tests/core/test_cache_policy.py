@@ -544,7 +544,6 @@ META_FLAGS = [
     pytest.param(b"max-age=5", "must_revalidate", False),
     # §5.2.2.4: the qualified no-cache form is read as the unqualified one (stricter).
     pytest.param(b'no-cache="set-cookie"', "no_cache", True),
-    # Age: an invalid value says nothing about age: read as stale (§4.2.1's spirit).
 ]
 
 
@@ -554,6 +553,7 @@ def test_stored_meta_flags(cc, flag, expected):
 
 
 def test_invalid_age_header_reads_as_stale():
+    # §5.1 Age is delta-seconds; one that does not parse says nothing about age: stale.
     m = stored_meta(req(), resp(200, [(CC, b"max-age=60"), (b"Age", b"soon")]), S, NOW, NOW)
     assert lookup_decision(m, RequestDirectives(), S, NOW) is not Decision.FRESH
 
