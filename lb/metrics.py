@@ -124,3 +124,19 @@ def redis_up_gauge() -> Gauge:
             multiprocess_mode="min",
         )
     return _redis_up
+
+
+# The response cache (lb.cache, lb.filters.cache).
+CACHE_REQUESTS = Counter(
+    "lb_cache_requests", "Requests on cached routes, by cache result", ["route", "result"]
+)
+CACHE_OBJECTS = Gauge(
+    "lb_cache_objects", "Entries held, by tier", ["tier"], multiprocess_mode="livesum"
+)
+CACHE_BYTES = Gauge("lb_cache_bytes", "Bytes held, by tier", ["tier"], multiprocess_mode="livesum")
+CACHE_STORE_ERRORS = Counter(
+    "lb_cache_store_errors", "Cache reads and writes the shared store failed (Redis down or slow)"
+)
+CACHE_COLLAPSED = Counter(
+    "lb_cache_collapsed_waits", "Cache misses that waited for another request's fetch"
+)

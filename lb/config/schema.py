@@ -388,6 +388,26 @@ class WaitingRoomConfig(Model):
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
 
 
+class CacheKey(Model):
+    """What tells apart the requests a route's cache keeps apart, beyond method and URL."""
+
+    query: Literal["keep", "sort", "ignore"] = "keep"  # the query string as sent, sorted, none
+    headers: list[str] = []  # request fields whose values are part of the key
+    cookies: list[str] = []  # request cookies whose values are part of the key
+
+
+class RouteCache(Model):
+    """A route's `cache`: the response headers (RFC 9111) decide; these fill in."""
+
+    default_ttl: Duration | None = None  # freshness when the response gives none
+    heuristic: bool = False  # 10% of the Last-Modified age (at most a day) when none is given
+    stale_while_revalidate: Duration = 0.0  # when the response does not say
+    stale_if_error: Duration = 0.0  # when the response does not say
+    client_no_cache: Literal["honour", "ignore"] = "honour"  # request no-cache / max-age=0
+    allow_set_cookie: bool = False  # store responses that set cookies
+    key: CacheKey = CacheKey()
+
+
 class Route(Model):
     name: str | None = None
     listeners: list[str] | None = None
@@ -400,7 +420,7 @@ class Route(Model):
     force: Force | None = None
     rollback: Rollback | None = None
     retries: Retries | None = None  # [attempts 1, on connect_failure, budget 20%]
-    cache: NotBuilt = None
+    cache: RouteCache | None = None  # the response cache (top-level `cache` sets its store)
     offload: NotBuilt = None
 
 
@@ -542,6 +562,18 @@ class Redis(Model):
         return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
 
 
+class CacheConfig(Model):
+    """The top-level `cache`: the store every cached route shares."""
+
+    max_memory: Size = 64 * 1024 * 1024  # the in-process tier (the whole cache without redis)
+    local_ttl: Duration = 5.0  # with redis: the most an entry stays in the in-process tier
+    max_object_size: Size = 1024 * 1024  # larger responses stream on, not stored
+    compress: bool = True  # zlib the bodies stored in redis
+    lb_field: str = "LB-Cache-Control"  # lb's own targeted Cache-Control (RFC 9213 style)
+    tag_header: str = "Cache-Tag"  # comma-separated tags, for purge by tag
+    collapse_timeout: Duration = 2.0  # how long concurrent misses wait for the first one
+
+
 class Config(Model):
     version: Literal[1]
     defaults: Defaults = Defaults()
@@ -552,13 +584,12 @@ class Config(Model):
     access_log: AccessLogConfig = AccessLogConfig()
     sticky_secret: Annotated[str, Field(min_length=16)] | None = None  # signs sticky cookies
     redis: Redis | None = None  # absent: in-process stores
-    cache: NotBuilt = None
+    cache: CacheConfig = CacheConfig()
     queues: NotBuilt = None
 
 
 # Keys above typed NotBuilt, with the feature (and issue) a user should look for.
 NOT_BUILT: dict[str, str] = {
-    "cache": "the response cache",
     "offload": "queue offload",
     "queues": "queue offload",
 }

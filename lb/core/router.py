@@ -12,7 +12,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from lb.config.schema import Config, HeaderCondition, Match, ResolvedTimeouts, Route
+from lb.config.schema import (
+    Config,
+    HeaderCondition,
+    Match,
+    ResolvedTimeouts,
+    Route,
+    RouteCache,
+)
 from lb.core.http import RequestHead
 from lb.core.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -28,6 +35,7 @@ class CompiledRoute:
     timeouts: ResolvedTimeouts
     conditions: tuple[Predicate, ...] = field(repr=False)
     retry: RetryPolicy = DEFAULT_POLICY  # route `retries` (lb.core.retry)
+    cache: RouteCache | None = None  # route `cache` (lb.filters.cache)
 
     def matches(self, head: RequestHead) -> bool:
         # A plain loop, not all(...): no generator per route per request on the hot path.
@@ -78,6 +86,7 @@ def compile_router(config: Config) -> Router:
                     timeouts=timeouts,
                     conditions=tuple(compile_match(route.match)),
                     retry=RetryPolicy.from_config(route.retries),
+                    cache=route.cache,
                 )
             )
     return Router(by_listener)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lb.filters import access_log, canary, hsts, metrics, redirect, sticky
+from lb.filters import access_log, cache, canary, hsts, metrics, redirect, sticky
 from lb.filters.context import BuildContext
 from lb.proxy.http.pipeline import Filter
 
@@ -17,6 +17,7 @@ BUILDERS: list[Callable[[BuildContext], Filter | None]] = [
     redirect.build,  # answers before anything else is decided
     canary.build,  # chooses the pool: a split's arm
     sticky.build,  # chooses the server within it
+    cache.build,  # may answer from the cache; stores what the server sends
     hsts.build,
     metrics.build,  # log phase
     access_log.build,  # log phase

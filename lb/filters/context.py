@@ -9,22 +9,35 @@ from typing import TYPE_CHECKING, Protocol
 from lb.config.schema import Config
 from lb.core.router import CompiledRoute
 from lb.core.sticky import CookieSigner
+from lb.proxy.http.call import Upstreams
 
 if TYPE_CHECKING:
     from lb.access_log import AccessLog
+    from lb.cache.cache import ResponseCache
     from lb.filters.affinity import PoolSticky
     from lb.filters.splits import RouteSplit
     from lb.metrics import RequestMetrics
     from lb.proxy.listeners import ListenerSettings
+    from lb.proxy.pool.pool import PoolRuntime
     from lb.stores import Stores
 
 
-class Services(Protocol):
-    """What filters use of the process they run in (the `Proxy`), kept across reloads."""
+class Services(Upstreams, Protocol):
+    """What filters use of the process they run in (the `Proxy`), kept across reloads; as
+    `Upstreams`, it lets a filter make upstream calls of its own (lb.proxy.http.call)."""
 
     metrics: RequestMetrics
     access_log: AccessLog
     stores: Stores  # cache, job queue, rate counter (lb.stores); replaced on reload
+    cache: ResponseCache  # the response cache's tiers (lb.cache)
+
+    @property
+    def runtime(self) -> HasPools:
+        """The newest config (its pools)."""
+
+
+class HasPools(Protocol):
+    pools: dict[str, PoolRuntime]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from lb.access_log import AccessLog
+from lb.cache.cache import ResponseCache
 from lb.config.schema import Config
 from lb.core.errors import Reason
 from lb.metrics import (
@@ -44,7 +45,7 @@ from lb.proxy.sockets import listening_socket
 from lb.proxy.timers import Ticker
 from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
 from lb.proxy.tls.listener import TlsServer
-from lb.stores import Stores, build_stores, retire
+from lb.stores import CacheStore, Stores, build_stores, retire
 
 if TYPE_CHECKING:
     pass
@@ -68,6 +69,7 @@ class Proxy:
         # Cache, job queue and rate counter: in-process, or one Redis client per process that
         # a reload keeps while the `redis:` section stays the same (lb.stores).
         self.stores: Stores = build_stores(config)
+        self.cache = ResponseCache(config.cache, self._shared_cache())
         self.runtime = Runtime(config, self)
         self.stopping = False
         self.servers: dict[str, asyncio.AbstractServer] = {}
@@ -88,6 +90,7 @@ class Proxy:
     async def start(self) -> None:
         if self.stores.redis is not None:
             self.stores.redis.start()  # connects in the background; down until it answers
+        self.cache.start()
         self.ticker.start()
         self.health.start(self.runtime)
         self._schedule_flush()
@@ -149,6 +152,7 @@ class Proxy:
         self.stores = build_stores(config, old_stores)
         if self.stores is not old_stores:
             self._background(retire(old_stores, self.stores))
+        self.cache.reconfigure(config.cache, self._shared_cache())
         try:
             runtime = Runtime(config, self, previous=old)
         except (OSError, ssl.SSLError) as e:  # e.g. a pool's CA file went away since the check
@@ -281,10 +285,17 @@ class Proxy:
         self._publish_active()
         publish_bytes()
         self.access_log.close()
+        self.cache.flush_metrics()
+        await self.cache.close()
         await retire(self.stores, None)
+
+    def _shared_cache(self) -> CacheStore | None:
+        """The cache's shared tier: Redis when configured; else the cache is in-process."""
+        return self.stores.cache if self.stores.redis is not None else None
 
     def _schedule_flush(self) -> None:
         self.metrics.flush()
+        self.cache.flush_metrics()
         self._publish_active()
         publish_bytes()
         self.access_log.maybe_flush()

@@ -250,7 +250,6 @@ CASES = [
         "queues: {reports: {}}\n",
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
-            "routes[0].cache: not built yet: the response cache; remove this key (line 8)",
             "queues: not built yet: queue offload; remove this key (line 9)",
         ],
         id="not-built",

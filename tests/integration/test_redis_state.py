@@ -28,8 +28,7 @@ def test_lb_serves_with_redis_down_and_sees_it_come_back(
         for i in range(10):
             assert request(lb.port, f"/r{i}")[0] == 200
         state = wait_for(
-            lambda: (s := get_json(lb.admin_port, "/api/v1/status")["redis"])["up"] is False
-            and s,
+            lambda: (s := get_json(lb.admin_port, "/api/v1/status")["redis"])["up"] is False and s,
             what="/api/v1/status to say redis is down",
         )
         assert state["configured"] is True and "127.0.0.1" in state["url"]

@@ -1,0 +1,94 @@
+"""A `Sink` with no client: it collects one response whole, up to a size, into a future.
+
+For upstream calls that lb makes on its own behalf: a cache revalidation or background
+refresh, an offload job. Informational responses are skipped; an Upgrade is never asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from lb.core.errors import Reason
+from lb.core.http import ResponseHead
+from lb.proxy.http.call import NO_CLIENT, Client
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    head: ResponseHead | None  # None: no response (see `failure`)
+    body: bytes = b""
+    failure: Reason | None = None  # why there is no whole response
+    detail: str = ""
+
+
+class TooLarge(Exception):
+    """The response is bigger than the collector takes."""
+
+
+class Collector:
+    """Collects the response of one call; `result` resolves once, with a `Collected`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.result: asyncio.Future[Collected] = asyncio.get_running_loop().create_future()
+        self._head: ResponseHead | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.cancel_call: object = None  # set by the caller: the call to cancel when too large
+
+    @property
+    def client(self) -> Client:
+        return NO_CLIENT
+
+    def _resolve(self, collected: Collected) -> None:
+        if not self.result.done():
+            self.result.set_result(collected)
+
+    def call_head(self, head: ResponseHead) -> None:
+        if head.content_length is not None and head.content_length > self.limit:
+            self._too_large()
+            return
+        self._head = head
+
+    def call_informational(self, head: ResponseHead) -> None:
+        pass
+
+    def call_body(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self.limit:
+            self._too_large()
+            return
+        self._chunks.append(data)
+
+    def call_end(self) -> None:
+        self._resolve(Collected(self._head, b"".join(self._chunks)))
+
+    def call_failed(self, reason: Reason, detail: str) -> None:
+        self._resolve(Collected(None, failure=reason, detail=detail))
+
+    def call_broken(self, detail: str) -> None:
+        self._resolve(Collected(None, failure=Reason.backend_failed, detail=detail))
+
+    def _too_large(self) -> None:
+        if not self.result.done():
+            self.result.set_exception(TooLarge(f"response over {self.limit} bytes"))
+        cancel = getattr(self.cancel_call, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+    # No tunnels, no request body to pace.
+    def call_tunnel(self, head: ResponseHead) -> None:
+        self.call_failed(Reason.backend_failed, "unexpected 101")
+
+    def call_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def call_tunnel_closed(self, detail: str) -> None:
+        pass
+
+    def pause_request(self) -> None:
+        pass
+
+    def resume_request(self) -> None:
+        pass
