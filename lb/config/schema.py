@@ -202,6 +202,9 @@ class PoolTls(Model):
     sni: str | None = None  # the name sent and verified [the server's address host]
 
 
+UnderscoresInHeaders = Literal["drop", "pass", "refuse"]
+
+
 class Listener(Model):
     bind: str
     mode: Literal["http", "tcp", "udp"] = "http"
@@ -214,6 +217,8 @@ class Listener(Model):
     hsts: str | None = None  # Strict-Transport-Security value, e.g. "max-age=31536000"
     tls: ListenerTlsConfig | None = None  # terminate TLS (http listeners)
     routes: list[TcpRoute] | None = None  # tcp: TLS passthrough by SNI, first match wins
+    # Header names with "_": dropped before routing and forwarding [drop], kept, or 400.
+    underscores_in_headers: UnderscoresInHeaders | None = None
 
     @field_validator("bind")
     @classmethod

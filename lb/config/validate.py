@@ -149,11 +149,9 @@ def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
             yield (*loc, "pool"), f"required: a {listener.mode} listener sends everything to a pool"
         elif listener.pool not in config.pools:
             yield (*loc, "pool"), _unknown("pool", listener.pool, config.pools)
-        if listener.max_header_size is not None:
-            yield (
-                (*loc, "max_header_size"),
-                f"only for http listeners (this one is mode {listener.mode})",
-            )
+        for key in ("max_header_size", "underscores_in_headers"):
+            if getattr(listener, key) is not None:
+                yield (*loc, key), f"only for http listeners (this one is mode {listener.mode})"
 
 
 _SNI_PATTERN = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?\.)*[a-z0-9_\-]+$")
