@@ -284,7 +284,7 @@ def _cookie_name(v: str) -> str:
     return v
 
 
-def _fraction(v: Any) -> Any:
+def fraction(v: Any) -> Any:
     """ "5%" -> 0.05; a bare number is a fraction from 0 to 1 (0.05), never a percentage."""
     given = v
     if isinstance(v, str):
@@ -344,7 +344,7 @@ class Force(Model):
 class Rollback(Model):
     """Take a canary arm out when its 5xx rate exceeds the stable arm's by max_error_rate."""
 
-    max_error_rate: Annotated[float, BeforeValidator(_fraction)] = 0.05
+    max_error_rate: Annotated[float, BeforeValidator(fraction)] = 0.05
     min_requests: Annotated[int, Field(ge=1)] = 100
     window: Annotated[Duration, Field(gt=0)] = 60.0
 
@@ -365,7 +365,7 @@ class Retries(Model):
 
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
     on: list[Literal["connect_failure"] | int] = [RETRY_ON_CONNECT_FAILURE]
-    budget: Annotated[float, BeforeValidator(_fraction)] = 0.2
+    budget: Annotated[float, BeforeValidator(fraction)] = 0.2
 
     @model_validator(mode="before")
     @classmethod

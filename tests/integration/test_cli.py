@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lb.demo import port_taken
 from tests.integration.helpers import (
@@ -83,6 +84,18 @@ def test_check_reports_schema_and_unknown_pool_problems_in_one_run(tmp_path: Pat
         " (line 3)",
         "routes[0].pool: unknown pool 'api-v3' (known pools: app) (line 5)",
     ]
+
+
+def test_check_print_shows_the_effective_config() -> None:
+    result = run_lb("check", "-c", "config/lb.yaml", "--print")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["defaults"]["timeouts"]["connect"] == "2s"
+    assert printed["listeners"]["web"]["underscores_in_headers"] == "drop"
+    assert printed["routes"][1]["retries"]["budget"] == "20%"
+    assert printed["pools"]["app"]["servers"][0]["weight"] == 1
+    assert printed["access_log"] == {"enabled": True, "path": "-", "format": "json"}
+    assert "config OK" in result.stderr
 
 
 def test_check_missing_file_names_it() -> None:
