@@ -185,6 +185,8 @@ class ListenerTlsConfig(Model):
     client_cert: Literal["required", "optional"] | None = None  # [required when client_ca is set]
     client_subject_header: str | None = None  # the verified client subject goes to servers here
     handshake_timeout: Duration = 10.0  # a client that has not finished its handshake is dropped
+    # Key-exchange groups offered, OpenSSL names [X25519, P-256, P-384: lb.proxy.tls.groups].
+    groups: Annotated[list[str], Field(min_length=1)] | None = None
 
     @field_validator("client_subject_header")
     @classmethod
