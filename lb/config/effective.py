@@ -30,6 +30,7 @@ from lb.config.schema import (
 )
 from lb.config.units import parse_duration, parse_size
 from lb.core.health import active_check
+from lb.proxy.tls.groups import DEFAULT_GROUPS
 
 HIDDEN = "<set: not shown>"
 
@@ -76,8 +77,10 @@ def _listener(listener: Listener, config: Config) -> dict[str, Any]:
         out["underscores_in_headers"] = listener.underscores_in_headers or "drop"
     else:
         del out["max_header_size"], out["underscores_in_headers"]
-    if listener.tls is not None and listener.tls.client_ca is not None:
-        out["tls"]["client_cert"] = listener.tls.client_cert or "required"
+    if listener.tls is not None:
+        out["tls"]["groups"] = list(listener.tls.groups or DEFAULT_GROUPS)
+        if listener.tls.client_ca is not None:
+            out["tls"]["client_cert"] = listener.tls.client_cert or "required"
     return out
 
 

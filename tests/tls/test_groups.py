@@ -8,6 +8,8 @@ import ssl
 import pytest
 import trustme
 
+from lb.config import load_config_text
+from lb.config.effective import effective
 from lb.proxy.tls.groups import DEFAULT_GROUPS, check_groups, set_groups
 from tests.conftest import config_problems, handlers
 from tests.tls.conftest import Pki, get, one_listener_config, tls_connect
@@ -81,6 +83,13 @@ def test_lb_check_refuses_unknown_groups(pki) -> None:
     assert problem.startswith("listeners.web.tls.groups: OpenSSL refuses the groups X25519:P-999")
     config = one_listener_config(pki, "127.0.0.1:9", tls_extra="      groups: []")
     assert any("listeners.web.tls.groups" in p for p in config_problems("version: 1\n" + config))
+
+
+def test_print_shows_the_groups(pki) -> None:
+    config = load_config_text("version: 1\n" + one_listener_config(pki, "127.0.0.1:9"))
+    tls = effective(config)["listeners"]["web"]["tls"]
+    assert tls["groups"] == ["X25519", "P-256", "P-384"]
+    assert (tls["min_version"], tls["handshake_timeout"]) == ("1.2", "10s")
 
 
 def test_groups_helpers() -> None:
