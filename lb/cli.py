@@ -18,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="validate a config and exit")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
+    check.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_config",
+        help="print the effective config, every default filled in (secrets hidden)",
+    )
 
     demo = commands.add_parser(
         "demo", help="run the shipped config with two demo backends on :9001 and :9002"
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "check":
-        return _check(args.config)
+        return _check(args.config, args.print_config)
     if args.command == "run":
         from lb.supervisor import run as run_supervisor
 
@@ -67,8 +73,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _check(path: str) -> int:
+def _check(path: str, print_config: bool = False) -> int:
     from lb.config import ConfigError, load_config, summarize
+    from lb.config.effective import effective_yaml
 
     try:
         config = load_config(path)
@@ -77,5 +84,10 @@ def _check(path: str) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 1
+    if print_config:
+        # The YAML on stdout, loadable as it is; the summary goes to stderr.
+        print(f"# {path}: {summarize(config)}", file=sys.stderr)
+        print(effective_yaml(config), end="")
+        return 0
     print(f"{path}: {summarize(config)}")
     return 0

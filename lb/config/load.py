@@ -7,8 +7,12 @@ Pure apart from `load_config` reading the file. The steps:
 2. Build the pydantic models. Each error pydantic reports becomes one `Problem`: its location
    is walked alongside the model types to drop union tags (`str | HeaderCondition` reports
    every branch) and to name the keys a misspelt one could have meant.
-3. Only once the models are built, run `lb.config.validate` for the cross-field checks (when
-   they cannot be built, keys of features not built yet are still found in the YAML).
+3. Run `lb.config.validate` for the cross-field checks. When the models cannot be built, the
+   entries that failed (a listener, a route, a pool, or a whole top-level section) are left
+   out and the rest is built and cross-checked without them (`_partial_checks`), so schema
+   and cross-reference problems come out in one run; a reference to a name that is defined
+   but failed is not reported again as unknown. Keys of features not built yet are then
+   found in the YAML itself.
 
 Every problem found is reported, never only the first; their lines come from the same
 path -> line table, falling back to the nearest parent key when the key itself is missing.
@@ -33,6 +37,7 @@ from lb.config.schema import Config
 from lb.config.validate import (
     Loc,
     Problem,
+    Skipped,
     did_you_mean,
     format_path,
     not_built_message,
@@ -87,6 +92,7 @@ def load_config_text(text: str, source: str = "<string>", base_dir: str | None =
             # validate() reports these on a built Config; here there is none, so find them in
             # the YAML itself rather than make the user fix the file in two rounds.
             problems.extend(_not_built_in_yaml(document.data, Config, ()))
+            problems.extend(_partial_checks(document.data, e.errors(), base_dir))
         else:
             problems.extend(validate(config))
     if problems or config is None:
@@ -94,6 +100,71 @@ def load_config_text(text: str, source: str = "<string>", base_dir: str | None =
         located.sort(key=lambda p: p.line or 0)  # stable: whole-file problems first
         raise ConfigError(located, source)
     return config
+
+
+# Top-level keys that must be there for `Config` to build: what stands in for one that failed.
+_REQUIRED_STAND_INS: dict[str, Any] = {"version": 1, "listeners": {}}
+_NAMED_MAPS = ("listeners", "pools")
+_ROUNDS = 3  # leaving entries out cannot fail anew in practice; bounded all the same
+
+
+def _partial_checks(data: Any, errors: list[ErrorDetails], base_dir: str | None) -> list[Problem]:
+    """The cross-field checks on what passed the schema: every listener, route and pool (and
+    top-level section) with an error is left out, the rest built and validated. Nothing when
+    the file is not a mapping at all."""
+    if not isinstance(data, dict):
+        return []
+    skip: dict[str, set[Any]] = {"listeners": set(), "pools": set(), "routes": set()}
+    sections: set[str] = set()
+    for _ in range(_ROUNDS):
+        for error in errors:
+            loc = error["loc"]
+            if not loc:
+                return []
+            top = loc[0]
+            if top in skip and len(loc) > 1 and isinstance(data.get(top), dict | list):
+                skip[str(top)].add(loc[1])
+            else:
+                sections.add(str(top))
+        pruned, route_index = _pruned(data, skip, sections)
+        try:
+            config = Config.model_validate(pruned, context={"base_dir": base_dir})
+        except ValidationError as e:
+            errors = e.errors()
+            continue
+        skipped = Skipped(
+            listeners=frozenset(str(n) for n in skip["listeners"]),
+            pools=frozenset(str(n) for n in skip["pools"]),
+            routes=frozenset(i for i in skip["routes"] if isinstance(i, int)),
+            sections=frozenset(sections),
+            route_index=route_index,
+        )
+        return validate(config, skipped)
+    return []
+
+
+def _pruned(
+    data: dict[Any, Any], skip: dict[str, set[Any]], sections: set[str]
+) -> tuple[dict[Any, Any], tuple[int, ...]]:
+    """`data` without the entries in `skip` and the sections in `sections`; and the YAML index
+    of each route kept."""
+    pruned = dict(data)
+    for key in _NAMED_MAPS:
+        entries = pruned.get(key)
+        if isinstance(entries, dict):
+            pruned[key] = {k: v for k, v in entries.items() if k not in skip[key]}
+    route_index: tuple[int, ...] = ()
+    routes = pruned.get("routes")
+    if isinstance(routes, list):
+        kept = [(i, r) for i, r in enumerate(routes) if i not in skip["routes"]]
+        route_index = tuple(i for i, _ in kept)
+        pruned["routes"] = [r for _, r in kept]
+    for key in sections:
+        if key in _REQUIRED_STAND_INS:
+            pruned[key] = _REQUIRED_STAND_INS[key]
+        else:
+            pruned.pop(key, None)
+    return pruned, route_index
 
 
 def summarize(config: Config) -> str:

@@ -185,6 +185,8 @@ class ListenerTlsConfig(Model):
     client_cert: Literal["required", "optional"] | None = None  # [required when client_ca is set]
     client_subject_header: str | None = None  # the verified client subject goes to servers here
     handshake_timeout: Duration = 10.0  # a client that has not finished its handshake is dropped
+    # Key-exchange groups offered, OpenSSL names [X25519, P-256, P-384: lb.proxy.tls.groups].
+    groups: Annotated[list[str], Field(min_length=1)] | None = None
 
     @field_validator("client_subject_header")
     @classmethod
@@ -202,6 +204,9 @@ class PoolTls(Model):
     sni: str | None = None  # the name sent and verified [the server's address host]
 
 
+UnderscoresInHeaders = Literal["drop", "pass", "refuse"]
+
+
 class Listener(Model):
     bind: str
     mode: Literal["http", "tcp", "udp"] = "http"
@@ -214,6 +219,8 @@ class Listener(Model):
     hsts: str | None = None  # Strict-Transport-Security value, e.g. "max-age=31536000"
     tls: ListenerTlsConfig | None = None  # terminate TLS (http listeners)
     routes: list[TcpRoute] | None = None  # tcp: TLS passthrough by SNI, first match wins
+    # Header names with "_": dropped before routing and forwarding [drop], kept, or 400.
+    underscores_in_headers: UnderscoresInHeaders | None = None
 
     @field_validator("bind")
     @classmethod
@@ -279,7 +286,7 @@ def _cookie_name(v: str) -> str:
     return v
 
 
-def _fraction(v: Any) -> Any:
+def fraction(v: Any) -> Any:
     """ "5%" -> 0.05; a bare number is a fraction from 0 to 1 (0.05), never a percentage."""
     given = v
     if isinstance(v, str):
@@ -339,7 +346,7 @@ class Force(Model):
 class Rollback(Model):
     """Take a canary arm out when its 5xx rate exceeds the stable arm's by max_error_rate."""
 
-    max_error_rate: Annotated[float, BeforeValidator(_fraction)] = 0.05
+    max_error_rate: Annotated[float, BeforeValidator(fraction)] = 0.05
     min_requests: Annotated[int, Field(ge=1)] = 100
     window: Annotated[Duration, Field(gt=0)] = 60.0
 
@@ -360,7 +367,7 @@ class Retries(Model):
 
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
     on: list[Literal["connect_failure"] | int] = [RETRY_ON_CONNECT_FAILURE]
-    budget: Annotated[float, BeforeValidator(_fraction)] = 0.2
+    budget: Annotated[float, BeforeValidator(fraction)] = 0.2
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from lb.config.schema import Certificate, Config, Listener, ListenerTlsConfig, PoolTls
 from lb.core.certnames import covers
+from lb.proxy.tls.groups import check_groups
 
 Loc = tuple[str | int, ...]
 
@@ -112,6 +113,10 @@ def _listener_keys(listener: Listener, loc: Loc) -> Iterator[tuple[Loc, str]]:
     if tls is None:
         return
     tloc = (*loc, "tls")
+    if tls.groups is not None:
+        problem = check_groups(tls.groups)
+        if problem is not None:
+            yield (*tloc, "groups"), problem
     if tls.client_ca is None:
         if tls.client_cert is not None:
             yield (

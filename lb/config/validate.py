@@ -77,19 +77,63 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def validate(config: Config) -> list[Problem]:
-    """Every cross-field problem in `config`, in the order of the file's sections."""
-    return [Problem(format_path(loc), message) for loc, message in _check(config)]
+@dataclass(frozen=True)
+class Skipped:
+    """Parts of the YAML that failed the schema, left out of the `Config` being checked (see
+    `lb.config.load`): checks leave them alone, and a name defined there is not "unknown".
+
+    `route_index[k]` is the YAML index of `config.routes[k]` (routes left out shift the list);
+    `sections` are top-level keys left out whole (e.g. `pools` that is not a mapping)."""
+
+    listeners: frozenset[str] = frozenset()
+    pools: frozenset[str] = frozenset()
+    routes: frozenset[int] = frozenset()
+    sections: frozenset[str] = frozenset()
+    route_index: tuple[int, ...] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners or self.pools or self.routes or self.sections)
+
+    def known(self, kind: str, name: str) -> bool:
+        """A listener or pool defined in the YAML but left out: references to it are fine."""
+        names = self.listeners if kind == "listener" else self.pools
+        return name in names or f"{kind}s" in self.sections
+
+    @property
+    def some_routes(self) -> bool:
+        return bool(self.routes) or "routes" in self.sections
+
+    @property
+    def some_users(self) -> bool:
+        """Something that may send traffic to a pool (a route, a listener) was left out."""
+        return self.some_routes or bool(self.listeners) or "listeners" in self.sections
 
 
-def _check(config: Config) -> Iterator[tuple[Loc, str]]:
+_NOTHING_SKIPPED = Skipped()
+
+
+def validate(config: Config, skipped: Skipped = _NOTHING_SKIPPED) -> list[Problem]:
+    """Every cross-field problem in `config`, in the order of the file's sections. `skipped`:
+    what failed the schema and is not in `config` (nothing, for a config that passed)."""
+    return [Problem(format_path(loc), message) for loc, message in _check(config, skipped)]
+
+
+def _check(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
     yield from _not_built(config, ())
-    yield from _listeners(config)
-    yield from _routes(config)
-    yield from _pools(config)
+    yield from _listeners(config, skipped)
+    yield from _routes(config, skipped)
+    yield from _pools(config, skipped)
     yield from tls_problems(config)
     yield from _binds(config)
     yield from _redis(config)
+
+
+def _indexed_routes(config: Config, skipped: Skipped) -> list[tuple[int, Route]]:
+    """(index in the YAML, route) for the routes being checked."""
+    index = skipped.route_index
+    if index is None:
+        return list(enumerate(config.routes))
+    return list(zip(index, config.routes, strict=True))
 
 
 # -- keys accepted by the schema whose feature is not built yet ------------------------------
@@ -152,12 +196,12 @@ def _http_listeners(config: Config) -> list[str]:
     return [name for name, listener in config.listeners.items() if listener.mode == "http"]
 
 
-def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
-    if not config.listeners:
+def _listeners(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
+    if not config.listeners and not skipped.listeners and "listeners" not in skipped.sections:
         yield ("listeners",), "no listeners: define at least one, e.g. web: {bind: '0.0.0.0:8080'}"
     for name, listener in config.listeners.items():
         loc: Loc = ("listeners", name)
-        yield from _l4_keys(config, listener, loc)
+        yield from _l4_keys(config, listener, loc, skipped)
         if listener.mode == "http":
             if listener.pool is not None:
                 yield (
@@ -167,19 +211,19 @@ def _listeners(config: Config) -> Iterator[tuple[Loc, str]]:
             continue
         if listener.pool is None:
             yield (*loc, "pool"), f"required: a {listener.mode} listener sends everything to a pool"
-        elif listener.pool not in config.pools:
+        elif listener.pool not in config.pools and not skipped.known("pool", listener.pool):
             yield (*loc, "pool"), _unknown("pool", listener.pool, config.pools)
-        if listener.max_header_size is not None:
-            yield (
-                (*loc, "max_header_size"),
-                f"only for http listeners (this one is mode {listener.mode})",
-            )
+        for key in ("max_header_size", "underscores_in_headers"):
+            if getattr(listener, key) is not None:
+                yield (*loc, key), f"only for http listeners (this one is mode {listener.mode})"
 
 
 _SNI_PATTERN = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?\.)*[a-z0-9_\-]+$")
 
 
-def _l4_keys(config: Config, listener: Listener, loc: Loc) -> Iterator[tuple[Loc, str]]:
+def _l4_keys(
+    config: Config, listener: Listener, loc: Loc, skipped: Skipped
+) -> Iterator[tuple[Loc, str]]:
     """accept_proxy (tcp and http listeners) and SNI routes (tcp listeners only)."""
     if listener.accept_proxy and listener.mode == "udp":
         yield (*loc, "accept_proxy"), "only for tcp and http listeners (this one is mode udp)"
@@ -208,7 +252,7 @@ def _l4_keys(config: Config, listener: Listener, loc: Loc) -> Iterator[tuple[Loc
                 f"unreachable: routes[{seen[sni]}] matches {route.match.sni!r} first",
             )
         seen.setdefault(sni, k)
-        if route.pool not in config.pools:
+        if route.pool not in config.pools and not skipped.known("pool", route.pool):
             yield (*loc, "routes", k, "pool"), _unknown("pool", route.pool, config.pools)
 
 
@@ -230,11 +274,11 @@ def _describe_route(i: int, route: Route) -> str:
     return f"routes[{i}] {route.name!r}" if route.name else f"routes[{i}]"
 
 
-def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
+def _routes(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
     names: dict[str, int] = {}
-    catch_alls: list[tuple[int, set[str]]] = []
+    catch_alls: list[tuple[int, Route, set[str]]] = []
     served: set[str] = set()
-    for i, route in enumerate(config.routes):
+    for i, route in _indexed_routes(config, skipped):
         loc: Loc = ("routes", i)
         if route.name is not None:
             if route.name in names:
@@ -252,7 +296,8 @@ def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
             for k, name in enumerate(route.listeners):
                 listener = config.listeners.get(name)
                 if listener is None:
-                    yield (*loc, "listeners", k), _unknown("listener", name, config.listeners)
+                    if not skipped.known("listener", name):
+                        yield (*loc, "listeners", k), _unknown("listener", name, config.listeners)
                 elif listener.mode != "http":
                     yield (
                         (*loc, "listeners", k),
@@ -260,30 +305,37 @@ def _routes(config: Config) -> Iterator[tuple[Loc, str]]:
                         "listeners (a tcp or udp listener sends everything to its pool)",
                     )
 
-        yield from _route_target(route, loc, config)
+        yield from _route_target(route, loc, config, skipped)
         yield from _route_affinity(route, loc, config)
 
         applies = _route_listeners(route, config)
         served |= applies
-        for j, covered in catch_alls:
+        for j, before, covered in catch_alls:
             if applies and applies <= covered:
-                before = _describe_route(j, config.routes[j])
-                yield loc, f"unreachable: {before} matches everything before it"
+                yield loc, f"unreachable: {_describe_route(j, before)} matches everything before it"
                 break
         if route.match.is_catch_all():
-            catch_alls.append((i, applies))
+            catch_alls.append((i, route, applies))
 
+    if skipped.some_routes:
+        return  # a route left out may serve any listener
     for name in _http_listeners(config):
         if name not in served and not config.listeners[name].redirect_https:
             yield ("listeners", name), "no route serves this listener"
 
 
-def _route_target(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, str]]:
+def _route_target(
+    route: Route, loc: Loc, config: Config, skipped: Skipped
+) -> Iterator[tuple[Loc, str]]:
     if route.pool is not None and route.split is not None:
         yield loc, "give either pool or split, not both"
     elif route.pool is None and route.split is None:
         yield loc, "needs a pool or a split to send requests to"
-    if route.pool is not None and route.pool not in config.pools:
+    if (
+        route.pool is not None
+        and route.pool not in config.pools
+        and not skipped.known("pool", route.pool)
+    ):
         yield (*loc, "pool"), _unknown("pool", route.pool, config.pools)
     if route.split is None:
         return
@@ -293,7 +345,8 @@ def _route_target(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc,
     seen: dict[str, int] = {}
     for k, arm in enumerate(route.split):
         if arm.pool not in config.pools:
-            yield (*loc, "split", k, "pool"), _unknown("pool", arm.pool, config.pools)
+            if not skipped.known("pool", arm.pool):
+                yield (*loc, "split", k, "pool"), _unknown("pool", arm.pool, config.pools)
         elif arm.pool in seen:
             yield (
                 (*loc, "split", k, "pool"),
@@ -336,7 +389,7 @@ def _route_affinity(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Lo
 # -- pools ------------------------------------------------------------------------------------
 
 
-def _pool_users(config: Config) -> dict[str, str]:
+def _pool_users(config: Config, skipped: Skipped) -> dict[str, str]:
     """Pool name -> the first thing that sends traffic to it, as a path a user can find."""
     users: dict[str, str] = {}
     for name, listener in config.listeners.items():
@@ -344,7 +397,7 @@ def _pool_users(config: Config) -> dict[str, str]:
             users.setdefault(listener.pool, format_path(("listeners", name)))
         for k, tcp_route in enumerate(listener.routes or []):
             users.setdefault(tcp_route.pool, format_path(("listeners", name, "routes", k)))
-    for i, route in enumerate(config.routes):
+    for i, route in _indexed_routes(config, skipped):
         if route.pool is not None:
             users.setdefault(route.pool, f"routes[{i}]")
         for arm in route.split or []:
@@ -352,19 +405,22 @@ def _pool_users(config: Config) -> dict[str, str]:
     return users
 
 
-def _http_pools(config: Config) -> dict[str, str]:
+def _http_pools(config: Config, skipped: Skipped) -> dict[str, str]:
     """Pool name -> the first route that sends http requests to it."""
     pools: dict[str, str] = {}
-    for i, route in enumerate(config.routes):
+    for i, route in _indexed_routes(config, skipped):
         for pool in [route.pool, *(arm.pool for arm in route.split or [])]:
             if pool is not None:
                 pools.setdefault(pool, f"routes[{i}]")
     return pools
 
 
-def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
-    users = _pool_users(config)
-    http_pools = _http_pools(config)
+def _pools(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
+    users = _pool_users(config, skipped)
+    http_pools = _http_pools(config, skipped)
+    # With a route or listener left out, who uses a pool is not fully known: the checks
+    # that rest on a pool's users being only tcp/udp listeners (or none) are not made.
+    users_known = not skipped.some_users
     for name, pool in config.pools.items():
         loc: Loc = ("pools", name)
         user = users.get(name)
@@ -378,14 +434,15 @@ def _pools(config: Config) -> Iterator[tuple[Loc, str]]:
                 )
         yield from _servers(pool, loc)
         yield from _balance(pool, loc)
-        yield from _limits(pool, loc, l4_only=name in users and name not in http_pools)
+        l4_only = users_known and name in users and name not in http_pools
+        yield from _limits(pool, loc, l4_only=l4_only)
         if pool.send_proxy is not None and name in http_pools:
             yield (
                 (*loc, "send_proxy"),
                 f"only for pools of tcp listeners, yet {http_pools[name]} (http) sends traffic "
                 "here: http server connections are kept alive and shared between clients",
             )
-        if pool.tls is not None and user is not None and name not in http_pools:
+        if pool.tls is not None and l4_only:
             yield (
                 (*loc, "tls"),
                 f"only for pools that http routes use, yet only {user} (tcp/udp) sends traffic "
@@ -510,6 +567,7 @@ def _binds(config: Config) -> Iterator[tuple[Loc, str]]:
 
 __all__ = [
     "Problem",
+    "Skipped",
     "did_you_mean",
     "format_path",
     "not_built_message",

@@ -27,6 +27,7 @@ class Reason(Enum):
     queue_full = (503, "Service Unavailable", "queue")  # every server full, queue too
     queue_timeout = (503, "Service Unavailable", "wait")  # waited in the pool's queue too long
     backend_timeout = (504, "Gateway Timeout")
+    not_implemented = (501, "Not Implemented")  # a transfer coding lb cannot decode
 
     @property
     def status(self) -> int:
@@ -56,7 +57,7 @@ def error_response(
     close: bool = False,
     hsts: bytes | None = None,
 ) -> bytes:
-    """The complete response bytes; always `Connection: close` for 400/408/413/431, whose
+    """The complete response bytes; always `Connection: close` for 400/408/413/431/501, whose
     connection cannot be trusted to be in sync any more, and when the caller closes anyway
     (`close`, e.g. a request body left unread). `hsts`: the listener's
     Strict-Transport-Security value, which lb's own answers carry as proxied ones do."""
@@ -79,7 +80,13 @@ def error_response(
 
 
 _CLOSES = frozenset(
-    {Reason.bad_request, Reason.request_timeout, Reason.headers_too_large, Reason.body_too_large}
+    {
+        Reason.bad_request,
+        Reason.request_timeout,
+        Reason.headers_too_large,
+        Reason.body_too_large,
+        Reason.not_implemented,  # the body's length is unknown: the stream cannot go on
+    }
 )
 
 

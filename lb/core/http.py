@@ -71,20 +71,7 @@ class RequestHead:
         self.target = target
         self.version = version
         self.headers = headers
-        # The common case, no field repeated, in one comprehension; the loop only otherwise.
-        index = {name.lower(): value for name, value in headers}
-        repeated: list[bytes] | None = None
-        if len(index) != len(headers):
-            index = {}
-            repeated = []
-            for name, value in headers:
-                lname = name.lower()
-                prev = index.get(lname)
-                if prev is None:
-                    index[lname] = value
-                else:
-                    index[lname] = prev + (b"; " if lname == b"cookie" else b", ") + value
-                    repeated.append(lname)
+        index, repeated = _index(headers)
         self.index = index
         self.repeated = repeated  # names seen more than once, for check_request_framing
         connection = index.get(b"connection")
@@ -126,6 +113,20 @@ class RequestHead:
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
+    def underscored(self) -> list[bytes]:
+        """Names of fields with an underscore (`Transfer_Encoding`), which some servers read
+        as their dashed twin (CGI maps both to HTTP_TRANSFER_ENCODING): nginx ignores them by
+        default. One bytes search over the joined names when there are none, the usual case."""
+        if b"_" not in b"".join(self.index):
+            return []
+        return [name for name, _ in self.headers if b"_" in name]
+
+    def drop_fields(self, names: list[bytes]) -> None:
+        """Remove the fields called `names` (as received) before anything reads the head."""
+        drop = set(names)
+        self.headers = [f for f in self.headers if f[0] not in drop]
+        self.index, self.repeated = _index(self.headers)
+
     def cookie(self, name: str) -> str | None:
         raw = self.index.get(b"cookie")
         if raw is None:
@@ -138,6 +139,25 @@ class RequestHead:
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method} {self.target!r} HTTP/{self.version} host={self.host!r}>"
+
+
+def _index(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], list[bytes] | None]:
+    """Lower-cased name -> value, repeated fields joined; and the names seen more than once."""
+    # The common case, no field repeated, in one comprehension; the loop only otherwise.
+    index = {name.lower(): value for name, value in headers}
+    repeated: list[bytes] | None = None
+    if len(index) != len(headers):
+        index = {}
+        repeated = []
+        for name, value in headers:
+            lname = name.lower()
+            prev = index.get(lname)
+            if prev is None:
+                index[lname] = value
+            else:
+                index[lname] = prev + (b"; " if lname == b"cookie" else b", ") + value
+                repeated.append(lname)
+    return index, repeated
 
 
 class ResponseHead:
@@ -229,8 +249,7 @@ def check_request_framing(head: RequestHead) -> None:
             raise HTTPError(Reason.bad_request, "both Content-Length and Transfer-Encoding")
         if head.version != "1.1":
             raise HTTPError(Reason.bad_request, "Transfer-Encoding in an HTTP/1.0 request")
-        if te.strip().lower() != b"chunked":
-            raise HTTPError(Reason.bad_request, "Transfer-Encoding other than chunked")
+        check_transfer_coding(te)
         head.chunked = True
     elif cl is not None:
         stripped = cl.strip(b" \t")
@@ -241,6 +260,63 @@ def check_request_framing(head: RequestHead) -> None:
     # Host header field and to any request message that contains more than one" (above).
     if b"host" not in index and head.version == "1.1":
         raise HTTPError(Reason.bad_request, "missing Host header")
+    target = head.target
+    if target[:1] != b"/" and target != b"*":
+        _absolute_form(head)
+
+
+def check_transfer_coding(value: bytes) -> None:
+    """A request's Transfer-Encoding must be exactly `chunked`, the one coding lb decodes.
+
+    RFC 9112 §6.3: "If a Transfer-Encoding header field is present in a request and the
+    chunked transfer coding is not the final encoding, ... the server MUST respond with the
+    400 (Bad Request) status code and then close the connection" (so: chunked first, or
+    twice). §6.1: "A server that receives a request message with a transfer coding it does
+    not understand SHOULD respond with 501 (Not Implemented)": any other coding (gzip,
+    identity, a parameter) gets 501, and the connection closes too, as its body cannot be
+    framed. (Read strictly, §6.3 would make a lone `gzip` a 400; 501 names the cause, as
+    nginx does.)"""
+    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    codings = [c for c in codings if c]  # RFC 9110 §5.6.1.2: empty list elements are ignored
+    if codings == [b"chunked"]:
+        return
+    if not codings:
+        raise HTTPError(Reason.bad_request, "empty Transfer-Encoding")
+    if b"chunked" in codings[:-1]:
+        raise HTTPError(Reason.bad_request, "Transfer-Encoding with chunked not last, or twice")
+    unknown = ", ".join(c.decode("latin-1") for c in codings if c != b"chunked")
+    raise HTTPError(Reason.not_implemented, f"Transfer-Encoding {unknown} is not supported")
+
+
+# RFC 9112 §3.2.2 absolute-form: an http(s) URI. The authority is host[:port] without
+# userinfo (RFC 9110 §4.2.4: "treat its presence as an error").
+_ABSOLUTE_FORM = re.compile(
+    rb"(?i:https?)://((?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::[0-9]*)?)([/?][^#]*)?"
+)
+
+
+def _absolute_form(head: RequestHead) -> None:
+    """RFC 9112 §3.2.2: "When a proxy receives a request with an absolute-form of
+    request-target, the proxy MUST ignore the received Host header field (if any) and instead
+    replace it with the host information of the request-target. A proxy that forwards such a
+    request MUST generate a new Host field value based on the received request-target rather
+    than forward the received Host field value." So the target's authority becomes the Host
+    that routes match and the server gets, and the target goes on in origin-form."""
+    m = _ABSOLUTE_FORM.fullmatch(head.target)
+    if m is None:
+        raise HTTPError(Reason.bad_request, "request target is neither a path nor an http(s) URI")
+    authority, rest = m.group(1), m.group(2) or b"/"
+    head.target = rest if rest[:1] == b"/" else b"/" + rest  # "http://a?q" -> "/?q"
+    head._path = None
+    head._host = None
+    headers = head.headers
+    for i, (name, _) in enumerate(headers):
+        if name.lower() == b"host":
+            headers[i] = (name, authority)
+            break
+    else:
+        headers.insert(0, (b"Host", authority))
+    head.index[b"host"] = authority
 
 
 _FORBIDDEN_IN_HEAD = (b"\0",)
@@ -296,12 +372,18 @@ def request_to_server(
     request_id: bytes,
     upgrade: bool,
     client_subject: tuple[bytes, bytes | None] | None = None,
+    default_host: bytes = b"",
 ) -> bytes:
     """The request head as lb sends it to a server. Framing: Content-Length when the client
     gave one, chunked when it sent chunked (lb re-encodes each chunk it forwards).
 
     `client_subject` is (lower-case header name, the verified client certificate's subject or
-    None): whatever the client sent under that name is dropped, so only lb can set it."""
+    None): whatever the client sent under that name is dropped, so only lb can set it.
+
+    `default_host`: the Host sent for a request that has none (HTTP/1.0 may omit it, but lb
+    speaks HTTP/1.1 to servers, where it is required: RFC 9112 §3.2); the address the client
+    reached, as §3.3 reconstructs a target URI from "the default name configured for the
+    server instance". No X-Forwarded-Host then: the client named no host."""
     drop = _DROP_TO_SERVER
     tokens = head.connection_tokens
     if tokens and not tokens <= _COMMON_CONNECTION_TOKENS:
@@ -316,6 +398,8 @@ def request_to_server(
     framing = b""  # (with the client certificate's subject first, when there is one)
     if client_subject is not None and client_subject[1] is not None:
         framing = b"%s: %s\r\n" % client_subject
+    if host is None:
+        framing += b"host: %s\r\n" % default_host
     if head.chunked:
         framing += b"transfer-encoding: chunked\r\n"
     elif head.content_length is not None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import h11
 
 from lb.core.errors import HTTPError, Reason
-from lb.core.http import RequestHead, ResponseHead, check_raw_head, check_request_framing
+from lb.core.http import (
+    RequestHead,
+    ResponseHead,
+    check_raw_head,
+    check_request_framing,
+    check_transfer_coding,
+)
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 
@@ -61,6 +67,7 @@ class H11RequestParser:
             raise HTTPError(Reason.headers_too_large, "request head too large")
         check_raw_head(buf[: end + 4])
         _check_raw_content_length(buf[:end])
+        _check_raw_transfer_coding(buf[:end])
         self._pending = b""
         self.in_head = False
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_size)
@@ -124,6 +131,26 @@ def _check_raw_content_length(head: bytes) -> None:
             if not value.strip(b" \t").isdigit():
                 raise HTTPError(Reason.bad_request, "invalid Content-Length")
             seen = True
+
+
+def _check_raw_transfer_coding(head: bytes) -> None:
+    """h11 refuses any Transfer-Encoding but chunked as a malformed request (400); RFC 9112
+    §6.1 asks 501 for a coding lb does not know, as the httptools path answers. Only the case
+    `check_request_framing` would reach (one field, no Content-Length, HTTP/1.1) is judged
+    here; the others stay 400 as they are (h11, then check_request_framing)."""
+    lines = head.split(b"\r\n")
+    if not lines[0].endswith(b" HTTP/1.1"):
+        return
+    codings: list[bytes] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        lname = name.lower()
+        if lname == b"content-length":
+            return
+        if lname == b"transfer-encoding":
+            codings.append(value)
+    if len(codings) == 1:
+        check_transfer_coding(codings[0])
 
 
 # llhttp refuses a chunk size past 64 bits; h11 takes up to 20 hex digits. A size no real body

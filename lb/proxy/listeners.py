@@ -24,3 +24,4 @@ class ListenerSettings:
     hsts: bytes | None = None  # Strict-Transport-Security value added to responses
     subject_header: bytes | None = None  # lower-case name for the client certificate's subject
     sni: SniRoutes | None = None  # tcp listeners with routes: TLS passthrough by server name
+    underscores_in_headers: str = "drop"  # header names with "_": drop | pass | refuse

@@ -61,6 +61,7 @@ class Runtime:
                     if ls.routes and ls.mode == "tcp"
                     else None
                 ),
+                underscores_in_headers=ls.underscores_in_headers or "drop",
             )
             for name, ls in config.listeners.items()
         }

@@ -306,6 +306,8 @@ def test_every_problem_is_reported_in_line_order() -> None:
     assert found == [
         "listeners.web.mode: must be one of: http, tcp, udp (got 'htp') (did you mean 'http'?)"
         " (line 3)",
+        # A cross-field problem of a listener that passed the schema, in the same run.
+        "listeners.db.pool: required: a tcp listener sends everything to a pool (line 4)",
         "routes[0].listners: unknown key 'listners' (did you mean 'listeners'?) (line 6)",
         "pools.app.servers[0].address: address '127.0.0.1' must be HOST:PORT (line 10)",
         "pools.app.servers[0].weight: must be 0 or more (got -1) (line 10)",
@@ -334,6 +336,74 @@ def test_cross_field_problems_are_all_reported_too() -> None:
         "pools.app.balance: hash needs a hash_key: client_ip, path, header:NAME or cookie:NAME"
         " (line 9)",
     ]
+
+
+def test_schema_and_cross_reference_problems_come_out_together() -> None:
+    """Issue 16: one run reports a schema error and an unknown pool elsewhere."""
+    text = """\
+    version: 1
+    listeners:
+      web: {bind: "0.0.0.0:8080", max_connections: none}
+    routes:
+      - {name: api, match: {path_prefix: /api/}, pool: api-v3}
+      - {name: default, pool: app}
+    pools:
+      app: {servers: [{address: "a:1"}]}
+    """
+    assert problems(text) == [
+        "listeners.web.max_connections: must be a whole number (got 'none') (line 3)",
+        "routes[0].pool: unknown pool 'api-v3' (known pools: app) (line 5)",
+    ]
+
+
+def test_cross_checks_skip_what_failed_the_schema() -> None:
+    """Entries that failed are left out of the cross-checks: a reference to one is not
+    "unknown", a route after a broken one keeps its index, and a listener whose only route
+    is broken is not "served by no route"."""
+    text = """\
+    version: 1
+    listeners:
+      web: {bind: "0.0.0.0:8080", mode: htp}
+      admin-web: {bind: "0.0.0.0:8081"}
+    routes:
+      - {listeners: [web, admin-web], match: {path: 1}, pool: app}
+      - {listeners: [web], pool: broken}
+      - {listeners: [web], pool: nowhere}
+    pools:
+      app: {servers: [{address: "a:1"}]}
+      broken: {balance: round, servers: [{address: "a:1"}]}
+      tcp-only: {tls: {verify: maybe}, servers: [{address: "a:1"}]}
+    """
+    assert problems(text) == [
+        "listeners.web.mode: must be one of: http, tcp, udp (got 'htp') (did you mean 'http'?)"
+        " (line 3)",
+        "routes[0].match.path: must be a string (got 1) (line 6)",
+        "routes[2].pool: unknown pool 'nowhere' (known pools: app) (line 8)",
+        "pools.broken.balance: must be one of: round_robin, least_conn, random, p2c, ip_hash,"
+        " hash (got 'round') (did you mean 'round_robin'?) (line 11)",
+        "pools.tcp-only.tls.verify: must be true or false (got 'maybe') (line 12)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- a list\n", ["must be a mapping (got a list)"]),
+        (
+            "version: 2\nlisteners: {web: {bind: 'a:1'}}\n",
+            ["version: must be one of: 1", "listeners.web: no route serves this listener"],
+        ),
+        ("version: 1\nlisteners: [web]\n", ["listeners: must be a mapping (got a list)"]),
+        ("version: 1\n", ["listeners: required"]),
+    ],
+)
+def test_top_level_failures_add_no_noise(text: str, expected: list[str]) -> None:
+    """A failed required section stands in: no "no listeners" on top of its own error; the
+    other sections are still cross-checked."""
+    found = problems(text)
+    assert len(found) == len(expected), found
+    for want, got in zip(expected, found, strict=True):
+        assert want in got, found
 
 
 def test_yaml_syntax_error_has_its_line() -> None:

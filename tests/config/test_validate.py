@@ -279,12 +279,14 @@ CASES = [
         f"""\
         listeners:
           web: {{bind: "0.0.0.0:8080"}}
-          db: {{bind: "0.0.0.0:6432", mode: tcp, pool: app, max_header_size: 8KiB}}
+          db: {{bind: "0.0.0.0:6432", mode: tcp, pool: app, max_header_size: 8KiB,
+                underscores_in_headers: pass}}
         {APP}
         routes: [{{listeners: [web, db], pool: app}}]
         """,
         [
             "listeners.db.max_header_size: only for http listeners (this one is mode tcp)",
+            "listeners.db.underscores_in_headers: only for http listeners (this one is mode tcp)",
             "routes[0].listeners[1]: listener 'db' is mode tcp; routes apply only to http",
         ],
         id="tcp-listener-with-http-keys",

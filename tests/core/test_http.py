@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lb.core.errors import HTTPError, Reason, error_response
+from lb.core.errors import HTTPError, Reason, closes_connection, error_response
 from lb.core.http import (
     RequestHead,
     ResponseHead,
@@ -120,9 +120,9 @@ FRAMING_BAD = [
     ([HOST, (b"Content-Length", b"-1")], "invalid"),
     ([HOST, (b"Content-Length", b"+1")], "invalid"),
     ([HOST, (b"Content-Length", b"1" * 19)], "invalid"),
-    ([HOST, (b"Transfer-Encoding", b"gzip")], "other than chunked"),
-    ([HOST, (b"Transfer-Encoding", b"gzip, chunked")], "other than chunked"),
-    ([HOST, (b"Transfer-Encoding", b"chunked, gzip")], "other than chunked"),
+    ([HOST, (b"Transfer-Encoding", b"chunked, gzip")], "chunked not last"),
+    ([HOST, (b"Transfer-Encoding", b"chunked, chunked")], "chunked not last"),
+    ([HOST, (b"Transfer-Encoding", b" , ")], "empty"),
     (
         [HOST, (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
         "transfer-encoding",
@@ -138,6 +138,68 @@ def test_framing_refused(headers: list, detail: str) -> None:
         check_request_framing(req(*headers))
     assert info.value.reason is Reason.bad_request
     assert detail.lower() in info.value.detail.lower()
+
+
+@pytest.mark.parametrize(
+    "coding", [b"gzip", b"identity", b"gzip, chunked", b"chunked;ext=1", b"xchunked"]
+)
+def test_unknown_transfer_coding_is_not_implemented(coding: bytes) -> None:
+    """RFC 9112 §6.1: 501 for a coding lb does not decode (and the connection closes)."""
+    with pytest.raises(HTTPError) as info:
+        check_request_framing(req(HOST, (b"Transfer-Encoding", coding)))
+    assert info.value.reason is Reason.not_implemented
+    assert closes_connection(Reason.not_implemented)
+
+
+ABSOLUTE_FORM = [
+    # target, Host sent -> target forwarded, Host forwarded, host routed on
+    (b"http://a.example/p?q", b"b.example", b"/p?q", b"a.example", "a.example"),
+    (b"https://A.Example:8443", b"b", b"/", b"A.Example:8443", "a.example"),
+    (b"http://a.example?q=1", b"b", b"/?q=1", b"a.example", "a.example"),
+    (b"http://[::1]:81/x", b"b", b"/x", b"[::1]:81", "[::1]"),
+]
+
+
+@pytest.mark.parametrize(("target", "sent", "forwarded", "host", "routed"), ABSOLUTE_FORM)
+def test_absolute_form_authority_replaces_host(
+    target: bytes, sent: bytes, forwarded: bytes, host: bytes, routed: str
+) -> None:
+    h = req((b"Host", sent), target=target)
+    check_request_framing(h)
+    assert (h.target, h.index[b"host"], h.host) == (forwarded, host, routed)
+    out = request_to_server(h, "1.2.3.4", b"http", b"id", False)
+    assert out.startswith(b"GET %s HTTP/1.1\r\nHost: %s\r\n" % (forwarded, host))
+    assert out.count(b"Host:") == 1 and b"x-forwarded-host: %s\r\n" % host in out
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://u@a/", b"ftp://a/", b"http:///p", b"a.example/p", b"http://a b/"]
+)
+def test_target_neither_origin_nor_absolute_form_refused(target: bytes) -> None:
+    with pytest.raises(HTTPError) as info:
+        check_request_framing(req(HOST, target=target))
+    assert info.value.reason is Reason.bad_request
+
+
+def test_request_without_host_gets_the_default_host() -> None:
+    h = req(version="1.0")
+    check_request_framing(h)
+    assert h.host == ""
+    out = request_to_server(h, "1.2.3.4", b"http", b"id", False, default_host=b"10.0.0.1:80")
+    assert b"host: 10.0.0.1:80\r\n" in out and b"x-forwarded-host" not in out
+    out = request_to_server(req(HOST), "1.2.3.4", b"http", b"id", False, default_host=b"z:1")
+    assert b"z:1" not in out
+
+
+def test_underscored_fields_found_and_dropped() -> None:
+    h = req(HOST, (b"X-A", b"1"), (b"X-B", b"2"))
+    assert h.underscored() == []
+    underscored = [(b"Transfer_Encoding", b"chunked"), (b"X_A", b"1"), (b"x_a", b"2")]
+    h = req(HOST, *underscored, (b"X-B", b"3"))
+    assert h.underscored() == [b"Transfer_Encoding", b"X_A", b"x_a"]
+    h.drop_fields(h.underscored())
+    assert h.headers == [HOST, (b"X-B", b"3")]
+    assert set(h.index) == {b"host", b"x-b"} and h.repeated is None
 
 
 def test_framing_http10() -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lb.demo import port_taken
 from tests.integration.helpers import (
@@ -62,6 +63,39 @@ def test_check_broken_config_prints_every_problem_with_its_line(tmp_path: Path) 
         "hash (got 'round') (did you mean 'round_robin'?) (line 13)",
     ]
     assert "3 problem(s)" in output
+
+
+def test_check_reports_schema_and_unknown_pool_problems_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "version: 1\n"
+        "listeners:\n"
+        '  web: {bind: "127.0.0.1:8080", mode: htp}\n'
+        "routes:\n"
+        "  - {match: {}, pool: api-v3}\n"
+        "pools:\n"
+        '  app: {servers: [{address: "127.0.0.1:9001"}]}\n'
+    )
+    result = run_lb("check", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}: 2 problem(s)",
+        "listeners.web.mode: must be one of: http, tcp, udp (got 'htp') (did you mean 'http'?)"
+        " (line 3)",
+        "routes[0].pool: unknown pool 'api-v3' (known pools: app) (line 5)",
+    ]
+
+
+def test_check_print_shows_the_effective_config() -> None:
+    result = run_lb("check", "-c", "config/lb.yaml", "--print")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["defaults"]["timeouts"]["connect"] == "2s"
+    assert printed["listeners"]["web"]["underscores_in_headers"] == "drop"
+    assert printed["routes"][1]["retries"]["budget"] == "20%"
+    assert printed["pools"]["app"]["servers"][0]["weight"] == 1
+    assert printed["access_log"] == {"enabled": True, "path": "-", "format": "json"}
+    assert "config OK" in result.stderr
 
 
 def test_check_missing_file_names_it() -> None:

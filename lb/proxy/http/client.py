@@ -51,6 +51,7 @@ class ClientConnection(asyncio.Protocol):
         "proto",
         "proxy",
         "proxy_buf",
+        "received",
         "receiving",
         "starting",
         "subject",
@@ -71,6 +72,7 @@ class ClientConnection(asyncio.Protocol):
         # (header name, verified client certificate subject), set once the handshake is done.
         self.subject: tuple[bytes, bytes | None] | None = None
         self.deadline = 0.0
+        self.received = False  # a request head has come on this connection
         self.closed = False
         self.write_paused = False
         self.corked: list[bytes] | None = None
@@ -164,6 +166,10 @@ class ClientConnection(asyncio.Protocol):
     # Request parser delegate ---------------------------------------------------------------
 
     def on_request_head(self, head: RequestHead) -> None:
+        self.received = True
+        underscored = head.underscored()
+        if underscored:
+            self._underscored(head, underscored)  # (may raise HTTPError: refused, as a parse)
         exchange = Exchange(self, head)
         self.receiving = exchange
         self.exchanges.append(exchange)
@@ -175,6 +181,19 @@ class ClientConnection(asyncio.Protocol):
             self.starting = exchange
         else:
             self.gate.pause(PIPELINED)
+
+    def _underscored(self, head: RequestHead, names: list[bytes]) -> None:
+        """`underscores_in_headers`: a server (or a CGI-style framework) may read
+        `Transfer_Encoding` as Transfer-Encoding, which lb did not frame by: such fields are
+        dropped before routing and forwarding (nginx's default), kept, or refused with 400."""
+        policy = self.listener.underscores_in_headers
+        if policy == "pass":
+            return
+        shown = ", ".join(n.decode("latin-1") for n in names)
+        if policy == "refuse":
+            raise HTTPError(Reason.bad_request, f"header name with an underscore: {shown}")
+        log.debug("dropped header(s) from %s on %s: %s", self.client_ip, self.listener.name, shown)
+        head.drop_fields(names)
 
     def on_request_body(self, data: bytes) -> None:
         if self.receiving is not None:
@@ -200,6 +219,15 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.abort()
 
     @property
+    def local_authority(self) -> bytes:
+        """HOST:PORT the client connected to (lb's own address; IPv6 in brackets)."""
+        sockname = self.transport.get_extra_info("sockname") if self.transport else None
+        if not sockname:
+            return self.listener.bind.encode()
+        host, port = sockname[0], sockname[1]
+        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
+
+    @property
     def idle(self) -> bool:
         """Between requests: nothing to wait for when the listener stops or lb drains."""
         return not self.exchanges
@@ -215,6 +243,12 @@ class ClientConnection(asyncio.Protocol):
         if self.parser.in_head:
             self.proxy.count_error(self.listener.name, "client_header_timeout")
             self._respond_and_close(Reason.request_timeout, "request head not received in time")
+        elif not self.received:
+            # Connected and sent nothing within `client_header` (a port scan, a preconnect, a
+            # slowloris opening): the same timeout, counted too; closed without an answer, as
+            # there is no request to answer (nginx does the same).
+            self.proxy.count_error(self.listener.name, "client_header_timeout")
+            self.close()
         else:
             self.close()  # idle keep-alive connection
 

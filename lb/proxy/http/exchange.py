@@ -70,6 +70,11 @@ class Client(Protocol):
     gate: ReadGate
     write_paused: bool
 
+    @property
+    def local_authority(self) -> bytes:
+        """HOST:PORT the client connected to: the Host for a request that sent none."""
+        ...
+
     def write(self, data: bytes) -> None: ...
     def cork(self) -> None: ...
     def uncork(self) -> None: ...
@@ -224,7 +229,13 @@ class Exchange:
         conn = self.conn
         tunnel = head.upgrade is not None  # (a property: read once)
         data = request_to_server(
-            head, conn.client_ip, conn.proto, session.request_id, tunnel, conn.subject
+            head,
+            conn.client_ip,
+            conn.proto,
+            session.request_id,
+            tunnel,
+            conn.subject,
+            conn.local_authority if b"host" not in head.index else b"",
         )
         timeouts = route.timeouts
         call = UpstreamCall(

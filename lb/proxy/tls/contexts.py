@@ -15,7 +15,8 @@ with one log line naming the config path, and the certificates in use keep servi
 
 The hardened defaults are not options: TLS 1.2 at least, ECDHE key exchange with AEAD
 ciphers only (TLS 1.3's suites all are), no compression (CRIME), no renegotiation, ALPN
-http/1.1. Some settings of a handshake come from `front` even after the switch (the
+http/1.1. Key-exchange groups: X25519, P-256, P-384 unless `tls.groups` names others
+(lb.proxy.tls.groups). Some settings of a handshake come from `front` even after the switch (the
 protocol version, the cipher list, whether a client certificate is asked for), so every
 context, `front` included, is built by the same function from the same settings.
 """
@@ -31,6 +32,7 @@ from lb.config.schema import Certificate, ListenerTlsConfig, PoolTls, split_addr
 from lb.config.tls_checks import TlsFileError, pair_problems, read_ca
 from lb.config.validate import format_path
 from lb.core.certnames import NameIndex
+from lb.proxy.tls.groups import DEFAULT_GROUPS, GroupsUnavailable, set_groups
 
 log = logging.getLogger("lb.tls")
 
@@ -75,7 +77,25 @@ def server_context(tls: ListenerTlsConfig, cert: Certificate) -> ssl.SSLContext:
         ctx.load_verify_locations(cafile=tls.client_ca)
         ctx.verify_mode = ssl.CERT_OPTIONAL if tls.client_cert == "optional" else ssl.CERT_REQUIRED
     ctx.load_cert_chain(cert.cert, cert.key)
+    _groups(ctx, tls.groups)
     return ctx
+
+
+_warned_groups = False
+
+
+def _groups(ctx: ssl.SSLContext, groups: list[str] | None) -> None:
+    """The key-exchange groups: the listener's `tls.groups` (lb check has proven them), else
+    Mozilla intermediate's X25519, P-256, P-384 when this Python and OpenSSL allow it."""
+    global _warned_groups
+    try:
+        set_groups(ctx, groups or DEFAULT_GROUPS)
+    except GroupsUnavailable as e:
+        if groups:
+            raise TlsSetupError(f"tls.groups cannot be honoured: {e}") from None
+        if not _warned_groups:
+            _warned_groups = True
+            log.warning("TLS groups left at OpenSSL's defaults: %s", e)
 
 
 def client_context(tls: PoolTls) -> ssl.SSLContext:
