@@ -84,7 +84,7 @@ async def measure(n: int, access_log: Path | None = None, log_format: str = "jso
     for _ in range(n):
         client.data_received(REQUEST)
         upstream.data_received(RESPONSE)
-    worker.access_log.close()  # what is still buffered is written, and counted
+    worker.access_log.close(wait=10.0)  # what is still buffered is written, and counted
     elapsed = time.perf_counter() - start
     if client_side.writes != n:
         raise RuntimeError(f"{client_side.writes} responses for {n} requests")

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lb.worker")
 
 CERTIFICATE_CHECK_INTERVAL = 1.0  # seconds between looks at the certificate files' mtimes
+ACCESS_LOG_EXIT_WAIT = 5.0  # seconds a stopping worker waits for its last access log lines
 
 
 class Proxy:
@@ -257,7 +258,8 @@ class Proxy:
         self.metrics.flush()
         self._publish_active()
         publish_bytes()
-        self.access_log.close()
+        # The last lines are written before the process exits (bounded: the disk may hang).
+        self.access_log.close(wait=ACCESS_LOG_EXIT_WAIT)
 
     def _schedule_flush(self) -> None:
         self.metrics.flush()
