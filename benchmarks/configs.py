@@ -171,9 +171,10 @@ def lb_http(
     tls: tuple[int, Path, Path] | None = None,
     health: bool = False,
 ) -> str:
-    """`lb` with one http listener routing everything to the origin; with `tls` (port, cert,
-    key) also a listener terminating TLS; with `health`, active health checks (GET /small every
-    2s) and passive ones on the pool, as a production config would have them."""
+    """`lb` with one http listener routing everything to the origin, every other key left to
+    its shipped default; the access log written to `access_log`, or off when None; with `tls`
+    (port, cert, key) also a listener terminating TLS; with `health`, active health checks (GET
+    /small every 2s) and passive ones on the pool, as a production config would have them."""
     websecure = ""
     if tls is not None:
         tls_port, cert, key = tls
@@ -181,9 +182,8 @@ def lb_http(
             f'  websecure: {{bind: "127.0.0.1:{tls_port}", mode: http, '
             f'tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}\n'
         )
-    log = (
-        f'{{enabled: true, path: "{access_log}"}}' if access_log is not None else "{enabled: false}"
-    )
+    # As shipped, the access log is on: only its file is named here.
+    log = f'{{path: "{access_log}"}}' if access_log is not None else "{enabled: false}"
     checks = (
         "    health_check: {path: /small, interval: 2s}\n    passive: {consecutive_failures: 5}\n"
         if health

@@ -53,6 +53,20 @@ class Pinning:
     def subject_prefix(self) -> list[str]:
         return _taskset(self.subject_cpu)
 
+    def subject_cpus(self, n: int) -> tuple[list[int], bool]:
+        """CPUs for a subject that can use `n` (`lb run --workers n`): the subject's own, then
+        spare ones (beyond the subject's and the load's), then the load's; and whether that
+        last one had to be taken, so the subject shares a CPU with wrk and the origin. ([],
+        False) when nothing is pinned."""
+        if self.subject_cpu is None or self.load_cpu is None:
+            return [], False
+        taken = {self.subject_cpu, self.load_cpu}
+        spare = [c for c in sorted(os.sched_getaffinity(0)) if c not in taken]
+        cpus = [self.subject_cpu, *spare][:n]
+        if len(cpus) < n:
+            return [*cpus, self.load_cpu], True
+        return cpus, False
+
     def load_prefix(self) -> list[str]:
         return _taskset(self.load_cpu)
 
@@ -74,7 +88,12 @@ def _have_taskset() -> bool:
 
 
 def _taskset(cpu: int | None) -> list[str]:
-    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+    return [] if cpu is None else taskset([cpu])
+
+
+def taskset(cpus: list[int]) -> list[str]:
+    """The argv prefix that runs a program on `cpus` (none: anywhere)."""
+    return ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -59,6 +59,32 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
     return "\n".join(lines)
 
 
+# `lb run --workers N` subjects, by N: the scaling table compares them case by case.
+WORKER_SUBJECTS = {"lb": 1, "lb-w2": 2}
+
+
+def scaling_table(rows: Sequence[Measurement]) -> str:
+    """lb with 1 and 2 workers side by side, per case: req/s, CPU, and req/s against 1 worker.
+    Empty unless both ran."""
+    ok = [m for m in ordered(rows) if m.subject in WORKER_SUBJECTS and m.error is None]
+    if len({m.subject for m in ok}) < 2:
+        return ""
+    lines = [
+        "| case | workers | req/s | p99 ms | CPU µs/req | req/s vs 1 worker |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in ok:
+        one = next((r for r in ok if r.case == m.case and r.subject == "lb"), None)
+        ratio = f"{m.rps / one.rps:.2f}" if one is not None and one.rps and m.rps else "n/a"
+        lines.append(
+            f"| {m.case_title} | {WORKER_SUBJECTS[m.subject]}"
+            + (f" ({m.note})" if m.note else "")
+            + f" | {_num(m.rps, ',.0f')} | {_num(m.p99_ms, '.2f')} | "
+            f"{_num(m.cpu_us_per_req, '.1f')} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def errors_section(rows: Sequence[Measurement]) -> str:
     # One line per (subject, error): a subject that failed to start fails every case alike.
     grouped: dict[tuple[str, str], list[str]] = {}
@@ -79,6 +105,9 @@ def markdown(rows: Sequence[Measurement], meta: dict[str, object], baseline: str
         if key in meta:
             lines.append(f"- {key}: {meta[key]}")
     lines += ["", table(rows, baseline), errors_section(rows), ""]
+    scaling = scaling_table(rows)
+    if scaling:
+        lines += ["## lb run --workers N", "", scaling, ""]
     lines.append(
         "CPU µs/req: user+system CPU time of the subject's processes (for `direct`, the origin's) "
         "during the measured run, divided by requests completed."

@@ -28,7 +28,6 @@ class RunContext:
     origin: Origin
     pinning: procs.Pinning
     start_timeout: float = 10.0
-    lb_access_log: bool = False
 
 
 @dataclass
@@ -60,11 +59,17 @@ class Subject(ABC):
 
     @staticmethod
     def _serve(
-        ctx: RunContext, name: str, argv: list[str], port: int, *more_ports: int
+        ctx: RunContext,
+        name: str,
+        argv: list[str],
+        port: int,
+        *more_ports: int,
+        cpus: list[int] | None = None,
     ) -> procs.Process:
-        """Start `argv` pinned to the subject CPU and wait until every port accepts connections
-        (a subject may open its listeners one after the other)."""
-        process = procs.start(name, ctx.pinning.subject_prefix() + argv, ctx.log_dir, REPO_ROOT)
+        """Start `argv` pinned to the subject CPU (or to `cpus`) and wait until every port
+        accepts connections (a subject may open its listeners one after the other)."""
+        prefix = ctx.pinning.subject_prefix() if cpus is None else procs.taskset(cpus)
+        process = procs.start(name, prefix + argv, ctx.log_dir, REPO_ROOT)
         try:
             for each in (port, *more_ports):
                 procs.wait_for_port(process, HOST, each, ctx.start_timeout)
@@ -84,15 +89,20 @@ class Direct(Subject):
 
 
 class Lb(Subject):
+    """lb as shipped: `lb run` with the defaults a user gets (the access log on, in JSON),
+    the log written to a file, one worker on the subject's CPU."""
+
     name = "lb"
-    title = "lb run --workers 1"
+    title = "lb run --workers 1, as shipped (access log on, to a file)"
     schemes = frozenset({"http", "https"})
+    access_log = True  # the shipped default; off for `lb-nolog`
     health = False  # active + passive health checks on the pool (`lb-health`)
+    workers = 1
 
     def start(self, ctx: RunContext) -> Running:
         port, admin = procs.free_port(), procs.free_port()
-        log = ctx.workdir / "lb-access.log" if ctx.lb_access_log else None
-        conf = ctx.workdir / "lb.yaml"
+        log = ctx.workdir / f"{self.name}-access.log" if self.access_log else None
+        conf = ctx.workdir / f"{self.name}.yaml"
         tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
         conf.write_text(
             configs.lb_http(
@@ -104,15 +114,37 @@ class Lb(Subject):
                 health=self.health,
             )
         )
-        # The supervisor is started under taskset; its worker children inherit the CPU.
-        argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
-        process = self._serve(ctx, self.name, argv, port, tls_port)
-        notes = ["access log on"] if log is not None else []
+        # The supervisor is started under taskset; its worker children inherit the CPUs.
+        argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", str(self.workers)]
+        cpus, shared = ctx.pinning.subject_cpus(self.workers)
+        process = self._serve(ctx, self.name, argv, port, tls_port, cpus=cpus)
+        notes = [] if self.access_log else ["access log off"]
         if self.health:
             notes.append("health checks on")
-        note = ", ".join(notes)
+        if self.workers > 1:
+            where = f"CPUs {','.join(map(str, cpus))}" if cpus else "unpinned"
+            shared_note = ", shared with the load" if shared else ""
+            notes.append(f"{self.workers} workers, {where}{shared_note}")
         targets = {"http": f"http://{HOST}:{port}", "https": f"https://{HOST}:{tls_port}"}
-        return Running(targets, [process.pid], [process], note)
+        return Running(targets, [process.pid], [process], ", ".join(notes))
+
+
+class LbNoLog(Lb):
+    """lb with `access_log: {enabled: false}`: what the access log costs, against `lb`."""
+
+    name = "lb-nolog"
+    title = "lb run --workers 1, access log off"
+    access_log = False
+
+
+class LbWorkers2(Lb):
+    """`lb run --workers 2`, as shipped otherwise: how lb scales with worker processes, against
+    `lb` (1 worker). It gets a second CPU: a spare one if the machine has one, else the load's
+    (the note says so), so on 2 CPUs it competes with wrk and the origin."""
+
+    name = "lb-w2"
+    title = "lb run --workers 2, as shipped"
+    workers = 2
 
 
 class LbHealth(Lb):
@@ -195,5 +227,16 @@ class HaproxyTcp(Subject):
 
 
 SUBJECTS: dict[str, Subject] = {
-    s.name: s for s in (Direct(), Lb(), LbHealth(), Nginx(), Haproxy(), LbTcp(), HaproxyTcp())
+    s.name: s
+    for s in (
+        Direct(),
+        Lb(),
+        LbNoLog(),
+        LbWorkers2(),
+        LbHealth(),
+        Nginx(),
+        Haproxy(),
+        LbTcp(),
+        HaproxyTcp(),
+    )
 }

@@ -121,7 +121,7 @@ class PassiveCheck(Model):
 class AccessLogConfig(Model):
     enabled: bool = True
     path: str = "-"  # "-" is standard output
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "combined", "text"] = "json"  # combined: NCSA, as Apache and nginx
 
 
 class Defaults(Model):

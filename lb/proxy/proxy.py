@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lb.worker")
 
 CERTIFICATE_CHECK_INTERVAL = 1.0  # seconds between looks at the certificate files' mtimes
+ACCESS_LOG_EXIT_WAIT = 5.0  # seconds a stopping worker waits for its last access log lines
 
 
 class Proxy:
@@ -284,7 +285,8 @@ class Proxy:
         self.metrics.flush()
         self._publish_active()
         publish_bytes()
-        self.access_log.close()
+        # The last lines are written before the process exits (bounded: the disk may hang).
+        self.access_log.close(wait=ACCESS_LOG_EXIT_WAIT)
         self.cache.flush_metrics()
         await self.cache.close()
         await retire(self.stores, None)
