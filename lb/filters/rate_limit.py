@@ -173,7 +173,10 @@ class SharedRateLimit(RateLimitFilter):
     def __init__(self, route: str, limit: RateLimit, counter: RateCounter, timeout: float) -> None:
         super().__init__(route, limit, limit.rate, limit.effective_burst)
         self.counter = counter
-        self.wait_timeout = timeout  # the Redis call itself gives up then too
+        # The Redis call gives up after `timeout` and marks Redis down, so that the next calls
+        # fail at once; the pipeline's own bound is a backstop just past it, so that it does
+        # not cancel the call first (which would leave Redis thought up).
+        self.wait_timeout = timeout + 0.02
         self.deny = limit.on_store_error == "deny"
 
     def on_request(self, session: Session) -> RequestResult:
@@ -187,7 +190,7 @@ class SharedRateLimit(RateLimitFilter):
         return self.decided(session, decision)
 
     def on_wait_timeout(self, session: Session) -> Answer | None:
-        return self._store_failed(f"redis: no answer within {self.wait_timeout * 1000:g}ms")
+        return self._store_failed("redis: no answer in time")
 
     def _store_failed(self, error: str) -> Answer | None:
         if not self.deny:
