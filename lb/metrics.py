@@ -64,6 +64,9 @@ SPLIT_ROLLBACKS = Counter(
     "lb_split_rollbacks", "Automatic rollbacks of a canary arm", ["route", "pool"]
 )
 
+# Rate limits (issue 16): requests answered 429, counted by the filter (lb.filters.rate_limit).
+RATE_LIMITED = Counter("lb_rate_limited", "Requests refused 429 by a rate limit", ["route"])
+
 
 class RequestMetrics:
     """Counts finished requests in a plain dict and hands them to prometheus-client in one

@@ -178,8 +178,8 @@ class Supervisor:
                 ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
-                # See lb.proxy.health.channel.
-                env={**os.environ, "LB_HEALTH_DIR": self.run_dir},
+                # See lb.proxy.health.channel; LB_WORKERS: lb.filters.rate_limit.
+                env={**os.environ, "LB_HEALTH_DIR": self.run_dir, "LB_WORKERS": str(self.count)},
             )
         except BaseException:
             os.close(read_fd)

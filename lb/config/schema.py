@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from lb.config.units import parse_duration, parse_size
+from lb.config.units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -415,6 +415,42 @@ class RouteCache(Model):
     key: CacheKey = CacheKey()
 
 
+class RateLimit(Model):
+    """A route's `rate_limit` (lb.filters.rate_limit): GCRA, `rate` requests per second on
+    average with bursts of `burst`, counted per `key`; over it, 429 with Retry-After.
+
+    - `key`: `client_ip` [default], `header:NAME`, `cookie:NAME` (a request without it is
+      counted by its client_ip), or `route` (one count for every client together).
+    - `scope`: `local` [default] counts in each worker process, each allowing its share
+      (rate / workers, burst / workers); `shared` counts in Redis, across workers and lbs.
+    - `on_store_error` (shared only): `allow` [default] or `deny` (503) while Redis is down.
+    - `headers`: the RateLimit-Policy and RateLimit fields on allowed responses too [false].
+    """
+
+    rate: Annotated[float, BeforeValidator(parse_rate)]  # requests per second
+    burst: Annotated[int, Field(ge=1)] | None = None  # [the rate per second, at least 1]
+    key: str = "client_ip"
+    scope: Literal["local", "shared"] = "local"
+    on_store_error: Literal["allow", "deny"] | None = None  # [allow]
+    headers: bool = False
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        kind, sep, name = v.partition(":")
+        if kind in ("client_ip", "route") and not sep:
+            return v
+        if kind == "header" and _HEADER_NAME.match(name):
+            return v
+        if kind == "cookie" and _COOKIE_NAME.match(name):
+            return v
+        raise ValueError(f"key {v!r}: use client_ip, header:NAME, cookie:NAME or route")
+
+    @property
+    def effective_burst(self) -> int:
+        return self.burst if self.burst is not None else max(1, int(self.rate))
+
+
 class Route(Model):
     name: str | None = None
     listeners: list[str] | None = None
@@ -427,6 +463,7 @@ class Route(Model):
     force: Force | None = None
     rollback: Rollback | None = None
     retries: Retries | None = None  # [attempts 1, on connect_failure, budget 20%]
+    rate_limit: RateLimit | None = None
     cache: RouteCache | None = None  # the response cache (top-level `cache` sets its store)
     offload: NotBuilt = None
 

@@ -41,3 +41,16 @@ def parse_size(value: object) -> int:
         if m:
             return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
     raise ValueError(f"size {value!r}: write bytes or a number and a unit, e.g. 64KiB, 1MiB")
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: object) -> float:
+    """A rate ("100/s", "30/m", "1000/h") to requests per second, above 0."""
+    if isinstance(value, str):
+        m = _RATE.match(value)
+        if m and float(m.group(1)) > 0:
+            return float(m.group(1)) / _RATE_UNITS[m.group(2)]
+    raise ValueError(f"rate {value!r}: write requests per unit above 0, e.g. 100/s, 30/m, 1000/h")

@@ -307,6 +307,7 @@ def _routes(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
 
         yield from _route_target(route, loc, config, skipped)
         yield from _route_affinity(route, loc, config)
+        yield from _rate_limit(route, loc, config)
 
         applies = _route_listeners(route, config)
         served |= applies
@@ -384,6 +385,24 @@ def _route_affinity(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Lo
                     f"pools.{pool}.sticky uses cookie {sticky.cookie!r} too: the two would "
                     "overwrite each other; give one another name",
                 )
+
+
+def _rate_limit(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, str]]:
+    limit = route.rate_limit
+    if limit is None:
+        return
+    loc = (*loc, "rate_limit")
+    if limit.scope == "shared" and config.redis is None:
+        yield (
+            (*loc, "scope"),
+            "shared counts in Redis, and there is no redis: section; add one, e.g. "
+            "redis: {url: 'redis://127.0.0.1:6379/0'}, or use scope: local",
+        )
+    if limit.scope == "local" and limit.on_store_error is not None:
+        yield (
+            (*loc, "on_store_error"),
+            "only for scope: shared (a local limit counts in the worker and never fails)",
+        )
 
 
 # -- pools ------------------------------------------------------------------------------------

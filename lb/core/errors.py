@@ -26,6 +26,8 @@ class Reason(Enum):
     no_healthy_server = (503, "Service Unavailable")
     queue_full = (503, "Service Unavailable", "queue")  # every server full, queue too
     queue_timeout = (503, "Service Unavailable", "wait")  # waited in the pool's queue too long
+    # rate_limit.on_store_error: deny, and Redis did not answer within its timeout
+    rate_limit_unavailable = (503, "Service Unavailable", "rate_limit")
     backend_timeout = (504, "Gateway Timeout")
     not_implemented = (501, "Not Implemented")  # a transfer coding lb cannot decode
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lb.filters import access_log, cache, canary, hsts, metrics, redirect, sticky
+from lb.filters import access_log, cache, canary, hsts, metrics, rate_limit, redirect, sticky
 from lb.filters.context import BuildContext
 from lb.proxy.http.pipeline import Filter
 
 BUILDERS: list[Callable[[BuildContext], Filter | None]] = [
     redirect.build,  # answers before anything else is decided
+    rate_limit.build,  # may answer 429 before a pool is chosen
     canary.build,  # chooses the pool: a split's arm
     sticky.build,  # chooses the server within it
     cache.build,  # may answer from the cache; stores what the server sends

@@ -11,7 +11,7 @@ one used, once nothing running on the old config needs it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lb.config.schema import Config
@@ -34,6 +34,9 @@ class Stores:
     jobs: JobQueue
     rates: RateCounter
     redis: RedisConnection | None = None  # None: in-process stores
+    # In this process whatever `redis:` says: for `rate_limit.scope: local`, called without a
+    # coroutine (`decide`). Kept across every reload, so a reload does not refill buckets.
+    local_rates: MemoryRateCounter = field(default_factory=MemoryRateCounter)
 
     def redis_status(self) -> dict[str, Any]:
         """The `redis` part of /api/v1/status: {"configured": false} without `redis:`."""
@@ -53,10 +56,16 @@ def build_stores(
     Called with a running loop (a worker's), the Redis state is checked at once in the
     background; otherwise on first use.
     """
+    local_rates = previous.local_rates if previous is not None else MemoryRateCounter()
     if config.redis is None:
         if previous is not None and previous.redis is None:
             return previous
-        return Stores(MemoryCacheStore(memory_cache_bytes), MemoryJobQueue(), MemoryRateCounter())
+        return Stores(
+            MemoryCacheStore(memory_cache_bytes),
+            MemoryJobQueue(),
+            local_rates,
+            local_rates=local_rates,
+        )
     connection = connect(config.redis, previous.redis if previous is not None else None)
     if previous is not None and previous.redis is connection:
         return previous
@@ -66,6 +75,7 @@ def build_stores(
         RedisJobQueue(connection),
         RedisRateCounter(connection),
         connection,
+        local_rates,
     )
 
 

@@ -28,6 +28,10 @@ class MemoryRateCounter:
     async def acquire(
         self, key: str, rate_per_second: float, burst: int, cost: int = 1
     ) -> RateDecision:
+        return self.decide(key, rate_per_second, burst, cost)
+
+    def decide(self, key: str, rate_per_second: float, burst: int, cost: int = 1) -> RateDecision:
+        """`acquire` without a coroutine: for callers on the hot path (a local rate limit)."""
         now = self._clock()
         tat = self._tats.pop(key, None)
         new_tat, decision = gcra(tat, now, rate_per_second, burst, cost)
