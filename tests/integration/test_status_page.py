@@ -1,6 +1,7 @@
 """GET /status in a real browser: `lb run` with origins and a canary split, some traffic, then
 headless Chromium (Debian's `chromium`, installed by scripts/test) loads the page, lets its
-script read /api/v1/status, and dumps the DOM it built; and /api/v1/status itself.
+script read /api/v1/status, and dumps the DOM it built; the drain button clicked in the browser,
+token prompt included; and /api/v1/status itself.
 
 The screenshot is written to tests/integration/artifacts/status-page.png (ignored by git) for a
 person to look at; its path is printed (pytest -s shows it).
@@ -8,6 +9,7 @@ person to look at; its path is printed (pytest -s shows it).
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 import threading
@@ -261,3 +263,109 @@ def test_status_document_has_routes_rates_in_flight_and_the_token_rule(tmp_path:
         code, headers, page = request(lb.admin_port, "/status")
         assert code == 200 and headers["content-type"] == "text/html; charset=utf-8"
         assert token.encode() not in page and b"sessionStorage" in page
+
+
+# The drain button, clicked in a real browser: a harness page on the same origin as /status (a
+# small forwarding server in front of the admin port) frames the page, clicks, enters the token
+# as a person would, and writes what it saw into its own DOM for --dump-dom.
+HARNESS = """<!doctype html><meta charset=utf-8><pre id=log></pre>
+<iframe id=f src="/status" width=1200 height=900></iframe>
+<script>
+const log = (s) => { document.getElementById("log").textContent += s + "\\n"; };
+const doc = () => document.getElementById("f").contentDocument;
+const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+const button = (server) => doc().querySelector(`button[data-server="${server}"]`);
+async function run() {
+  await sleep(1000);
+  button("SERVER").click();                      // no token yet: refused
+  await sleep(1000);
+  log("banner1: " + doc().getElementById("banner").textContent);
+  const input = doc().getElementById("token");
+  input.value = "TOKEN";
+  doc().querySelector("#token-box button").click();
+  button("SERVER").click();
+  await sleep(2500);
+  log("banner2: " + doc().getElementById("banner").textContent);
+  log("action: " + button("SERVER").textContent);
+  log("token box: " + doc().getElementById("token-box").textContent);
+}
+run().catch(e => log("error: " + e));
+</script>"""
+
+
+class Forwarder:
+    """GET /harness.html, and everything else forwarded to the admin listener; records the
+    Authorization header of each POST."""
+
+    def __init__(self, admin_port: int, harness: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.authorizations: list[str | None] = []
+        forwarder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", headers.get("content-type", "text/plain"))
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path == "/harness.html":
+                    self._answer(200, {"content-type": "text/html"}, harness.encode())
+                    return
+                self._answer(*request(admin_port, self.path))
+
+            def do_POST(self) -> None:
+                auth = self.headers.get("authorization")
+                forwarder.authorizations.append(auth)
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {"authorization": auth} if auth else {}
+                self._answer(*request(admin_port, self.path, "POST", headers, body))
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Forwarder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test installs it)")
+def test_drain_button_asks_for_the_token_then_sends_it(tmp_path: Path) -> None:
+    token = "s3cret-drain"
+    with lb_with_origins(tmp_path, workers=1) as (lb, origins):
+        text = lb.config.read_text()
+        lb.config.write_text(text.replace("admin: {", f'admin: {{token: "{token}", '))
+        assert request(lb.admin_port, "/api/v1/reload", method="POST")[0] == 200
+        server = origins[0].address
+        harness = HARNESS.replace("SERVER", server).replace("TOKEN", token)
+        with Forwarder(lb.admin_port, harness) as forwarder:
+            dom = chromium(
+                f"http://127.0.0.1:{forwarder.port}/harness.html",
+                tmp_path,
+                "--dump-dom",
+                "--virtual-time-budget=10000",
+            )
+        drained = [s["drained"] for s in lb.status()["pools"]["app"]["servers"]]
+
+    lines = html.unescape(dom.split('<pre id="log">', 1)[1].split("</pre>", 1)[0])
+    assert "error:" not in lines, lines
+    assert f"banner1: lb refused to drain {server}: it needs the admin token" in lines
+    assert f"banner2: Drained {server} in pool app." in lines
+    assert "action: enable" in lines and "token box: admin token set" in lines
+    assert forwarder.authorizations == [None, f"Bearer {token}"]
+    assert drained == [True, False]
