@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from functools import cache
 from importlib import resources
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from lb.admin.metrics import Samples, all_samples
@@ -102,7 +103,7 @@ def status_document(supervisor: Supervised, window: CounterWindow | None = None)
     traffic = Traffic(found)
     flat = traffic.counters(supervisor)
     if window is not None:
-        traffic.delta = window.observe(time.monotonic(), flat)
+        traffic.delta = window.observe(monotonic(), flat)
     up: dict[tuple[str, str], float] = {}
     for labels, value in found.get("lb_server_up", []):
         up[(labels["pool"], labels["server"])] = value
