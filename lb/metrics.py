@@ -30,6 +30,12 @@ ACTIVE_CONNECTIONS = Gauge(
 SERVER_UP = Gauge(
     "lb_server_up", "1 if the server takes traffic", ["pool", "server"], multiprocess_mode="min"
 )
+SERVER_IN_FLIGHT = Gauge(
+    "lb_server_in_flight",
+    "Requests (tcp: connections) using the server now, by configured address",
+    ["pool", "server"],
+    multiprocess_mode="livesum",
+)
 RETRIES = Counter("lb_retries", "Requests sent again to another server", ["pool"])
 POOL_QUEUE_DEPTH = Gauge(
     "lb_pool_queue_depth",

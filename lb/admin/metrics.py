@@ -22,11 +22,18 @@ def render_metrics() -> tuple[str, bytes]:
     return CONTENT_TYPE_LATEST, generate_latest(registry())
 
 
-def samples(name: str) -> list[tuple[dict[str, str], float]]:
+Samples = list[tuple[dict[str, str], float]]
+
+
+def samples(name: str) -> Samples:
     """(labels, value) of every sample called `name`, across workers."""
-    found = []
+    return all_samples().get(name, [])
+
+
+def all_samples() -> dict[str, Samples]:
+    """Every sample by name, in one pass (each pass reads every worker's files)."""
+    found: dict[str, Samples] = {}
     for family in registry().collect():
         for sample in family.samples:
-            if sample.name == name:
-                found.append((dict(sample.labels), sample.value))
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return found

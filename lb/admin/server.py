@@ -11,13 +11,13 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import h11
 
-from lb.admin.status import status_document, status_page
+from lb.admin.status import admin_token, status_document, status_page
+from lb.admin.window import CounterWindow
 from lb.config.schema import split_address
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ class AdminServer:
     def __init__(self, supervisor: Supervised) -> None:
         self.supervisor = supervisor
         self._server: asyncio.AbstractServer | None = None
+        self.window = CounterWindow()  # recent req/s and latency for /api/v1/status
 
     async def start(self, bind: str) -> None:
         host, port = split_address(bind)
@@ -91,9 +92,9 @@ class AdminServer:
                 ctype, payload = render_metrics()
                 return 200, ctype, payload
             if path == "/api/v1/status":
-                return _json(200, status_document(self.supervisor))
+                return _json(200, status_document(self.supervisor, self.window))
             if path == "/status":
-                return 200, "text/html; charset=utf-8", status_page(self.supervisor).encode()
+                return 200, "text/html; charset=utf-8", status_page()
             return _json(404, {"error": f"no admin endpoint {path}"})
         if method == "POST":
             if not self._authorized(headers):
@@ -131,8 +132,7 @@ class AdminServer:
         return _json(200, {"pool": pool, "server": address, "drained": drained})
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        admin = self.supervisor.config.admin
-        token = (admin.token if admin is not None else None) or os.environ.get("LB_ADMIN_TOKEN")
+        token = admin_token(self.supervisor)
         if not token:
             return True
         given = headers.get(b"authorization", b"").decode("latin-1")

@@ -29,6 +29,7 @@ from lb.core.errors import Reason
 from lb.metrics import (
     ACTIVE_CONNECTIONS,
     CONNECTION_ERRORS,
+    SERVER_IN_FLIGHT,
     UPSTREAM_CONNECT_ERRORS,
     RequestMetrics,
 )
@@ -77,6 +78,7 @@ class Proxy:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.connections: dict[str, set[Any]] = {}
         self._active: dict[str, int] = {}  # lb_active_connections as last published
+        self._in_flight: dict[tuple[str, str], int] = {}  # lb_server_in_flight, likewise
         self._flush_handle: asyncio.TimerHandle | None = None
         self.tls: dict[str, ListenerTls] = {}  # listeners that terminate TLS
         self._tls_handle: asyncio.TimerHandle | None = None
@@ -284,6 +286,7 @@ class Proxy:
             self._reactor.close()
         self.metrics.flush()
         self._publish_active()
+        self._publish_in_flight()
         publish_bytes()
         # The last lines are written before the process exits (bounded: the disk may hang).
         self.access_log.close(wait=ACCESS_LOG_EXIT_WAIT)
@@ -299,6 +302,7 @@ class Proxy:
         self.metrics.flush()
         self.cache.flush_metrics()
         self._publish_active()
+        self._publish_in_flight()
         publish_bytes()
         self.access_log.maybe_flush()
         self._flush_handle = self.loop.call_later(0.25, self._schedule_flush)
@@ -313,6 +317,21 @@ class Proxy:
             if self._active.get(name) != len(conns):
                 self._active[name] = len(conns)
                 ACTIVE_CONNECTIONS.labels(name).set(len(conns))
+
+    def _publish_in_flight(self) -> None:
+        # Sampled at each flush like lb_active_connections, never moved per request; by the
+        # configured address (a name's resolved servers summed), as /api/v1/status shows it.
+        now = {
+            (name, address): sum(s.state.in_flight for s in members)
+            for name, pool in self.runtime.pools.items()
+            for address, members in pool.members.items()
+        }
+        for key, count in now.items():
+            if self._in_flight.get(key) != count:
+                SERVER_IN_FLIGHT.labels(*key).set(count)
+        for key in self._in_flight.keys() - now.keys():  # gone with a reload
+            SERVER_IN_FLIGHT.labels(*key).set(0)
+        self._in_flight = now
 
     def connection_opened(self, conn: Any) -> None:
         name = conn.listener.name
