@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import inspect
 import json
 import socket
 import ssl
@@ -406,14 +407,68 @@ def in_flight(worker: Any) -> list[int]:
     return [s.state.in_flight for p in worker.runtime.pools.values() for s in p.servers]
 
 
-async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll `predicate` every 10ms until it holds; AssertionError after `timeout` seconds."""
+def _describe(predicate: Callable[[], object], what: str | Callable[[], str] | None) -> str:
+    """What a wait waited for: `what` (called, when it is a function: a log read at the
+    deadline), else the source of `predicate` (a lambda's line)."""
+    if what is not None:
+        return what() if callable(what) else what
+    try:
+        return " ".join(inspect.getsource(predicate).split())
+    except (OSError, TypeError):
+        return repr(predicate)
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    *,
+    interval: float = 0.01,
+    what: str | Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` every `interval` seconds until it returns something truthy, and return
+    that. After `timeout` seconds: AssertionError naming `what` (a string, or a function that
+    makes one then, such as a log read; default: the predicate's source) and the last value.
+    For async tests: the loop runs on meanwhile."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout:g}s")
-        await asyncio.sleep(0.01)
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {_describe(predicate, what)}"
+                f" (last: {value!r})"
+            )
+        await asyncio.sleep(interval)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    what: str | Callable[[], str] | None = None,
+) -> Any:
+    """`wait_until` for sync tests (real processes, threads): blocks while it polls. An
+    exception from `predicate` (a process not listening yet) counts as not yet; the last one
+    is in the AssertionError."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as err:
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {_describe(predicate, what)}"
+                f" (last: {last!r})"
+            )
+        time.sleep(interval)
 
 
 def pattern(n: int) -> bytes:

@@ -13,7 +13,8 @@ import pytest
 
 from lb.config import load_config_text
 from lb.proxy.server import Worker
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin, admin_post
 
 TOKEN = "s3cret-token"
@@ -59,7 +60,7 @@ def test_drain_and_enable_through_the_admin_api(tmp_path: Path) -> None:
 
             thread = threading.Thread(target=slow_request)
             thread.start()
-            wait_for(lambda: a.hits["/slow?s=1"] >= 1, 5, "the slow request at a")
+            wait_for(lambda: a.hits["/slow?s=1"] >= 1, 5, what="the slow request at a")
             status, body = admin_post(admin_port, drain.replace(":", "%3A"), TOKEN)
             assert (status, body["drained"]) == (200, True)
             time.sleep(0.2)  # workers read the flag every 50 ms

@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin, Tunnel, admin_post, get
 
 
@@ -110,9 +111,13 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                     before = lb.log().count("reload refused")
                     lb.signal(signal.SIGHUP)
                     if valid:
-                        wait_for(lambda g=generation: lb.status()["generation"] > g, 5, "reload")
+                        wait_for(
+                            lambda g=generation: lb.status()["generation"] > g, 5, what="reload"
+                        )
                     else:
-                        wait_for(lambda n=before: lb.log().count("reload refused") > n, 5, "log")
+                        wait_for(
+                            lambda n=before: lb.log().count("reload refused") > n, 5, what="log"
+                        )
                         refused += 1
                 if valid:
                     generation = lb.status()["generation"]
@@ -149,7 +154,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
                 base.replace("EXTRA", f'  extra: {{bind: "127.0.0.1:{extra}", mode: http}}')
             )
             assert admin_post(admin_port, "/api/v1/reload") == (200, {"reloaded": True})
-            wait_for(lambda: request(extra, "/new")[0] == 200, 5, "the added listener")
+            wait_for(lambda: request(extra, "/new")[0] == 200, 5, what="the added listener")
             assert "extra" in lb.status()["listeners"]
             # A kept-alive connection on the listener about to go: it keeps its request.
             conn = http.client.HTTPConnection("127.0.0.1", extra, timeout=5)
@@ -164,7 +169,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
                 with socket.socket() as sock:
                     return sock.connect_ex(("127.0.0.1", extra)) != 0
 
-            wait_for(closed, 5, "the removed listener closed")
+            wait_for(closed, 5, what="the removed listener closed")
             assert request(port, "/")[0] == 200
             # A listener moved onto an address in use is refused, with the reason.
             with socket.socket() as busy:
