@@ -419,20 +419,23 @@ def _describe(predicate: Callable[[], object], what: str | Callable[[], str] | N
 
 
 async def wait_until(
-    predicate: Callable[[], Any],
+    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
     timeout: float = 5.0,
     *,
     interval: float = 0.01,
     what: str | Callable[[], str] | None = None,
 ) -> Any:
-    """Poll `predicate` every `interval` seconds until it returns something truthy, and return
-    that. After `timeout` seconds: AssertionError naming `what` (a string, or a function that
-    makes one then, such as a log read; default: the predicate's source) and the last value.
+    """Poll `predicate` every `interval` seconds until it returns something truthy (or an
+    awaitable of it: a coroutine function is awaited), and return that. After `timeout`
+    seconds: AssertionError naming `what` (a string, or a function that makes one then, such
+    as a log read; default: the predicate's source) and the last value.
     For async tests: the loop runs on meanwhile."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:
