@@ -13,6 +13,7 @@ import gc
 import hashlib
 import inspect
 import json
+import select
 import socket
 import ssl
 import struct
@@ -171,7 +172,7 @@ class Origin:
             self.server.close()
         for writer in self.writers:
             writer.transport.abort()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the aborted connections end
 
 
 class _RecordingReader:
@@ -246,7 +247,7 @@ class handlers:
     def slow(delay: float, body: bytes = b"slow") -> Handler:
         async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
             await _record(origin, req, reader)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # the scenario: a server slow to answer
             writer.write(response(200, body))
 
         return handle
@@ -255,7 +256,7 @@ class handlers:
     def never() -> Handler:
         async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
             origin.requests.append(req)  # the head only: a body is never read either
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # the scenario: a server that never answers
             return "close"
 
         return handle
@@ -394,7 +395,14 @@ def hanging_address(fillers: int = 4) -> Iterator[str]:
             f.setblocking(False)
             filling.append(f)
             f.connect_ex(sock.getsockname())
-        time.sleep(0.1)  # the handshakes that fit complete; the rest wait in SYN_SENT
+
+        def full() -> bool:
+            """The handshakes that fit completed (their sockets are writable); the rest wait
+            in SYN_SENT, so the queue is full."""
+            _, done, _ = select.select([], filling, [], 0)
+            return 0 < len(done) < fillers
+
+        wait_for(full, 5, interval=0.01, what="the accept queue to fill")
         yield "{}:{}".format(*sock.getsockname())
     finally:
         for f in filling:

@@ -62,6 +62,7 @@ class Origin:
                     self._tunnel()
                     return
                 if self.path.startswith("/slow"):
+                    # The scenario: a server slow to answer (a request in flight).
                     time.sleep(float(self.path.partition("s=")[2] or 1))
                 body = f"origin {origin.name} {self.path}\n".encode()
                 self.send_response(200)

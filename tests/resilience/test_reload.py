@@ -63,6 +63,7 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
             assert tunnel.echo(b"hello") == b"hello"
             done = threading.Event()
             results: list[tuple[int, int]] = []  # (ok, failed) per client
+            answered = [0] * 4  # requests each client has had an answer (or an error) for
             failures: list[str] = []
 
             def client(n: int) -> None:
@@ -77,6 +78,7 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                         except (OSError, http.client.HTTPException) as err:
                             failed += 1
                             failures.append(f"client {n} request {i}: {err!r}")
+                            answered[n] += 1
                             conn.close()
                             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                             continue
@@ -85,7 +87,8 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                         else:
                             failed += 1
                             failures.append(f"client {n} request {i}: {status} {body[:80]!r}")
-                        time.sleep(0.002)
+                        answered[n] += 1
+                        time.sleep(0.002)  # pacing: steady traffic, not a CPU-bound flood
                 finally:
                     conn.close()
                     results.append((ok, failed))
@@ -96,7 +99,11 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
             refused = 0
             generation = lb.status()["generation"]
             for i in range(10):
-                time.sleep(0.35)
+                mark = sum(answered)
+                wait_for(
+                    lambda m=mark: sum(answered) >= m + 100,
+                    what="100 requests through the current generation",
+                )
                 valid = i % 3 != 2
                 path.write_text(good[(i - i // 3) % 2] if valid else invalid)
                 if i % 2 == 0:
@@ -159,7 +166,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
             # A kept-alive connection on the listener about to go: it keeps its request.
             conn = http.client.HTTPConnection("127.0.0.1", extra, timeout=5)
             conn.request("GET", "/slow?s=0.8")
-            time.sleep(0.2)
+            wait_for(lambda: a.hits["/slow?s=0.8"] == 1, 5, what="the slow request at the origin")
             path.write_text(base.replace("EXTRA\n", ""))
             assert admin_post(admin_port, "/api/v1/reload") == (200, {"reloaded": True})
             assert conn.getresponse().status == 200  # in flight on the removed listener
