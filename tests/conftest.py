@@ -427,7 +427,7 @@ def _describe(predicate: Callable[[], object], what: str | Callable[[], str] | N
 
 
 async def wait_until(
-    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    predicate: Callable[[], Any],
     timeout: float = 5.0,
     *,
     interval: float = 0.01,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
@@ -60,15 +61,15 @@ async def test_full_server_queues_in_order_then_serves(proxy, origin, connect):
     o = await origin(handle)
     worker = await proxy(limited(o, 2, max=10, timeout="5s"))
     clients = [await connect(worker) for _ in range(6)]
+
+    def arrived(n: int) -> bool:
+        """The first `n` requests are at the server (two at most) or in the queue."""
+        return (len(o.requests), depth()) == (min(n, 2), max(n - 2, 0))
+
     for i, c in enumerate(clients):
         await c.send(GET % i)
         # A known arrival order: each is at the server or in the queue before the next.
-        if i < 2:
-            await wait_until(
-                lambda i=i: len(o.requests) == i + 1, what=f"request {i} at the server"
-            )
-        else:
-            await wait_until(lambda i=i: depth() == i - 1, what=f"request {i} in the queue")
+        await wait_until(partial(arrived, i + 1), what=f"request {i} at the server or queued")
     assert len(o.requests) == 2  # two at the server, four waiting in lb
     assert depth() == 4
     release.set()

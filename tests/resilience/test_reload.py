@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.conftest import wait_for
@@ -98,10 +99,13 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                 thread.start()
             refused = 0
             generation = lb.status()["generation"]
+
+            def progressed(since: int) -> bool:
+                return sum(answered) >= since + 100
+
             for i in range(10):
-                mark = sum(answered)
                 wait_for(
-                    lambda m=mark: sum(answered) >= m + 100,
+                    partial(progressed, sum(answered)),
                     what="100 requests through the current generation",
                 )
                 valid = i % 3 != 2
