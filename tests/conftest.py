@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import inspect
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -174,7 +176,7 @@ class Origin:
             self.server.close()
         for writer in self.writers:
             writer.transport.abort()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the aborted connections end
 
 
 class _RecordingReader:
@@ -249,7 +251,7 @@ class handlers:
     def slow(delay: float, body: bytes = b"slow") -> Handler:
         async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
             await _record(origin, req, reader)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # the scenario: a server slow to answer
             writer.write(response(200, body))
 
         return handle
@@ -258,7 +260,7 @@ class handlers:
     def never() -> Handler:
         async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> str:
             origin.requests.append(req)  # the head only: a body is never read either
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # the scenario: a server that never answers
             return "close"
 
         return handle
@@ -397,7 +399,14 @@ def hanging_address(fillers: int = 4) -> Iterator[str]:
             f.setblocking(False)
             filling.append(f)
             f.connect_ex(sock.getsockname())
-        time.sleep(0.1)  # the handshakes that fit complete; the rest wait in SYN_SENT
+
+        def full() -> bool:
+            """The handshakes that fit completed (their sockets are writable); the rest wait
+            in SYN_SENT, so the queue is full."""
+            _, done, _ = select.select([], filling, [], 0)
+            return 0 < len(done) < fillers
+
+        wait_for(full, 5, interval=0.01, what="the accept queue to fill")
         yield "{}:{}".format(*sock.getsockname())
     finally:
         for f in filling:
@@ -410,14 +419,71 @@ def in_flight(worker: Any) -> list[int]:
     return [s.state.in_flight for p in worker.runtime.pools.values() for s in p.servers]
 
 
-async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll `predicate` every 10ms until it holds; AssertionError after `timeout` seconds."""
+def _describe(predicate: Callable[[], object], what: str | Callable[[], str] | None) -> str:
+    """What a wait waited for: `what` (called, when it is a function: a log read at the
+    deadline), else the source of `predicate` (a lambda's line)."""
+    if what is not None:
+        return what() if callable(what) else what
+    try:
+        return " ".join(inspect.getsource(predicate).split())
+    except (OSError, TypeError):
+        return repr(predicate)
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    *,
+    interval: float = 0.01,
+    what: str | Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` every `interval` seconds until it returns something truthy (or an
+    awaitable of it: a coroutine function is awaited), and return that. After `timeout`
+    seconds: AssertionError naming `what` (a string, or a function that makes one then, such
+    as a log read; default: the predicate's source) and the last value.
+    For async tests: the loop runs on meanwhile."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout:g}s")
-        await asyncio.sleep(0.01)
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {_describe(predicate, what)}"
+                f" (last: {value!r})"
+            )
+        await asyncio.sleep(interval)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    what: str | Callable[[], str] | None = None,
+) -> Any:
+    """`wait_until` for sync tests (real processes, threads): blocks while it polls. An
+    exception from `predicate` (a process not listening yet) counts as not yet; the last one
+    is in the AssertionError."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as err:
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {_describe(predicate, what)}"
+                f" (last: {last!r})"
+            )
+        time.sleep(interval)
 
 
 def pattern(n: int) -> bytes:

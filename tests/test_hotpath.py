@@ -6,5 +6,6 @@ from benchmarks.hotpath import measure
 
 
 async def test_hotpath_answers_every_request() -> None:
-    seconds = await measure(200)  # raises if a response is missing
-    assert 0 < seconds < 0.01
+    # measure() raises unless each of the 200 requests got exactly one response written. How
+    # fast that was is the benchmark's to report, not a unit test's to bound.
+    await measure(200)

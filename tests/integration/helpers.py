@@ -18,10 +18,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,21 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception as err:
-            last_error = err
-        else:
-            if value:
-                return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last_error!r})")
 
 
 # Origins ------------------------------------------------------------------------------------
@@ -75,6 +62,7 @@ class Origin:
                     self._tunnel()
                     return
                 if self.path.startswith("/slow"):
+                    # The scenario: a server slow to answer (a request in flight).
                     time.sleep(float(self.path.partition("s=")[2] or 1))
                 body = f"origin {origin.name} {self.path}\n".encode()
                 self.send_response(200)
@@ -242,7 +230,7 @@ class LbProcess:
                 env=lb_env(),
                 cwd=self.config.parent,
             )
-        wait_for(self.ready, timeout, f"lb ready; log:\n{self.log()}")
+        wait_for(self.ready, timeout, what=lambda: f"lb ready; log:\n{self.log()}")
         return self
 
     def ready(self) -> bool:

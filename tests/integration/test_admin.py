@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.helpers import (
-    get_json,
-    lb_with_origins,
-    metric_total,
-    request,
-    wait_for,
-)
+from tests.conftest import wait_for
+from tests.integration.helpers import get_json, lb_with_origins, metric_total, request
 
 ACCESS_LOG_FIELDS = {
     "time",
@@ -42,7 +37,9 @@ def test_metrics_status_healthz_and_access_log_cover_both_workers(tmp_path: Path
         assert len({rid.rsplit("-", 1)[0] for rid in ids}) == 2, ids
 
         # Workers hand their counts to the shared files a few times a second.
-        wait_for(lambda: metric_total(lb.metrics(), "lb_requests_total") == sent, 5, "the counts")
+        wait_for(
+            lambda: metric_total(lb.metrics(), "lb_requests_total") == sent, 5, what="the counts"
+        )
         wait_for(lambda: metric_total(lb.metrics(), "lb_request_duration_seconds_count") == sent, 5)
         text = lb.metrics()
         assert 'lb_requests_total{code="200",listener="web",pool="app",route="default"}' in text
@@ -67,7 +64,7 @@ def test_metrics_status_healthz_and_access_log_cover_both_workers(tmp_path: Path
             text = log_path.read_text() if log_path.exists() else ""
             return [json.loads(line) for line in text.splitlines()]
 
-        wait_for(lambda: len(lines()) == sent, 5, "every request in the access log")
+        wait_for(lambda: len(lines()) == sent, 5, what="every request in the access log")
         records = lines()
         for record in records:
             assert record.keys() >= ACCESS_LOG_FIELDS, record

@@ -13,15 +13,8 @@ import pytest
 import yaml
 
 from lb.demo import port_taken
-from tests.integration.helpers import (
-    REPO,
-    free_port,
-    lb_env,
-    request,
-    run_lb,
-    wait_for,
-    write_config,
-)
+from tests.conftest import wait_for
+from tests.integration.helpers import REPO, free_port, lb_env, request, run_lb, write_config
 
 BROKEN = """\
 version: 1
@@ -141,7 +134,7 @@ def test_demo_answers_from_both_backends_and_stops_on_sigint() -> None:
         cwd=REPO,
     )
     try:
-        wait_for(lambda: request(8080, "/")[0] == 200, 10, "lb demo to answer")
+        wait_for(lambda: request(8080, "/")[0] == 200, 10, what="lb demo to answer")
         backends = {request(8080, f"/{i}")[2].split(b'"backend": "')[1][:9] for i in range(6)}
         assert backends == {b"demo-9001", b"demo-9002"}
         proc.send_signal(signal.SIGINT)

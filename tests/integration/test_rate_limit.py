@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.helpers import lb_with_origins, metric_total, request, run_lb, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import lb_with_origins, metric_total, request, run_lb
 
 LIMITED = """  - name: limited
     match: {path_prefix: /limited}

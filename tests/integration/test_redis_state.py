@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import RedisServer
-from tests.integration.helpers import get_json, lb_with_origins, request, wait_for
+from tests.conftest import RedisServer, wait_for
+from tests.integration.helpers import get_json, lb_with_origins, request
 
 
 def redis_gauge(admin_port: int) -> float | None:

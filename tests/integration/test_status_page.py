@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import Origin, lb_with_origins, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import Origin, lb_with_origins, request
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -235,7 +236,7 @@ def test_status_document_has_routes_rates_in_flight_and_the_token_rule(tmp_path:
             servers = lb.status()["pools"]["app"]["servers"]
             return sum(s["in_flight"] for s in servers) == 1
 
-        wait_for(busy, 5, "one request in flight")
+        wait_for(busy, 5, what="one request in flight")
         time.sleep(0.6)
         doc = lb.status()
         default = doc["routes"][1]
@@ -250,7 +251,7 @@ def test_status_document_has_routes_rates_in_flight_and_the_token_rule(tmp_path:
         assert doc["pools"]["canary"]["servers"][0]["in_flight"] == 0
         assert doc["splits"]["api-canary"]["arms"][0]["latency_ms"] == {"p50": None, "p99": None}
         slow.join(10)
-        wait_for(lambda: not busy(), 5, "nothing in flight")
+        wait_for(lambda: not busy(), 5, what="nothing in flight")
         assert canary.total == 0
 
         # The page says when drain/enable need the token, and never holds it.

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import free_port, lb_with_origins, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import free_port, lb_with_origins, request
 
 
 def _listening_socket_inodes(port: int) -> set[str]:
@@ -84,7 +85,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path: Path) 
                 return True
             return False
 
-        wait_for(refused, 2, "new connections to be refused")
+        wait_for(refused, 2, what="new connections to be refused")
         assert client.is_alive(), "the slow request should still be in flight"
         client.join(10)
         assert "error" not in result, result
@@ -108,7 +109,7 @@ def test_a_killed_worker_is_restarted_and_serving_continues(tmp_path: Path) -> N
                 return None
             return workers
 
-        workers = wait_for(restarted, 10, "the worker to be restarted")
+        workers = wait_for(restarted, 10, what="the worker to be restarted")
         assert survivor in [w["pid"] for w in workers]
         assert sorted(w["restarts"] for w in workers) == [0, 1]
         assert f"(pid {victim}) exited with code -9; restarting" in lb.log()
@@ -126,19 +127,19 @@ def test_sighup_applies_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
         ).replace("admin:", a_only + "admin:")
         lb.config.write_text(changed)
         lb.signal(signal.SIGHUP)
-        wait_for(lambda: lb.status()["generation"] == 2, 5, "the reload")
+        wait_for(lambda: lb.status()["generation"] == 2, 5, what="the reload")
         # Both workers: several connections, all to server a through the new route.
         wait_for(
             lambda: all(
                 request(lb.port, f"/new/{i}")[2].startswith(b"origin a ") for i in range(8)
             ),
             5,
-            "the new route in every worker",
+            what="the new route in every worker",
         )
 
         lb.config.write_text(changed.replace("balance: round_robin", "balance: fastest"))
         lb.signal(signal.SIGHUP)
-        wait_for(lambda: "reload refused" in lb.log(), 5, "the refusal in the log")
+        wait_for(lambda: "reload refused" in lb.log(), 5, what="the refusal in the log")
         assert "pools.app.balance: must be one of" in lb.log()
         assert lb.status()["generation"] == 2
         for i in range(6):
@@ -147,8 +148,8 @@ def test_sighup_applies_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
 
         # A worker restarted now serves the last good config, not the broken file.
         os.kill(lb.worker_pids()[0], signal.SIGKILL)
-        wait_for(lambda: lb.status()["workers"][0]["restarts"] == 1, 10, "the restart")
-        wait_for(lambda: all(w["ready"] for w in lb.status()["workers"]), 10, "ready")
+        wait_for(lambda: lb.status()["workers"][0]["restarts"] == 1, 10, what="the restart")
+        wait_for(lambda: all(w["ready"] for w in lb.status()["workers"]), 10, what="ready")
         for i in range(6):
             assert request(lb.port, f"/new/{i}")[2].startswith(b"origin a ")
 
@@ -162,17 +163,17 @@ def test_a_reload_moves_a_listener_only_to_a_free_address(tmp_path: Path) -> Non
             taken = holder.getsockname()[1]
             lb.config.write_text(text.replace(f"127.0.0.1:{lb.port}", f"127.0.0.1:{taken}"))
             lb.signal(signal.SIGHUP)
-            wait_for(lambda: "reload refused" in lb.log(), 5, "the refusal in the log")
+            wait_for(lambda: "reload refused" in lb.log(), 5, what="the refusal in the log")
             assert f"listeners.web: cannot bind 127.0.0.1:{taken}" in lb.log()
             assert request(lb.port, "/")[0] == 200
 
         moved = free_port()
         lb.config.write_text(text.replace(f"127.0.0.1:{lb.port}", f"127.0.0.1:{moved}"))
         lb.signal(signal.SIGHUP)
-        wait_for(lambda: lb.status()["generation"] == 2, 5, "the reload")
-        wait_for(lambda: request(moved, "/")[0] == 200, 5, "the moved listener")
+        wait_for(lambda: lb.status()["generation"] == 2, 5, what="the reload")
+        wait_for(lambda: request(moved, "/")[0] == 200, 5, what="the moved listener")
         # Each worker applies the reload on its own: the old port is gone once all have.
-        wait_for(lambda: _refused(lb.port), 5, "the old listener to close in every worker")
+        wait_for(lambda: _refused(lb.port), 5, what="the old listener to close in every worker")
 
 
 def _refused(port: int) -> bool:

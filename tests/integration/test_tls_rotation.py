@@ -12,7 +12,8 @@ from pathlib import Path
 import trustme
 from cryptography import x509
 
-from tests.integration.helpers import LbProcess, Origin, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, Origin, free_port, request
 
 
 class TlsClient:
@@ -90,7 +91,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
             wait_for(
                 lambda: serial_for(tls_port, ca, "b.test") == pairs["b.test"][1],
                 5,
-                f"b.test's certificate after POST /api/v1/reload; log:\n{lb.log()}",
+                what=lambda: f"b.test's certificate after POST /api/v1/reload; log:\n{lb.log()}",
             )
 
             path.write_text(config("a.test", "b.test", "c.test"))
@@ -98,7 +99,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
             wait_for(
                 lambda: serial_for(tls_port, ca, "c.test") == pairs["c.test"][1],
                 5,
-                f"c.test's certificate after SIGHUP; log:\n{lb.log()}",
+                what=lambda: f"c.test's certificate after SIGHUP; log:\n{lb.log()}",
             )
 
             # The connection opened first is still served, on the certificate it began with.

@@ -81,7 +81,10 @@ async def test_accepted_client_address_is_passed_on(tcp_backend, lb, header):
     # The header arrives in pieces, the payload right behind its last piece.
     writer.write(header[:7])
     await writer.drain()
-    await asyncio.sleep(0.05)
+    await wait_until(
+        lambda: [len(c.preamble or b"") for c in worker.connections["tcp"]] == [7],
+        what="lb to have read the header's first piece alone",
+    )
     writer.write(header[7:] + b"payload")
     writer.write_eof()
     assert await read_all(reader) == b"ok"

@@ -120,7 +120,9 @@ async def test_a_slow_client_stops_lb_reading_the_server(tcp_backend, lb):
     await wait_until(lambda: bool(worker.connections["tcp"]))
     (conn,) = worker.connections["tcp"]
     assert isinstance(conn, TcpConnection)
-    await asyncio.sleep(0.5)  # the client reads nothing meanwhile
+    # Fixed on purpose: the server must stay blocked while the client reads nothing for
+    # 0.5 s, far longer than lb takes to read the payload if it did not stop.
+    await asyncio.sleep(0.5)
     assert not sent.is_set()  # the server is blocked: lb stopped reading it
     assert conn.buffered() <= CHUNK, conn.buffered()
     data = await read_all(reader, 10)
@@ -134,6 +136,7 @@ async def test_client_half_close_reaches_the_server_and_the_answer_still_flows_b
     async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         question = await reader.read()  # to EOF: the client's FIN must arrive
         for _ in range(3):
+            # A slow server: the answer comes in pieces, well after the client's FIN.
             await asyncio.sleep(0.05)
             writer.write(b"answer to " + question + b"\n")
         await writer.drain()
@@ -176,21 +179,23 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 async def test_server_reset_closes_the_client(tcp_backend, lb):
+    delivered = asyncio.Event()  # the client has the bytes sent before the reset
+
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"partial")
         await writer.drain()
-        await asyncio.sleep(0.1)
+        await delivered.wait()
         _reset(writer)
 
     backend = await tcp_backend(reset)
     worker = await lb(config(tcp_listener(), pool(backend.address)))
     before = metric("lb_connection_errors_total", listener="tcp", cause="server_reset")
     reader, writer = await open_to(worker)
-    data = b""
+    assert await asyncio.wait_for(reader.readexactly(7), 5) == b"partial"
+    delivered.set()
     with pytest.raises(ConnectionResetError):  # passed on as a reset, not as a clean end
-        while chunk := await asyncio.wait_for(reader.read(100), 5):
-            data += chunk
-    assert data == b"partial"
+        while await asyncio.wait_for(reader.read(100), 5):
+            pass
     await wait_until(lambda: not worker.connections["tcp"])
     assert metric("lb_connection_errors_total", listener="tcp", cause="server_reset") == before + 1
     writer.close()
@@ -329,7 +334,7 @@ async def test_idle_timeout_closes_a_quiet_connection(tcp_backend, lb):
     for _ in range(4):
         writer.write(b"ping")
         assert await reader.readexactly(4) == b"ping"
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.15)  # fixed on purpose: traffic spaced below the idle timeout
     assert time.monotonic() - started > 0.5
     # ...silence closes it.
     quiet = time.monotonic()

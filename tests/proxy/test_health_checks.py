@@ -52,7 +52,7 @@ class Backend:
             self._server = None
         for writer in list(self._writers):
             writer.transport.abort()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the aborted connections end
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -189,7 +189,8 @@ async def test_killed_server_goes_down_then_comes_back(
     assert up == [f"server {b.address} in pool app is UP: status 200 (2 passes)"]
     answers = [await get(worker) for _ in range(4)]
     assert {body for _, body in answers} == {"a", "b"}
-    await asyncio.sleep(0.3)  # more passing checks: no more transitions logged
+    checks = b.checks
+    await wait_until(lambda: b.checks >= checks + 3, what="three more passing checks")
     assert len(messages(caplog, "is UP")) == 1 and not messages(caplog, "is DOWN")
 
 
@@ -233,9 +234,10 @@ async def test_tcp_check_and_unconfirmed_dead_server(
 
 async def test_no_health_check_means_not_checked(backends: Any, workers: Any) -> None:
     a = await backends("a")
-    await workers(config(a))
-    await asyncio.sleep(0.2)
-    assert a.checks == 0 and a.hits == 0
+    worker = await workers(config(a))
+    assert not worker.health.checker.targets  # nothing to probe (a target's first is at once)
+    assert await get(worker) == (200, "a")
+    assert a.checks == 0 and a.hits == 1
 
 
 async def test_reload_keeps_verdicts(backends: Any, workers: Any) -> None:
@@ -327,8 +329,13 @@ async def test_workers_read_the_published_verdicts(
     try:
         one, two = await workers(text), await workers(text)
         assert isinstance(one.health, SharedHealth)
-        await asyncio.sleep(0.45)
-        assert 4 <= b.checks <= 6  # ~one check per 100ms in all, not three
+        loop = asyncio.get_running_loop()
+        await wait_until(lambda: b.checks >= 1)
+        checks, started = b.checks, loop.time()
+        await wait_until(lambda: b.checks >= checks + 5, what="five more checks")
+        # One prober starts each check a whole interval (100ms) after the last began: five
+        # more take 500ms. A prober per process (three) would make them in about 200ms.
+        assert loop.time() - started >= 0.35
 
         await b.kill()
         await wait_until(lambda: not state(one, b).healthy and not state(two, b).healthy)

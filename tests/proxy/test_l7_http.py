@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 
-from tests.conftest import handlers, one_pool, pattern
+from tests.conftest import handlers, one_pool, pattern, wait_until
 
 GET = b"GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
@@ -43,7 +43,8 @@ async def test_idle_server_connections_close_after_the_pool_idle_timeout(origin,
     assert (await c.request(get())).status == 200
     assert (await c.request(get())).status == 200
     assert o.connections == 1  # kept alive between requests close together
-    await asyncio.sleep(0.6)
+    (server_side,) = o.writers
+    await wait_until(server_side.is_closing, timeout=3, what="lb to close the idle connection")
     assert (await c.request(get())).status == 200
     assert o.connections == 2  # the idle one was closed after 300ms, not the default 60s
 
@@ -140,12 +141,22 @@ async def test_client_that_does_not_read_bounds_the_response_buffer(origin, prox
     w = await proxy(one_pool(o))
     c = await connect(w)
     await c.send(get())
-    await asyncio.sleep(0.3)
+
+    def origin_blocked() -> bool:
+        """lb stopped reading the server, and the origin's socket is full: its writes wait
+        above the high-water mark, so its drain() blocks until lb reads again."""
+        exchanges = [e for conns in w.connections.values() for conn in conns for e in conn.queue]
+        upstreams = [e.upstream.transport for e in exchanges if e.upstream is not None]
+        if len(o.writers) != 1 or len(upstreams) != 1 or upstreams[0] is None:
+            return False
+        origin_side = o.writers[0].transport
+        full = origin_side.get_write_buffer_size() > origin_side.get_write_buffer_limits()[1]
+        return full and not upstreams[0].is_reading()
+
+    await wait_until(origin_blocked, what="lb to stop reading the server")
     first = o.sent
-    await asyncio.sleep(0.3)
     # The origin's writes block: lb stopped reading the server because the client stopped
     # reading lb. Only socket buffers (a few MiB on loopback) hold data, never lb itself.
-    assert o.sent == first
     assert o.sent < 64 * 1024 * 1024
     assert max(lb_write_buffers(w)) < 1024 * 1024
     # Reading resumes the flow.
@@ -246,9 +257,7 @@ async def test_websocket_upgrade_is_a_tunnel(origin, proxy, connect):
                 got += await c.reader.read(1 << 16)
         assert got == msg.upper()
     c.writer.close()
-    async with asyncio.timeout(2):
-        while any(w.connections.values()):
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: not any(w.connections.values()), timeout=2)
 
 
 async def test_idle_tunnel_is_closed_after_the_tunnel_timeout(origin, proxy, connect):
@@ -264,15 +273,14 @@ async def test_idle_tunnel_is_closed_after_the_tunnel_timeout(origin, proxy, con
             got += await c.reader.read(100)
     # Traffic keeps it open past the timeout...
     for _ in range(4):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # fixed on purpose: traffic spaced below the tunnel timeout
         await c.send(b"ping")
         async with asyncio.timeout(2):
             assert await c.reader.read(100) == b"PING"
     # ...silence closes both sides.
     async with asyncio.timeout(2):
         assert await c.reader.read(100) == b""
-        while any(w.connections.values()):
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: not any(w.connections.values()), timeout=2)
 
 
 async def test_bytes_before_the_101_are_bounded(origin, proxy, connect):

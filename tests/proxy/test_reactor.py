@@ -8,6 +8,7 @@ import asyncio
 import socket
 
 from lb.proxy.l4.reactor import Reactor
+from tests.conftest import wait_until
 
 
 class Owner:
@@ -72,10 +73,7 @@ async def test_a_failing_handler_ends_its_owner_and_the_batch_goes_on() -> None:
 
     for i, ((sock, _peer), owner) in enumerate(zip(pairs, owners, strict=True)):
         reactor.register(sock.fileno(), lambda events, i=i: handler(i), owner)
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if len(delivered) == 3:
-            break
+    await wait_until(lambda: len(delivered) == 3, timeout=0.5)
     assert sorted(delivered) == [0, 1, 2]
     assert [o.aborted for o in owners] == [False, True, False]
     assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)

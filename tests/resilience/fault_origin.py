@@ -27,7 +27,7 @@ async def serve(port: int, name: str, mode: str) -> None:
                 if length:
                     await reader.readexactly(length)
                 if mode == "hang":
-                    await asyncio.sleep(3600)
+                    await asyncio.sleep(3600)  # the scenario: a server that never answers
                 writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -10,7 +10,8 @@ import pytest
 
 from lb.config.schema import Pool, ResolvedTimeouts, Server
 from lb.proxy.pool.pool import PoolRuntime
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin, shared_port
 
 
@@ -41,7 +42,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
             def moved() -> bool:
                 return all(request(lb_port, "/x")[2].startswith(b"origin two") for _ in range(6))
 
-            wait_for(moved, 5, "traffic on the new address")
+            wait_for(moved, 5, what="traffic on the new address")
             for i in range(10):
                 code, _, body = request(lb_port, f"/after/{i}")
                 assert code == 200 and body.startswith(b"origin two"), body

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from lb.config import load_config_text
 from lb.proxy.proxy import Proxy
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin, admin_post
 
 TOKEN = "s3cret-token"
@@ -59,10 +59,17 @@ def test_drain_and_enable_through_the_admin_api(tmp_path: Path) -> None:
 
             thread = threading.Thread(target=slow_request)
             thread.start()
-            wait_for(lambda: a.hits["/slow?s=1"] >= 1, 5, "the slow request at a")
+            wait_for(lambda: a.hits["/slow?s=1"] >= 1, 5, what="the slow request at a")
             status, body = admin_post(admin_port, drain.replace(":", "%3A"), TOKEN)
             assert (status, body["drained"]) == (200, True)
-            time.sleep(0.2)  # workers read the flag every 50 ms
+
+            def only_b(tag: str) -> bool:
+                """Ten requests on new connections (so both workers get some) all at b."""
+                answers = (request(port, f"/{tag}/{i}")[2] for i in range(10))
+                return all(body.startswith(b"origin b") for body in answers)
+
+            # Workers read the flag every 50 ms.
+            wait_for(lambda: only_b("probe"), 5, what="every worker to drain a")
             before = a.total
             for i in range(20):
                 code, _, data = request(port, f"/after/{i}")
@@ -78,9 +85,11 @@ def test_drain_and_enable_through_the_admin_api(tmp_path: Path) -> None:
                 admin_port, f"/api/v1/pools/app/servers/{a.address}/enable", TOKEN
             )
             assert (status, body["drained"]) == (200, False)
-            time.sleep(0.2)
-            seen = {request(port, f"/back/{i}")[2].split()[1] for i in range(10)}
-            assert seen == {b"a", b"b"}
+
+            def seen() -> set[bytes]:
+                return {request(port, f"/back/{i}")[2].split()[1] for i in range(10)}
+
+            wait_for(lambda: seen() == {b"a", b"b"}, 5, what="a back in rotation")
             assert lb.status()["pools"]["app"]["servers"][0]["drained"] is False
 
 

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from lb.core.balancer import ServerState
 from lb.proxy.proxy import Proxy
-from tests.conftest import Message, read_body, read_head
+from tests.conftest import Message, read_body, read_head, wait_until
 from tests.integration.helpers import free_port
 
 
@@ -148,13 +148,6 @@ def states(worker: Proxy) -> dict[str, ServerState]:
     return {s.address: s.state for s in worker.runtime.pools["app"].servers}
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 def retries() -> float:
     return REGISTRY.get_sample_value("lb_retries_total", {"pool": "app"}) or 0.0
 
@@ -229,15 +222,15 @@ async def test_returning_server_rejoins_after_threshold_and_ramps_up(proxy: Any,
     )
     state = states(worker)[b.address]
     await b.kill()
-    await until(lambda: not state.healthy, what="b down")
+    await wait_until(lambda: not state.healthy, what="b down")
     await b.start()
     back = time.monotonic()
-    await until(lambda: state.healthy, what="b up again")
+    await wait_until(lambda: state.healthy, what="b up again")
     assert time.monotonic() - back >= 0.1  # healthy_threshold 2 checks, 100ms apart
     assert state.effective < 0.3 * state.weight  # slow start: a small share at first
 
     early = await load(worker, clients=1, each=100)
-    await until(lambda: state.effective == state.weight, timeout=3, what="ramp done")
+    await wait_until(lambda: state.effective == state.weight, timeout=3, what="ramp done")
     late = await load(worker, clients=1, each=100)
     assert early[(200, "b")] < 25, early  # ~10-20% of the traffic while ramping
     assert 40 <= late[(200, "b")] <= 60, late  # its full share after
@@ -253,8 +246,8 @@ async def test_backup_takes_over_then_all_down_is_503(proxy: Any, origins: Any):
     await a.kill()
     await b.kill()
     st = states(worker)
-    await until(lambda: not st[a.address].healthy and not st[b.address].healthy, what="down")
+    await wait_until(lambda: not st[a.address].healthy and not st[b.address].healthy, what="down")
     assert set(await load(worker, clients=2, each=20)) == {(200, "spare")}
     await spare.kill()
-    await until(lambda: not st[spare.address].healthy, what="spare down")
+    await wait_until(lambda: not st[spare.address].healthy, what="spare down")
     assert set(await load(worker, clients=2, each=5)) == {(503, "no_healthy_server")}

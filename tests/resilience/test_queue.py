@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from prometheus_client import REGISTRY
 from lb.config import ConfigError, load_config_text
 from lb.core.balancer import ServerState, make_balancer
 from lb.core.slow_start import START, SlowStart, ramp
-from tests.conftest import Message, Origin, _record, response
+from tests.conftest import Message, Origin, _record, response, wait_until
 
 GET = b"GET /%d HTTP/1.1\r\nhost: t\r\n\r\n"
 
@@ -60,10 +61,15 @@ async def test_full_server_queues_in_order_then_serves(proxy, origin, connect):
     o = await origin(handle)
     worker = await proxy(limited(o, 2, max=10, timeout="5s"))
     clients = [await connect(worker) for _ in range(6)]
+
+    def arrived(n: int) -> bool:
+        """The first `n` requests are at the server (two at most) or in the queue."""
+        return (len(o.requests), depth()) == (min(n, 2), max(n - 2, 0))
+
     for i, c in enumerate(clients):
         await c.send(GET % i)
-        await asyncio.sleep(0.01)  # a known arrival order
-    await asyncio.sleep(0.1)
+        # A known arrival order: each is at the server or in the queue before the next.
+        await wait_until(partial(arrived, i + 1), what=f"request {i} at the server or queued")
     assert len(o.requests) == 2  # two at the server, four waiting in lb
     assert depth() == 4
     release.set()
@@ -80,9 +86,9 @@ async def test_queue_full_and_queue_timeout(proxy, origin, connect):
     worker = await proxy(limited(o, 1, max=1, timeout="300ms"))
     busy, waiting, refused = [await connect(worker) for _ in range(3)]
     await busy.send(GET % 0)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(o.requests) == 1)
     await waiting.send(GET % 1)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: depth() == 1)
     started = time.monotonic()
     resp = await refused.request(GET % 2)
     assert resp.status == 503 and resp.header("x-lb-error") == "queue_full"
@@ -101,14 +107,13 @@ async def test_client_leaving_the_queue_frees_its_place(proxy, origin, connect):
     worker = await proxy(limited(o, 1, max=1, timeout="5s"))
     busy, leaver, next_ = [await connect(worker) for _ in range(3)]
     await busy.send(GET % 0)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(o.requests) == 1)
     await leaver.send(GET % 1)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: depth() == 1)
     leaver.reset()
-    await asyncio.sleep(0.05)
-    assert depth() == 0
+    await wait_until(lambda: depth() == 0, what="the leaver's place freed")
     await next_.send(GET % 2)  # the place is free again
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: depth() == 1, what="next_ queued")
     release.set()
     assert (await busy.response()).status == 200
     assert (await next_.response()).status == 200
@@ -121,9 +126,9 @@ async def test_without_queue_key_a_default_queue_waits(proxy, origin, connect):
     worker = await proxy(limited(o, 1))
     a, b = await connect(worker), await connect(worker)
     await a.send(GET % 0)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(o.requests) == 1)
     await b.send(GET % 1)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: depth() == 1, what="b waiting in the default queue")
     release.set()
     assert [(await a.response()).status, (await b.response()).status] == [200, 200]
 
@@ -137,7 +142,7 @@ async def test_backup_takes_requests_when_primaries_are_full(proxy, origin, conn
     worker = await proxy(data)
     a, b = await connect(worker), await connect(worker)
     await a.send(GET % 0)
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(primary.requests) == 1)
     assert (await b.request(GET % 1)).status == 200
     assert len(spare.requests) == 1
     release.set()

@@ -9,9 +9,11 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin, Tunnel, admin_post, get
 
 
@@ -62,6 +64,7 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
             assert tunnel.echo(b"hello") == b"hello"
             done = threading.Event()
             results: list[tuple[int, int]] = []  # (ok, failed) per client
+            answered = [0] * 4  # requests each client has had an answer (or an error) for
             failures: list[str] = []
 
             def client(n: int) -> None:
@@ -76,6 +79,7 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                         except (OSError, http.client.HTTPException) as err:
                             failed += 1
                             failures.append(f"client {n} request {i}: {err!r}")
+                            answered[n] += 1
                             conn.close()
                             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                             continue
@@ -84,7 +88,8 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                         else:
                             failed += 1
                             failures.append(f"client {n} request {i}: {status} {body[:80]!r}")
-                        time.sleep(0.002)
+                        answered[n] += 1
+                        time.sleep(0.002)  # pacing: steady traffic, not a CPU-bound flood
                 finally:
                     conn.close()
                     results.append((ok, failed))
@@ -94,8 +99,15 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                 thread.start()
             refused = 0
             generation = lb.status()["generation"]
+
+            def progressed(since: int) -> bool:
+                return sum(answered) >= since + 100
+
             for i in range(10):
-                time.sleep(0.35)
+                wait_for(
+                    partial(progressed, sum(answered)),
+                    what="100 requests through the current generation",
+                )
                 valid = i % 3 != 2
                 path.write_text(good[(i - i // 3) % 2] if valid else invalid)
                 if i % 2 == 0:
@@ -110,9 +122,13 @@ def test_ten_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                     before = lb.log().count("reload refused")
                     lb.signal(signal.SIGHUP)
                     if valid:
-                        wait_for(lambda g=generation: lb.status()["generation"] > g, 5, "reload")
+                        wait_for(
+                            lambda g=generation: lb.status()["generation"] > g, 5, what="reload"
+                        )
                     else:
-                        wait_for(lambda n=before: lb.log().count("reload refused") > n, 5, "log")
+                        wait_for(
+                            lambda n=before: lb.log().count("reload refused") > n, 5, what="log"
+                        )
                         refused += 1
                 if valid:
                     generation = lb.status()["generation"]
@@ -149,12 +165,12 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
                 base.replace("EXTRA", f'  extra: {{bind: "127.0.0.1:{extra}", mode: http}}')
             )
             assert admin_post(admin_port, "/api/v1/reload") == (200, {"reloaded": True})
-            wait_for(lambda: request(extra, "/new")[0] == 200, 5, "the added listener")
+            wait_for(lambda: request(extra, "/new")[0] == 200, 5, what="the added listener")
             assert "extra" in lb.status()["listeners"]
             # A kept-alive connection on the listener about to go: it keeps its request.
             conn = http.client.HTTPConnection("127.0.0.1", extra, timeout=5)
             conn.request("GET", "/slow?s=0.8")
-            time.sleep(0.2)
+            wait_for(lambda: a.hits["/slow?s=0.8"] == 1, 5, what="the slow request at the origin")
             path.write_text(base.replace("EXTRA\n", ""))
             assert admin_post(admin_port, "/api/v1/reload") == (200, {"reloaded": True})
             assert conn.getresponse().status == 200  # in flight on the removed listener
@@ -164,7 +180,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
                 with socket.socket() as sock:
                     return sock.connect_ex(("127.0.0.1", extra)) != 0
 
-            wait_for(closed, 5, "the removed listener closed")
+            wait_for(closed, 5, what="the removed listener closed")
             assert request(port, "/")[0] == 200
             # A listener moved onto an address in use is refused, with the reason.
             with socket.socket() as busy:

@@ -7,7 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.integration.helpers import LbProcess, free_port, request, wait_for
+from tests.conftest import wait_for
+from tests.integration.helpers import LbProcess, free_port, request
 from tests.resilience.helpers import Origin
 
 
@@ -38,7 +39,7 @@ admin: {{bind: "127.0.0.1:{admin_port}"}}
             threads = [threading.Thread(target=slow, args=(i,)) for i in range(6)]
             for thread in threads:
                 thread.start()
-            wait_for(lambda: origin.total >= 6, 5, "six requests at the origin")
+            wait_for(lambda: origin.total >= 6, 5, what="six requests at the origin")
             lb.signal(signal.SIGTERM)
             for thread in threads:
                 thread.join(10)

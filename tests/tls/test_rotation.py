@@ -11,7 +11,7 @@ import pytest
 
 from lb.config import load_config_text
 from lb.proxy import proxy as server_module
-from tests.conftest import handlers
+from tests.conftest import handlers, wait_until
 from tests.integration.helpers import free_port
 from tests.tls.conftest import Pair, Pki, get, peer_serial, serial_of, tls_connect
 
@@ -50,9 +50,10 @@ async def serial_seen(worker, pki: Pki, name: str = "a.test") -> int:
 
 
 async def wait_for_serial(worker, pki: Pki, serial: int, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while await serial_seen(worker, pki) != serial:
-            await asyncio.sleep(0.05)
+    async def seen() -> bool:
+        return await serial_seen(worker, pki) == serial
+
+    await wait_until(seen, timeout, interval=0.05, what=f"new connections to get serial {serial}")
 
 
 @pytest.fixture
@@ -103,9 +104,7 @@ async def test_a_broken_new_pair_is_refused_and_the_old_one_serves(
         site.key.unlink()
         expected = "no such file"
 
-    async with asyncio.timeout(5):
-        while not any("refused" in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
     message = next(r.getMessage() for r in caplog.records if "refused" in r.getMessage())
     assert "listeners.web.tls.certificates[0]" in message
     assert expected in message

@@ -5,12 +5,15 @@ with flow control."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import logging
 import socket
 import ssl
 import struct
+import termios
+from collections.abc import Callable
 
 import pytest
 
@@ -31,17 +34,23 @@ V2 = (
 )
 
 
-def proxied_get(address: tuple[str, int], ctx: ssl.SSLContext, parts: list[bytes]) -> bytes:
-    """Blocking: sends `parts` of a PROXY header in clear (a pause between parts), then shakes
-    hands and GETs / over TLS on the same connection; returns the whole response. With one
-    part, the header is corked so it leaves in the same segment as the ClientHello."""
+def proxied_get(
+    address: tuple[str, int],
+    ctx: ssl.SSLContext,
+    parts: list[bytes],
+    read: Callable[[bytes], None] = lambda sent: None,
+) -> bytes:
+    """Blocking: sends `parts` of a PROXY header in clear (after each but the last, `read(all
+    sent so far)` returns once lb has read that much), then shakes hands and GETs / over TLS on
+    the same connection; returns the whole response. With one part, the header is corked so
+    it leaves in the same segment as the ClientHello."""
     with socket.create_connection(address, timeout=5) as sock:
         if len(parts) == 1:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        for part in parts:
+        for i, part in enumerate(parts):
             sock.sendall(part)
-            if len(parts) > 1:
-                asyncio.run(asyncio.sleep(0.05))
+            if i < len(parts) - 1:
+                read(b"".join(parts[: i + 1]))
         with ctx.wrap_socket(sock, server_hostname="a.test") as tls:
             tls.sendall(get("a.test", extra="Connection: close\r\n"))
             out = b""
@@ -63,8 +72,17 @@ def proxied_get(address: tuple[str, int], ctx: ssl.SSLContext, parts: list[bytes
 async def test_proxy_header_before_the_handshake(pki, origin, lb, parts, client) -> None:
     app = await origin(handlers.echo())
     worker = await lb(config(pki, app.address, listener_extra="    accept_proxy: true\n"))
+    loop = asyncio.get_running_loop()
+
+    def read(sent: bytes) -> None:  # in the client's thread: waits on the loop's
+        def lb_has_it() -> bool:
+            return [t._proxy_buf for t in worker.servers["web"].starting] == [sent]
+
+        waited = wait_until(lb_has_it, what=f"lb to have read {sent!r} alone")
+        asyncio.run_coroutine_threadsafe(waited, loop).result()
+
     reply = await asyncio.to_thread(
-        proxied_get, worker.addresses["web"], pki.client_context(), parts
+        proxied_get, worker.addresses["web"], pki.client_context(), parts, read
     )
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -144,13 +162,21 @@ async def test_a_slow_reader_holds_the_server_back(pki, origin, lb) -> None:
     worker = await lb(config(pki, app.address))
     client = await tls_connect(worker.addresses["web"], pki.client_context(), "a.test")
     await client.send(get("a.test"))
-    await wait_until(lambda: app.sent > 0)
-    await asyncio.sleep(0.5)  # the client reads nothing meanwhile
-    held = app.sent
-    await asyncio.sleep(0.5)
-    # lb stopped reading the server: it is held back once the sockets' buffers are full, and
-    # lb itself holds little of it.
-    assert app.sent - held < 1024 * 1024
+
+    def origin_blocked() -> bool:
+        """lb stopped reading the server, and the origin's socket is full: its writes wait
+        above the high-water mark, so its drain() blocks until lb reads again."""
+        exchanges = [e for conn in worker.connections["web"] for e in conn.queue]
+        upstreams = [e.upstream.transport for e in exchanges if e.upstream is not None]
+        if len(app.writers) != 1 or len(upstreams) != 1 or upstreams[0] is None:
+            return False
+        origin_side = app.writers[0].transport
+        full = origin_side.get_write_buffer_size() > origin_side.get_write_buffer_limits()[1]
+        return full and not upstreams[0].is_reading()
+
+    # The client reads nothing meanwhile: lb holds the server back once the sockets' buffers
+    # are full, and lb itself holds little of it.
+    await wait_until(origin_blocked, what="lb to stop reading the server")
     assert app.sent < size
     [conn] = worker.connections["web"]
     assert conn.transport.get_write_buffer_size() < 1024 * 1024
@@ -164,7 +190,16 @@ async def test_closing_the_listener_drops_handshakes_in_progress(pki, origin, lb
     worker = await lb(config(pki, app.address))
     reader, writer = await asyncio.open_connection(*worker.addresses["web"])
     writer.write(b"\x16\x03\x01")
-    await asyncio.sleep(0.1)
+
+    def handshake_begun() -> bool:
+        """lb has read the start of the ClientHello: its socket holds no unread byte."""
+        starting = list(worker.servers["web"].starting)
+        if len(starting) != 1:
+            return False
+        unread = fcntl.ioctl(starting[0]._fd, termios.FIONREAD, b"\0\0\0\0")
+        return struct.unpack("i", unread)[0] == 0
+
+    await wait_until(handshake_begun, what="a handshake in progress")
     worker.servers["web"].close()
     async with asyncio.timeout(2):
         assert await reader.read() == b""

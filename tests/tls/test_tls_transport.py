@@ -155,7 +155,7 @@ def read_until_closed(address: tuple[str, int], ctx: ssl.SSLContext) -> int:
     with socket.create_connection(address, timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         with ctx.wrap_socket(sock, server_hostname="a.test") as tls:
-            time.sleep(0.3)
+            time.sleep(0.3)  # fixed on purpose: a slow reader, so lb's writes back up
             total = 0
             try:
                 while chunk := tls.recv(1 << 20):
