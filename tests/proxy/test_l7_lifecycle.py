@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lb.proxy.flow import CONNECTING
+from lb.proxy.http.flow import CONNECTING, SERVER_FULL
 from prometheus_client import REGISTRY
 
 from tests.conftest import (
@@ -69,7 +69,9 @@ async def test_queued_upload_larger_than_connect_buffer_completes(proxy, origin,
     b.writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
     b.writer.write(b"x" * size)  # not drained: lb reads what it buffers, then pauses
     await wait_until(
-        lambda: any(conn.gate.reasons & CONNECTING for conn in w.connections["web"]),
+        lambda: any(
+            conn.gate.reasons & (CONNECTING | SERVER_FULL) for conn in w.connections["web"]
+        ),
         what="lb to pause reading b, its buffer for a queued request full",
     )
     release.set()
