@@ -145,8 +145,12 @@ async def test_client_that_does_not_read_bounds_the_response_buffer(origin, prox
     def origin_blocked() -> bool:
         """lb stopped reading the server, and the origin's socket is full: its writes wait
         above the high-water mark, so its drain() blocks until lb reads again."""
-        exchanges = [e for conns in w.connections.values() for conn in conns for e in conn.queue]
-        upstreams = [e.upstream.transport for e in exchanges if e.upstream is not None]
+        exchanges = [
+            e for conns in w.connections.values() for conn in conns for e in conn.exchanges
+        ]
+        upstreams = [
+            e.call.upstream.transport for e in exchanges if e.call and e.call.upstream is not None
+        ]
         if len(o.writers) != 1 or len(upstreams) != 1 or upstreams[0] is None:
             return False
         origin_side = o.writers[0].transport

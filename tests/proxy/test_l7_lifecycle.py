@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lb.proxy.http.flow import CONNECTING, SERVER_FULL
 from prometheus_client import REGISTRY
 
+from lb.proxy.http.flow import CONNECTING, SERVER_FULL
 from tests.conftest import (
     Message,
     Origin,

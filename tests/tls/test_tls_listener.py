@@ -166,8 +166,10 @@ async def test_a_slow_reader_holds_the_server_back(pki, origin, lb) -> None:
     def origin_blocked() -> bool:
         """lb stopped reading the server, and the origin's socket is full: its writes wait
         above the high-water mark, so its drain() blocks until lb reads again."""
-        exchanges = [e for conn in worker.connections["web"] for e in conn.queue]
-        upstreams = [e.upstream.transport for e in exchanges if e.upstream is not None]
+        exchanges = [e for conn in worker.connections["web"] for e in conn.exchanges]
+        upstreams = [
+            e.call.upstream.transport for e in exchanges if e.call and e.call.upstream is not None
+        ]
         if len(app.writers) != 1 or len(upstreams) != 1 or upstreams[0] is None:
             return False
         origin_side = app.writers[0].transport
