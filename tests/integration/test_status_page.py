@@ -122,7 +122,7 @@ def test_status_page_in_chromium_shows_live_traffic(tmp_path: Path) -> None:
             forced = {"x-arm": "c"} if i < 5 else {}  # the canary gets some, whatever the dice
             assert request(lb.port, f"/api/{i}", headers={"x-beta": "1", **forced})[0] == 200
         wait_for(
-            lambda: [r["requests"] for r in lb.status()["routes"]] == [20, 30], 5, "the counts"
+            lambda: [r["requests"] for r in lb.status()["routes"]] == [20, 30], 5, what="the counts"
         )
         time.sleep(0.6)  # past the window's minimum age, so the page's first read has rates
         assert (
