@@ -19,13 +19,16 @@ class Reason(Enum):
     bad_request = (400, "Bad Request")
     request_timeout = (408, "Request Timeout")
     no_route = (404, "Not Found")
+    job_not_found = (404, "Not Found", "job")  # /_lb/jobs/{id}: unknown, or its result expired
     body_too_large = (413, "Content Too Large")
     headers_too_large = (431, "Request Header Fields Too Large")
+    idempotency_conflict = (422, "Unprocessable Content")  # a key reused for another request
     rate_limited = (429, "Too Many Requests")
     backend_failed = (502, "Bad Gateway")
     no_healthy_server = (503, "Service Unavailable")
     queue_full = (503, "Service Unavailable", "queue")  # every server full, queue too
     queue_timeout = (503, "Service Unavailable", "wait")  # waited in the pool's queue too long
+    queue_unavailable = (503, "Service Unavailable", "store")  # offload: Redis down
     backend_timeout = (504, "Gateway Timeout")
 
     @property

@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import secrets
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,7 +100,7 @@ class MemoryJobQueue:
         q = self._queue(queue)
         if len(q.waiting) + len(q.in_flight) + len(q.delayed) >= policy.max_length:
             raise QueueFull(queue, policy.max_length)
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
         wall = self._wall()
         record = _Record(job_id, queue, bytes(payload), JobStatus.QUEUED, wall, wall)
         record.owner = owner

@@ -23,7 +23,7 @@ falls back to EVAL on NOSCRIPT).
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -253,7 +253,7 @@ class RedisJobQueue:
         fingerprint: str = "",
         owner: str | None = None,
     ) -> Enqueued:
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
         idem = f"{self._prefix}i:{queue}:{idempotency_key or ''}"
         keys = [self._stream(queue), self._job(job_id), idem, self._later(queue)]
         args: list[Any] = [

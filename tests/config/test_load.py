@@ -246,12 +246,10 @@ CASES = [
         "  app: {servers: [{address: 'a:1', max_connections: 5}], passive: {}}\n"
         "routes:\n"
         "  - pool: app\n"
-        "    cache: {default_ttl: 60s}\n"
-        "queues: {reports: {}}\n",
+        "    cache: {default_ttl: 60s}\n",
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
             "routes[0].cache: not built yet: the response cache; remove this key (line 8)",
-            "queues: not built yet: queue offload; remove this key (line 9)",
         ],
         id="not-built",
     ),
