@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lb.filters import access_log, canary, hsts, metrics, redirect, sticky
+from lb.filters import access_log, canary, hsts, jobs, metrics, offload, redirect, sticky
 from lb.filters.context import BuildContext
 from lb.proxy.http.pipeline import Filter
 
 BUILDERS: list[Callable[[BuildContext], Filter | None]] = [
     redirect.build,  # answers before anything else is decided
+    jobs.build,  # /_lb/jobs/{id}, whichever route the path matched
+    offload.build,  # stores the request as a job, answers 202
     canary.build,  # chooses the pool: a split's arm
     sticky.build,  # chooses the server within it
     hsts.build,
