@@ -11,6 +11,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from lb.admin.metrics import samples
+from lb.admin.queues import from_gauges
 
 if TYPE_CHECKING:
     from lb.admin.target import Supervised
@@ -45,6 +46,7 @@ def status_document(supervisor: Supervised) -> dict[str, Any]:
         "generation": supervisor.generation,
         "time": round(time.time(), 3),
         "redis": supervisor.stores.redis_status(),
+        "queues": from_gauges(supervisor),
         "workers": [
             {
                 "index": w.index,
