@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
     demo.add_argument("--workers", type=_positive, default=1, help="processes [%(default)s]")
 
-    worker = commands.add_parser("worker", help="queue offload workers (not built yet: exits 2)")
-    worker.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    worker.add_argument("--queue")
-    worker.add_argument("--concurrency", type=int, default=1)
+    worker = commands.add_parser("worker", help="run offload workers for the config's queues")
+    worker.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
+    worker.add_argument("--queue", help="consume only this queue [all of them]")
+    worker.add_argument(
+        "--concurrency", type=_positive, default=None, help="jobs at once per queue [its own]"
+    )
 
     commands.add_parser(
         "bench", help="the load benchmarks (see benchmarks/README.md)", add_help=False
@@ -57,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         from lb.demo import run_demo
 
         return run_demo(args.config, args.workers)
-    print(
-        "lb worker: queue offload is not built yet (no `queues` can be configured)", file=sys.stderr
-    )
-    return 2
+    from lb.offload.command import main as worker_main
+
+    return worker_main(args.config, args.queue, args.concurrency)
 
 
 def _positive(text: str) -> int:

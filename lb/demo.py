@@ -1,7 +1,8 @@
 """`lb demo`: the shipped config with two demo backends, for a first look in a minute.
 
 Each backend answers every request with a line naming itself, so balancing is visible with
-`curl` in a loop. Both run in this process's children; Ctrl-C stops everything.
+`curl` in a loop; /reports/... takes two seconds (the shipped config offloads it: 202 and a
+job URL). Both run in this process's children; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import sys
 
 DEMO_PORTS = (9001, 9002)
+SLOW_SECONDS = 2.0  # /reports/...: a slow endpoint, for queue offload
 
 
 class _DemoBackend(asyncio.Protocol):
@@ -37,11 +39,19 @@ class _DemoBackend(asyncio.Protocol):
                 ).encode()
                 + b"\n"
             )
-            assert self.transport is not None
-            self.transport.write(
+            response = (
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\n\r\n%s" % (len(body), body)
             )
+            target = [*lines[0].split(" "), "", ""][1]
+            if target.startswith("/reports/"):
+                asyncio.get_running_loop().call_later(SLOW_SECONDS, self._write, response)
+            else:
+                self._write(response)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
 
 def serve_backend(port: int) -> None:
@@ -84,7 +94,8 @@ def run_demo(config_path: str, workers: int) -> int:
     print(
         "demo backends on 127.0.0.1:9001 and :9002; lb on http://127.0.0.1:8080 "
         "(admin http://127.0.0.1:9901/metrics)\n"
-        "try: for i in 1 2 3 4; do curl -s http://127.0.0.1:8080/ | grep backend; done",
+        "try: for i in 1 2 3 4; do curl -s http://127.0.0.1:8080/ | grep backend; done\n"
+        "and: curl -si -X POST http://127.0.0.1:8080/reports/monthly  (202: GET its Location)",
         file=sys.stderr,
     )
     from lb.supervisor import run

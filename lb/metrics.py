@@ -149,3 +149,35 @@ CACHE_STORE_ERRORS = Counter(
 CACHE_COLLAPSED = Counter(
     "lb_cache_collapsed_waits", "Cache misses that waited for another request's fetch"
 )
+# Queue offload (issue 14). The stats gauges are set by whoever reads the queue's store: each
+# `lb run` worker for its in-process queues (summed), or the supervisor alone with Redis.
+QUEUE_DEPTH = Gauge(
+    "lb_queue_depth", "Jobs waiting for a worker, by queue", ["queue"], multiprocess_mode="livesum"
+)
+QUEUE_IN_FLIGHT = Gauge(
+    "lb_queue_in_flight", "Jobs running, by queue", ["queue"], multiprocess_mode="livesum"
+)
+QUEUE_DEAD = Gauge(
+    "lb_queue_dead", "Jobs in the dead letters, by queue", ["queue"], multiprocess_mode="livesum"
+)
+QUEUE_OLDEST = Gauge(
+    "lb_queue_oldest_age_seconds",
+    "Age of the oldest job waiting or running, by queue",
+    ["queue"],
+    multiprocess_mode="livemax",
+)
+# outcome: accepted, duplicate (an Idempotency-Key seen before), rejected_full, unavailable,
+# done, retried, dead, cancelled
+QUEUE_JOBS = Counter("lb_queue_jobs", "Offloaded jobs, by queue and outcome", ["queue", "outcome"])
+QUEUE_LAG = Histogram(
+    "lb_queue_lag_seconds",
+    "Time from a job's 202 to the start of its first run",
+    ["queue"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+JOB_DURATION = Histogram(
+    "lb_queue_job_duration_seconds",
+    "Time one run of a job took, by queue and outcome",
+    ["queue", "outcome"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

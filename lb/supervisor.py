@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lb.config import Config, ConfigError, Problem, load_config_text
 from lb.config.schema import split_address
@@ -291,6 +291,7 @@ class Supervisor:
 
             if self.stores.redis is not None:
                 self.stores.redis.start()
+            queue_stats = self._publish_queue_stats()
             self.health = HealthPublisher(self.run_dir)
             self.health.start(self.config)
             self.start_workers()
@@ -298,7 +299,7 @@ class Supervisor:
             failed = asyncio.ensure_future(self._failed.wait())
             stop = asyncio.ensure_future(done.wait())
             await asyncio.wait([failed, stop], return_when=asyncio.FIRST_COMPLETED)
-            for task in (watcher, failed, stop):
+            for task in (watcher, failed, stop, queue_stats):
                 task.cancel()
             await self.stop()
             if self._failed.is_set():
@@ -315,6 +316,16 @@ class Supervisor:
 
             await retire(self.stores, None)
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _publish_queue_stats(self) -> asyncio.Task[None]:
+        """The lb_queue_* gauges of queues on Redis (in-process ones: each worker's own)."""
+        from lb.offload.stats import publish_forever
+
+        def source() -> tuple[Any, list[str]]:
+            on_redis = self.stores.redis is not None
+            return self.stores.jobs, list(self.config.queues) if on_redis else []
+
+        return asyncio.ensure_future(publish_forever(source))
 
 
 def read_config(path: str) -> tuple[str, Config]:

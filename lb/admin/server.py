@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -60,12 +62,15 @@ class AdminServer:
                             raise h11.RemoteProtocolError("body too large")
                     else:
                         break
-                status, ctype, payload = self.handle(
+                handled = self.handle(
                     event.method.decode(),
                     event.target.decode("latin-1"),
                     dict(event.headers),
                     body,
                 )
+                if inspect.isawaitable(handled):  # (those that ask a store: queues)
+                    handled = await handled
+                status, ctype, payload = handled
                 headers = [("content-type", ctype), ("content-length", str(len(payload)))]
                 writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
                 writer.write(conn.send(h11.Data(data=payload)))
@@ -81,7 +86,7 @@ class AdminServer:
 
     def handle(
         self, method: str, target: str, headers: dict[bytes, bytes], body: bytes
-    ) -> Response:
+    ) -> Response | Awaitable[Response]:
         path = target.split("?", 1)[0]
         if method == "GET":
             if path == "/healthz":
@@ -93,6 +98,8 @@ class AdminServer:
                 return 200, ctype, payload
             if path == "/api/v1/status":
                 return _json(200, status_document(self.supervisor, self.window))
+            if path == "/api/v1/queues":
+                return self._queues()
             if path == "/status":
                 return 200, "text/html; charset=utf-8", status_page()
             return _json(404, {"error": f"no admin endpoint {path}"})
@@ -112,6 +119,8 @@ class AdminServer:
                 return _json(200, {"rearmed": True, "route": route})
             if path.startswith("/api/v1/pools/") and path.endswith(("/drain", "/enable")):
                 return self._drain(path)
+            if path.startswith("/api/v1/queues/") and path.endswith("/dead/replay"):
+                return self._replay(unquote(path[len("/api/v1/queues/") : -len("/dead/replay")]))
             if path == "/api/v1/cache/purge":
                 return _json(501, {"error": "the response cache is not built yet"})
             return _json(404, {"error": f"no admin endpoint {path}"})
@@ -130,6 +139,18 @@ class AdminServer:
         if problem is not None:
             return _json(404, {"error": problem})
         return _json(200, {"pool": pool, "server": address, "drained": drained})
+
+    async def _queues(self) -> Response:
+        from lb.admin.queues import queues_document
+
+        status, document = await queues_document(self.supervisor)
+        return _json(status, document)
+
+    async def _replay(self, queue: str) -> Response:
+        from lb.admin.queues import replay
+
+        status, document = await replay(self.supervisor, queue)
+        return _json(status, document)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         token = admin_token(self.supervisor)

@@ -21,6 +21,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from lb.admin.metrics import Samples, all_samples
+from lb.admin.queues import from_gauges
 from lb.admin.window import CounterWindow, Delta, Key, quantile
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ def status_document(supervisor: Supervised, window: CounterWindow | None = None)
         },
         "redis": supervisor.stores.redis_status(),
         "admin": {"token_required": token_required(supervisor)},
+        "queues": from_gauges(supervisor),
         "workers": workers,
         "listeners": {
             name: {

@@ -126,6 +126,7 @@ def _check(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
     yield from tls_problems(config)
     yield from _binds(config)
     yield from _redis(config)
+    yield from _queues(config)
 
 
 def _indexed_routes(config: Config, skipped: Skipped) -> list[tuple[int, Route]]:
@@ -308,6 +309,7 @@ def _routes(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
         yield from _route_target(route, loc, config, skipped)
         yield from _route_affinity(route, loc, config)
         yield from _rate_limit(route, loc, config)
+        yield from _route_offload(route, loc, config)
 
         applies = _route_listeners(route, config)
         served |= applies
@@ -403,6 +405,31 @@ def _rate_limit(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, s
             (*loc, "on_store_error"),
             "only for scope: shared (a local limit counts in the worker and never fails)",
         )
+
+
+def _route_offload(route: Route, loc: Loc, config: Config) -> Iterator[tuple[Loc, str]]:
+    offload = route.offload
+    if offload is None:
+        return
+    if offload.queue not in config.queues:
+        yield (*loc, "offload", "queue"), _unknown("queue", offload.queue, config.queues)
+    if route.split is not None:
+        yield (*loc, "offload"), "only for routes with a pool (a split's arms are not offloaded)"
+    if route.name is None:
+        yield loc, "a route with offload needs a name: its stored jobs name the route they run on"
+
+
+def _queues(config: Config) -> Iterator[tuple[Loc, str]]:
+    for name, queue in config.queues.items():
+        loc: Loc = ("queues", name)
+        if queue.job_timeout >= queue.ack_timeout:
+            yield (
+                (*loc, "job_timeout"),
+                f"must be under ack_timeout ({queue.ack_timeout:g}s), or a job still running "
+                "is given to a second worker",
+            )
+        if queue.backoff.base > queue.backoff.max:
+            yield (*loc, "backoff", "base"), f"over backoff.max ({queue.backoff.max:g}s)"
 
 
 # -- pools ------------------------------------------------------------------------------------

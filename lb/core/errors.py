@@ -19,8 +19,10 @@ class Reason(Enum):
     bad_request = (400, "Bad Request")
     request_timeout = (408, "Request Timeout")
     no_route = (404, "Not Found")
+    job_not_found = (404, "Not Found", "job")  # /_lb/jobs/{id}: unknown, or its result expired
     body_too_large = (413, "Content Too Large")
     headers_too_large = (431, "Request Header Fields Too Large")
+    idempotency_conflict = (422, "Unprocessable Content")  # a key reused for another request
     rate_limited = (429, "Too Many Requests")
     backend_failed = (502, "Bad Gateway")
     no_healthy_server = (503, "Service Unavailable")
@@ -28,6 +30,7 @@ class Reason(Enum):
     queue_timeout = (503, "Service Unavailable", "wait")  # waited in the pool's queue too long
     # rate_limit.on_store_error: deny, and Redis did not answer within its timeout
     rate_limit_unavailable = (503, "Service Unavailable", "rate_limit")
+    queue_unavailable = (503, "Service Unavailable", "store")  # offload: Redis down
     backend_timeout = (504, "Gateway Timeout")
     not_implemented = (501, "Not Implemented")  # a transfer coding lb cannot decode
 

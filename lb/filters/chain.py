@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lb.filters import access_log, cache, canary, hsts, metrics, rate_limit, redirect, sticky
+from lb.filters import (
+    access_log,
+    cache,
+    canary,
+    hsts,
+    jobs,
+    metrics,
+    offload,
+    rate_limit,
+    redirect,
+    sticky,
+)
 from lb.filters.context import BuildContext
 from lb.proxy.http.pipeline import Filter
 
 BUILDERS: list[Callable[[BuildContext], Filter | None]] = [
     redirect.build,  # answers before anything else is decided
+    jobs.build,  # /_lb/jobs/{id}, whichever route the path matched
     rate_limit.build,  # may answer 429 before a pool is chosen
+    offload.build,  # stores the request as a job, answers 202
     canary.build,  # chooses the pool: a split's arm
     sticky.build,  # chooses the server within it
     cache.build,  # may answer from the cache; stores what the server sends

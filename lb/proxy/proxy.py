@@ -33,6 +33,7 @@ from lb.metrics import (
     UPSTREAM_CONNECT_ERRORS,
     RequestMetrics,
 )
+from lb.offload.inprocess import InProcessOffload
 from lb.protocols import parser_kind as default_parser_kind
 from lb.proxy.health.channel import worker_health
 from lb.proxy.http.connection import UpstreamConnection, UpstreamServer, open_connection
@@ -87,10 +88,20 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         # Listeners being bound after a reload (await it to know they are up).
         self.listening: asyncio.Task[None] | None = None
+        self.offload = InProcessOffload(self)
 
     # Start and stop -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.start_upstreams()
+        for settings in self.runtime.listeners.values():
+            await self._listen(settings)
+        self._watch_tls()
+        self.offload.sync()  # consumers of in-process queues (lb.offload.inprocess)
+
+    async def start_upstreams(self) -> None:
+        """What calls to pools need, without listening: the store connection, timers, health
+        checks, name resolution. `lb worker` starts only this."""
         if self.stores.redis is not None:
             self.stores.redis.start()  # connects in the background; down until it answers
         self.cache.start()
@@ -98,9 +109,6 @@ class Proxy:
         self.health.start(self.runtime)
         self._schedule_flush()
         await self.discovery.start(self.runtime)  # names resolved before the first request
-        for settings in self.runtime.listeners.values():
-            await self._listen(settings)
-        self._watch_tls()
 
     def _watch_tls(self) -> None:
         if self.tls and self._tls_handle is None:
@@ -168,6 +176,8 @@ class Proxy:
         self.discovery.reload(runtime)
         self.access_log.flush()
         old.retire(runtime)
+        if self.servers:  # (a Proxy that listens: lb worker runs its own consumers)
+            self.offload.sync()
         if added and not self.stopping:
             self.listening = self.loop.create_task(self._listen_added(added, self.listening))
 
@@ -274,6 +284,7 @@ class Proxy:
         for conns in self.connections.values():
             for conn in list(conns):
                 conn.abort()
+        await self.offload.stop(max(0.0, deadline - self.loop.time()))
         self.runtime.close_idle()
         self.health.stop()
         self.discovery.stop()

@@ -119,6 +119,9 @@ class QueuePolicy:
 class Enqueued:
     id: str
     created: bool  # False: the idempotency key already named this job
+    # The idempotency key names a job queued with another `fingerprint` (a different request
+    # under the same key): nothing was queued; `id` is that other job.
+    conflict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +145,12 @@ class JobRecord:
     result: bytes | None  # once done
     created_at: float  # Unix seconds
     updated_at: float
+    owner: str | None = None  # as given to `enqueue` (offload stores a hash of the owner)
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    depth: int  # waiting for a worker
+    depth: int  # waiting for a worker (retries waiting out their backoff included)
     in_flight: int  # delivered, not yet acknowledged
     oldest_age: float  # seconds since the oldest waiting or in-flight job was queued; 0 if none
     dead: int  # in the dead letters
@@ -169,9 +173,12 @@ class JobQueue(Protocol):
         policy: QueuePolicy,
         *,
         idempotency_key: str | None = None,
+        fingerprint: str = "",
+        owner: str | None = None,
     ) -> Enqueued:
         """Queue a job (raises QueueFull); with `idempotency_key`, a key seen before within
-        `policy.idempotency_ttl` returns that job instead of queueing another."""
+        `policy.idempotency_ttl` returns that job instead of queueing another (`conflict` when
+        it was queued with another `fingerprint`). `owner` is kept on the job's record."""
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
@@ -183,9 +190,12 @@ class JobQueue(Protocol):
 
     async def complete(self, job: Job, result: bytes, policy: QueuePolicy) -> None: ...
 
-    async def fail(self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True) -> None:
-        """The run failed: queue it again (`retrying`) while attempts remain and `retry`,
-        else `failed` and into the dead letters."""
+    async def fail(
+        self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True, delay: float = 0.0
+    ) -> None:
+        """The run failed: queue it again (`retrying`) while attempts remain and `retry`, to
+        be claimed no sooner than `delay` seconds from now (backoff); else `failed` and into
+        the dead letters."""
 
     async def cancel(self, job_id: str, policy: QueuePolicy) -> bool:
         """Cancel a job that no worker has started; False when it is running or finished."""

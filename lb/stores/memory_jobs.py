@@ -3,7 +3,8 @@
 Theory of operation. Each queue holds `waiting` deliveries (FIFO) and `in_flight` ones (given
 to a worker, not yet acknowledged). A delivery is a handle naming one job; a job retried gets
 a new handle. `claim` first takes an in-flight delivery whose worker has been silent for
-`ack_timeout` (as XAUTOCLAIM does), then the oldest waiting one. Records and idempotency keys
+`ack_timeout` (as XAUTOCLAIM does), then the oldest waiting one. A retry with a backoff waits
+in `delayed` (a heap by due time) and joins `waiting` once due. Records and idempotency keys
 expire lazily, from a heap checked on every call: no background task.
 
 Jobs live as long as the process; they are lost with it (configure `redis:` for durability).
@@ -15,8 +16,8 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import secrets
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class _Record:
     reason: str | None = None
     result: bytes | None = None
     handle: str | None = None  # its delivery while queued or running
+    owner: str | None = None
     expires_at: float | None = None  # monotonic; None while the job is live
 
 
@@ -60,6 +62,7 @@ class _Queue:
     waiting: OrderedDict[str, _Delivery] = field(default_factory=OrderedDict)
     in_flight: dict[str, _Delivery] = field(default_factory=dict)
     dead: list[_Dead] = field(default_factory=list)
+    delayed: list[tuple[float, str]] = field(default_factory=list)  # (due, job id), a heap
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -73,7 +76,8 @@ class MemoryJobQueue:
         self._wall = wall_clock
         self._queues: dict[str, _Queue] = {}
         self._records: dict[str, _Record] = {}
-        self._idempotency: dict[tuple[str, str], tuple[str, float]] = {}
+        # (queue, key) -> (job id, expiry, fingerprint)
+        self._idempotency: dict[tuple[str, str], tuple[str, float, str]] = {}
         self._expiries: list[tuple[float, str]] = []  # (when, job id) for finished records
         self._idem_expiries: list[tuple[float, tuple[str, str]]] = []
         self._handles = itertools.count(1)
@@ -85,23 +89,26 @@ class MemoryJobQueue:
         policy: QueuePolicy,
         *,
         idempotency_key: str | None = None,
+        fingerprint: str = "",
+        owner: str | None = None,
     ) -> Enqueued:
         now = self._expire()
         if idempotency_key is not None:
             known = self._idempotency.get((queue, idempotency_key))
             if known is not None:
-                return Enqueued(known[0], created=False)
+                return Enqueued(known[0], created=False, conflict=known[2] != fingerprint)
         q = self._queue(queue)
-        if len(q.waiting) + len(q.in_flight) >= policy.max_length:
+        if len(q.waiting) + len(q.in_flight) + len(q.delayed) >= policy.max_length:
             raise QueueFull(queue, policy.max_length)
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
         wall = self._wall()
         record = _Record(job_id, queue, bytes(payload), JobStatus.QUEUED, wall, wall)
+        record.owner = owner
         self._records[job_id] = record
         self._add_waiting(q, record, now)
         if idempotency_key is not None:
             expires = now + policy.idempotency_ttl
-            self._idempotency[(queue, idempotency_key)] = (job_id, expires)
+            self._idempotency[(queue, idempotency_key)] = (job_id, expires, fingerprint)
             heapq.heappush(self._idem_expiries, (expires, (queue, idempotency_key)))
         return Enqueued(job_id, created=True)
 
@@ -111,7 +118,15 @@ class MemoryJobQueue:
         if r is None:
             return None
         return JobRecord(
-            r.id, r.queue, r.status, r.attempt, r.reason, r.result, r.created_at, r.updated_at
+            r.id,
+            r.queue,
+            r.status,
+            r.attempt,
+            r.reason,
+            r.result,
+            r.created_at,
+            r.updated_at,
+            r.owner,
         )
 
     async def claim(
@@ -130,6 +145,8 @@ class MemoryJobQueue:
             if q.in_flight:  # wake when the oldest silent delivery may be reclaimed
                 oldest = min(d.delivered_at for d in q.in_flight.values())
                 wait = min(wait, max(0.0, oldest + policy.ack_timeout - now))
+            if q.delayed:  # or when the next retry is due
+                wait = min(wait, max(0.0, q.delayed[0][0] - now))
             q.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(q.wakeup.wait(), wait)
@@ -142,7 +159,9 @@ class MemoryJobQueue:
         record.status, record.result, record.handle = JobStatus.DONE, bytes(result), None
         self._finish(record, policy)
 
-    async def fail(self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True) -> None:
+    async def fail(
+        self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True, delay: float = 0.0
+    ) -> None:
         q = self._queue(job.queue)
         if q.in_flight.pop(job.handle, None) is None:
             return  # already acknowledged (by a worker this delivery was reclaimed for)
@@ -153,7 +172,11 @@ class MemoryJobQueue:
         if retry and record.attempt < policy.max_attempts:
             record.status = JobStatus.RETRYING
             record.updated_at = self._wall()
-            self._add_waiting(q, record, self._clock())
+            if delay > 0:
+                record.handle = None
+                heapq.heappush(q.delayed, (self._clock() + delay, record.id))
+            else:
+                self._add_waiting(q, record, self._clock())
         else:
             self._bury(q, record, reason, policy)
 
@@ -164,6 +187,7 @@ class MemoryJobQueue:
             return False
         if record.handle is not None:
             self._queue(record.queue).waiting.pop(record.handle, None)
+        # (a cancelled job still in `delayed` is dropped when it comes due)
         record.status, record.handle = JobStatus.CANCELLED, None
         self._finish(record, policy)
         return True
@@ -193,7 +217,8 @@ class MemoryJobQueue:
         queued_at = [d.queued_at for d in q.waiting.values()]
         queued_at += [d.queued_at for d in q.in_flight.values()]
         oldest = now - min(queued_at) if queued_at else 0.0
-        return QueueStats(len(q.waiting), len(q.in_flight), oldest, len(q.dead))
+        depth = len(q.waiting) + len(q.delayed)
+        return QueueStats(depth, len(q.in_flight), oldest, len(q.dead))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -211,6 +236,11 @@ class MemoryJobQueue:
 
     def _take(self, q: _Queue, consumer: str, policy: QueuePolicy, now: float) -> Job | None:
         """The next delivery to run, started; dead or cancelled ones are dropped on the way."""
+        while q.delayed and q.delayed[0][0] <= now:  # retries whose backoff is over
+            _, job_id = heapq.heappop(q.delayed)
+            record = self._records.get(job_id)
+            if record is not None and record.status is JobStatus.RETRYING:
+                self._add_waiting(q, record, now)
         while True:
             silent = [
                 h for h, d in q.in_flight.items() if now - d.delivered_at >= policy.ack_timeout

@@ -4,10 +4,13 @@ Layout, under the configured `key_prefix` P:
   P q:{queue}        a stream of jobs waiting or in flight, entries {id, payload}; one consumer
                      group, `lb`, whose pending list (PEL) is the jobs in flight
   P q:{queue}:dead   the dead letters, entries {id, payload, reason}
+  P q:{queue}:later  retries waiting out their backoff: a sorted set of job ids by due time
+                     (ms, the server's clock); the job's payload waits in its record meanwhile,
+                     and `claim` moves due ones back to the stream first
   P j:{id}           the job's record, a hash {queue, status, attempt, reason, result, created,
                      updated, msg (its stream entry while queued)}; it expires `result_ttl`
                      after the job finished, was cancelled or died
-  P i:{queue}:{key}  idempotency key -> job id (SET NX, `idempotency_ttl`)
+  P i:{queue}:{key}  idempotency key -> "{job id}|{fingerprint}" (`idempotency_ttl`)
 
 Every change of state is one Lua script (atomic, on the server's clock): enqueue checks
 `max_length` (XLEN: acknowledged entries are deleted, so it counts waiting and in flight)
@@ -20,7 +23,7 @@ falls back to EVAL on NOSCRIPT).
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,7 +44,8 @@ local function now()
   return string.format('%d.%06d', t[1], t[2])
 end
 """
-# KEYS: stream, job, idempotency; ARGV: max_length, id, payload, idem_ttl_ms, has_idem, queue
+# KEYS: stream, job, idempotency, later; ARGV: max_length, id, payload, idem_ttl_ms, has_idem,
+# queue, fingerprint, owner
 _ENQUEUE = (
     _NOW
     + """
@@ -52,12 +56,16 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[1], 'lb', '0', 'MKSTREAM')
 end
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return {-1, ''} end
+local length = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[4])
+if length >= tonumber(ARGV[1]) then return {-1, ''} end
 local msg = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'payload', ARGV[3])
 local t = now()
 redis.call('HSET', KEYS[2], 'queue', ARGV[6], 'status', 'queued', 'attempt', 0,
   'created', t, 'updated', t, 'msg', msg)
-if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[8]) end
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[3], ARGV[2] .. '|' .. ARGV[7], 'PX', ARGV[4])
+end
 return {1, ARGV[2]}
 """
 )
@@ -99,13 +107,23 @@ redis.call('XACK', KEYS[1], 'lb', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 """
 )
-# KEYS: stream, job, dead; ARGV: msg, reason, retry, max_attempts, result_ttl_ms, id, payload
+# KEYS: stream, job, dead, later; ARGV: msg, reason, retry, max_attempts, result_ttl_ms, id,
+# payload, delay_ms (0: queued again at once)
 _FAIL = (
     _NOW
     + """
 if redis.call('XACK', KEYS[1], 'lb', ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 local attempt = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+if ARGV[3] == '1' and attempt < tonumber(ARGV[4]) and tonumber(ARGV[8]) > 0 then
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[8])
+  redis.call('ZADD', KEYS[4], due, ARGV[6])
+  redis.call('HSET', KEYS[2], 'status', 'retrying', 'reason', ARGV[2], 'updated', now(),
+    'payload', ARGV[7])
+  redis.call('HDEL', KEYS[2], 'msg')
+  return 1
+end
 if ARGV[3] == '1' and attempt < tonumber(ARGV[4]) then
   local msg = redis.call('XADD', KEYS[1], '*', 'id', ARGV[6], 'payload', ARGV[7])
   redis.call('HSET', KEYS[2], 'status', 'retrying', 'reason', ARGV[2], 'updated', now(),
@@ -119,20 +137,21 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 2
 """
 )
-# KEYS: job; ARGV: key prefix, result_ttl_ms
+# KEYS: job; ARGV: key prefix, result_ttl_ms, id
 _CANCEL = (
     _NOW
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'retrying' then return 0 end
 local msg = redis.call('HGET', KEYS[1], 'msg')
+local stream = ARGV[1] .. 'q:' .. redis.call('HGET', KEYS[1], 'queue')
 if msg then
-  local stream = ARGV[1] .. 'q:' .. redis.call('HGET', KEYS[1], 'queue')
   redis.call('XACK', stream, 'lb', msg)
   redis.call('XDEL', stream, msg)
 end
+redis.call('ZREM', stream .. ':later', ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated', now())
-redis.call('HDEL', KEYS[1], 'msg')
+redis.call('HDEL', KEYS[1], 'msg', 'payload')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -161,7 +180,25 @@ end
 return #entries
 """
 )
-# KEYS: stream, dead. Returns {depth, in flight, oldest age ms (-1: none), dead}.
+# Retries whose backoff is over go back to the stream. KEYS: stream, later; ARGV: key prefix,
+# batch. Returns how many it moved.
+_PROMOTE = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  local job = ARGV[1] .. 'j:' .. id
+  redis.call('ZREM', KEYS[2], id)
+  if redis.call('HGET', job, 'status') == 'retrying' then
+    local payload = redis.call('HGET', job, 'payload') or ''
+    local msg = redis.call('XADD', KEYS[1], '*', 'id', id, 'payload', payload)
+    redis.call('HSET', job, 'msg', msg)
+    redis.call('HDEL', job, 'payload')
+  end
+end
+return #due
+"""
+# KEYS: stream, dead, later. Returns {depth, in flight, oldest age ms (-1: none), dead}.
 _STATS = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -175,6 +212,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     oldest = now_ms - tonumber(string.match(first[1][1], '^(%d+)'))
   end
 end
+depth = depth + redis.call('ZCARD', KEYS[3])
 return {depth, pending, oldest, redis.call('XLEN', KEYS[2])}
 """
 
@@ -191,12 +229,16 @@ class RedisJobQueue:
         self._cancel = register(_CANCEL)
         self._replay = register(_REPLAY)
         self._stats = register(_STATS)
+        self._promote = register(_PROMOTE)
 
     def _stream(self, queue: str) -> str:
         return f"{self._prefix}q:{queue}"
 
     def _dead(self, queue: str) -> str:
         return f"{self._prefix}q:{queue}:dead"
+
+    def _later(self, queue: str) -> str:
+        return f"{self._prefix}q:{queue}:later"
 
     def _job(self, job_id: str) -> str:
         return f"{self._prefix}j:{job_id}"
@@ -208,10 +250,12 @@ class RedisJobQueue:
         policy: QueuePolicy,
         *,
         idempotency_key: str | None = None,
+        fingerprint: str = "",
+        owner: str | None = None,
     ) -> Enqueued:
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
         idem = f"{self._prefix}i:{queue}:{idempotency_key or ''}"
-        keys = [self._stream(queue), self._job(job_id), idem]
+        keys = [self._stream(queue), self._job(job_id), idem, self._later(queue)]
         args: list[Any] = [
             policy.max_length,
             job_id,
@@ -219,13 +263,18 @@ class RedisJobQueue:
             _ms(policy.idempotency_ttl),
             "1" if idempotency_key is not None else "0",
             queue,
+            fingerprint,
+            owner or "",
         ]
         outcome, known = await self._conn.call(
             lambda r: self._enqueue(keys=keys, args=args, client=r)
         )
         if outcome == -1:
             raise QueueFull(queue, policy.max_length)
-        return Enqueued(_text(known), created=outcome == 1)
+        if outcome == 0:
+            known_id, _, known_print = _text(known).partition("|")
+            return Enqueued(known_id, created=False, conflict=known_print != fingerprint)
+        return Enqueued(_text(known), created=True)
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields: Any = await self._conn.call(lambda r: r.hgetall(self._job(job_id)))
@@ -242,6 +291,7 @@ class RedisJobQueue:
             result=f.get("result"),
             created_at=float(f.get("created", 0)),
             updated_at=float(f.get("updated", 0)),
+            owner=_text(f["owner"]) if "owner" in f else None,
         )
 
     async def claim(
@@ -250,7 +300,12 @@ class RedisJobQueue:
         stream = self._stream(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block
+        promote_keys = [stream, self._later(queue)]
+        promote_args: list[Any] = [self._prefix, _REPLAY_BATCH]
         while True:
+            await self._conn.call(
+                lambda r: self._promote(keys=promote_keys, args=promote_args, client=r)
+            )
 
             async def reclaim(r: Redis) -> Entry | None:
                 return await _with_group(r, stream, lambda: _reclaim(r, stream, consumer, policy))
@@ -301,8 +356,15 @@ class RedisJobQueue:
         args: list[Any] = [job.handle, result, _ms(policy.result_ttl), job.queue]
         await self._conn.call(lambda r: self._complete(keys=keys, args=args, client=r))
 
-    async def fail(self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True) -> None:
-        keys = [self._stream(job.queue), self._job(job.id), self._dead(job.queue)]
+    async def fail(
+        self, job: Job, reason: str, policy: QueuePolicy, *, retry: bool = True, delay: float = 0.0
+    ) -> None:
+        keys = [
+            self._stream(job.queue),
+            self._job(job.id),
+            self._dead(job.queue),
+            self._later(job.queue),
+        ]
         args: list[Any] = [
             job.handle,
             reason,
@@ -311,11 +373,12 @@ class RedisJobQueue:
             _ms(policy.result_ttl),
             job.id,
             job.payload,
+            int(delay * 1000) if delay > 0 else 0,
         ]
         await self._conn.call(lambda r: self._fail(keys=keys, args=args, client=r))
 
     async def cancel(self, job_id: str, policy: QueuePolicy) -> bool:
-        args: list[Any] = [self._prefix, _ms(policy.result_ttl)]
+        args: list[Any] = [self._prefix, _ms(policy.result_ttl), job_id]
         done = await self._conn.call(
             lambda r: self._cancel(keys=[self._job(job_id)], args=args, client=r)
         )
@@ -334,7 +397,7 @@ class RedisJobQueue:
                 return total
 
     async def stats(self, queue: str) -> QueueStats:
-        keys = [self._stream(queue), self._dead(queue)]
+        keys = [self._stream(queue), self._dead(queue), self._later(queue)]
         depth, in_flight, oldest_ms, dead = await self._conn.call(
             lambda r: self._stats(keys=keys, client=r)
         )

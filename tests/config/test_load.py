@@ -246,11 +246,9 @@ CASES = [
         "  app: {servers: [{address: 'a:1', max_connections: 5}], passive: {}}\n"
         "routes:\n"
         "  - pool: app\n"
-        "    cache: {default_ttl: 60s}\n"
-        "queues: {reports: {}}\n",
+        "    cache: {default_ttl: 60s}\n",
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
-            "queues: not built yet: queue offload; remove this key (line 9)",
         ],
         id="not-built",
     ),

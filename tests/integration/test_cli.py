@@ -38,7 +38,7 @@ def test_check_valid_config_prints_one_line_summary() -> None:
     result = run_lb("check", "-c", "config/lb.yaml")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines == ["config/lb.yaml: config OK: 1 listener, 2 routes, 1 pool, 2 servers"]
+    assert lines == ["config/lb.yaml: config OK: 1 listener, 3 routes, 1 pool, 2 servers"]
 
 
 def test_check_broken_config_prints_every_problem_with_its_line(tmp_path: Path) -> None:

@@ -204,3 +204,47 @@ async def _up(connection: RedisConnection) -> bool:
     except Exception:
         return False
     return True
+
+
+async def test_a_retry_with_a_delay_waits_it_out(jobs: JobQueue) -> None:
+    policy = QueuePolicy(max_attempts=3)
+    queued = await jobs.enqueue("q", b"later", policy)
+    job = await jobs.claim("q", "w", policy, block=1)
+    assert job is not None
+    await jobs.fail(job, "backend answered 503", policy, delay=0.3)
+    record = await jobs.get(queued.id)
+    assert record is not None and record.status is JobStatus.RETRYING
+    assert (await jobs.stats("q")).depth == 1  # waiting out its backoff counts as waiting
+    assert await jobs.claim("q", "w", policy, block=0) is None  # not due yet
+    again = await jobs.claim("q", "w", policy, block=5)
+    assert again is not None
+    assert (again.id, again.payload, again.attempt) == (queued.id, b"later", 2)
+
+
+async def test_a_delayed_retry_can_be_cancelled(jobs: JobQueue) -> None:
+    policy = QueuePolicy(max_attempts=3)
+    queued = await jobs.enqueue("q", b"later", policy)
+    job = await jobs.claim("q", "w", policy, block=1)
+    assert job is not None
+    await jobs.fail(job, "503", policy, delay=0.1)
+    assert await jobs.cancel(queued.id, policy)
+    assert await jobs.claim("q", "w", policy, block=0.4) is None
+    assert await status(jobs, queued.id) is JobStatus.CANCELLED
+
+
+async def test_an_idempotency_key_reused_for_another_request_conflicts(jobs: JobQueue) -> None:
+    first = await jobs.enqueue("q", b"a", POLICY, idempotency_key="k", fingerprint="f1")
+    same = await jobs.enqueue("q", b"a", POLICY, idempotency_key="k", fingerprint="f1")
+    other = await jobs.enqueue("q", b"b", POLICY, idempotency_key="k", fingerprint="f2")
+    assert same.id == first.id and not same.created and not same.conflict
+    assert other.id == first.id and not other.created and other.conflict
+    assert (await jobs.stats("q")).depth == 1
+
+
+async def test_the_owner_is_kept_on_the_record(jobs: JobQueue) -> None:
+    mine = await jobs.enqueue("q", b"a", POLICY, owner="h1")
+    anyone = await jobs.enqueue("q", b"b", POLICY)
+    record = await jobs.get(mine.id)
+    assert record is not None and record.owner == "h1"
+    record = await jobs.get(anyone.id)
+    assert record is not None and record.owner is None

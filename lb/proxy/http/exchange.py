@@ -48,7 +48,7 @@ from lb.proxy.host import Host
 from lb.proxy.http.call import CONNECT_BUFFER, UpstreamCall
 from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING, ReadGate
 from lb.proxy.http.pipeline import Answer, Chain, Filter
-from lb.proxy.http.session import Session
+from lb.proxy.http.session import BodyTooLarge, Session
 from lb.proxy.listeners import ListenerSettings
 
 log = logging.getLogger("lb.proxy")
@@ -88,6 +88,7 @@ class Exchange:
 
     __slots__ = (
         "body_bytes",
+        "body_wanted",
         "call",
         "chain",
         "client_close",
@@ -127,6 +128,8 @@ class Exchange:
         self.held_bytes = 0
         self.tunnel_buffer: list[bytes] | None = None  # client bytes held until the 101
         self.waiting: asyncio.Future[Answer | None] | None = None  # a request filter's wait
+        # A filter's read_body: the future it awaits and the limit it gave.
+        self.body_wanted: tuple[asyncio.Future[bytes], int] | None = None
 
     @property
     def status(self) -> int:
@@ -153,6 +156,8 @@ class Exchange:
         self.session.route = route
         self.chain = chain = self.runtime.chains[listener, route.name if route else None]
         self.state = FILTERING
+        if chain.reads_body:
+            self.session.reader = self
         if chain.request:
             self._request_filters(0)
         else:
@@ -264,6 +269,22 @@ class Exchange:
 
     # Request body, from the client ----------------------------------------------------------
 
+    def read_body(self, limit: int) -> asyncio.Future[bytes]:
+        """For a request filter (`Session.read_body`): the held body once it is complete.
+        While a filter waits for it, the client is read on up to `limit`, not CONNECT_BUFFER."""
+        future: asyncio.Future[bytes] = self.conn.proxy.loop.create_future()
+        head = self.session.head
+        declared = head.content_length if head is not None else None
+        if (declared is not None and declared > limit) or self.held_bytes > limit:
+            future.set_exception(BodyTooLarge(f"body over {limit} bytes"))
+        elif self.request_done or self.held is None:
+            future.set_result(b"".join(self.held or ()))
+        else:
+            self.body_wanted = (future, limit)
+            if self.conn.gate.reasons:
+                self.conn.gate.resume(CONNECTING)
+        return future
+
     def on_request_body(self, data: bytes) -> None:
         if self.state >= COMPLETE:
             return  # already answered (e.g. 413); the rest of this read is dropped
@@ -285,11 +306,23 @@ class Exchange:
         if held is not None:
             held.append(data)
             self.held_bytes += len(data)
-            if self.held_bytes > CONNECT_BUFFER:
-                self.conn.gate.pause(CONNECTING)
+            wanted = self.body_wanted
+            if wanted is None:
+                if self.held_bytes > CONNECT_BUFFER:
+                    self.conn.gate.pause(CONNECTING)
+            elif self.held_bytes > wanted[1]:
+                self.body_wanted = None
+                self.conn.gate.pause(CONNECTING)  # the filter answers 413 and closes
+                if not wanted[0].done():
+                    wanted[0].set_exception(BodyTooLarge(f"body over {wanted[1]} bytes"))
 
     def on_request_end(self) -> None:
         self.request_done = True
+        wanted = self.body_wanted
+        if wanted is not None:
+            self.body_wanted = None
+            if not wanted[0].done():
+                wanted[0].set_result(b"".join(self.held or ()))
         if self.call is not None:
             self.call.end_body()
         if self.state == COMPLETE:

@@ -17,6 +17,9 @@ What a hook may do:
   then waits for it, at most `wait_timeout` seconds, and goes on with its result: None or an
   `Answer`; past the timeout `on_wait_timeout` decides. Only a request that meets such a filter
   waits: the common request never becomes a coroutine.
+  A filter that needs the whole request body first (offload stores it) sets `reads_body` and
+  awaits `session.read_body(limit)` in that awaitable: the exchange holds the body's chunks
+  as they arrive, up to `limit`, and goes on reading the client meanwhile.
 - `on_response_head` may rewrite the head (`ResponseHead.set_field` / `remove_field`) or add
   fields through the session; `from_server` is False for lb's own answers.
 - `on_response_body` sees each body chunk and returns what goes on (the same bytes, or others).
@@ -104,6 +107,7 @@ class Filter:
 
     name = "filter"
     wait_timeout = 1.0  # seconds an awaitable returned by `on_request` may take
+    reads_body = False  # its awaitable may call `session.read_body`
 
     def on_request(self, session: Session) -> RequestResult:
         return None
@@ -135,10 +139,19 @@ def overrides(f: Filter, hook: str) -> bool:
 class Chain:
     """A route's filters, per phase: only those that override the phase's hook, in order."""
 
-    __slots__ = ("filters", "log", "request", "response_body", "response_end", "response_head")
+    __slots__ = (
+        "filters",
+        "log",
+        "reads_body",
+        "request",
+        "response_body",
+        "response_end",
+        "response_head",
+    )
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = tuple(filters)
+        self.reads_body = any(f.reads_body for f in filters)
         self.request: tuple[Filter, ...] = tuple(f for f in filters if overrides(f, "on_request"))
         self.response_head: tuple[Callable[[Session, ResponseHead, bool], None], ...] = tuple(
             f.on_response_head for f in filters if overrides(f, "on_response_head")

@@ -10,8 +10,8 @@ revalidation, an offload job) has a session too, built from a stored request.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lb.core.balancer import ServerState
 from lb.core.http import RequestHead
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 Chooser = Callable[["PoolRuntime", "Session", Collection[ServerState]], "UpstreamServer | None"]
 
 
+class BodyTooLarge(Exception):
+    """The request body is over the limit a filter reads it with."""
+
+
+class BodyReader(Protocol):
+    """Whoever receives the request's body (the exchange), for a filter that needs all of it."""
+
+    def read_body(self, limit: int) -> Awaitable[bytes]: ...
+
+
 class Session:
     __slots__ = (
         "bytes_out",
@@ -35,6 +45,7 @@ class Session:
         "listener",
         "pool",
         "proto",
+        "reader",
         "request_id",
         "response_fields",
         "route",
@@ -72,10 +83,20 @@ class Session:
         # Fields added to the response head (Set-Cookie, Strict-Transport-Security...).
         self.response_fields: list[tuple[bytes, bytes]] | None = None
         self.vars: dict[str, Any] | None = None  # filters' own per-request data, by filter
+        # Set by the exchange for a chain with a filter that `reads_body` (see read_body).
+        self.reader: BodyReader | None = None
 
     @property
     def secure(self) -> bool:
         return self.proto == b"https"
+
+    def read_body(self, limit: int) -> Awaitable[bytes]:
+        """The whole request body, once it has arrived; raises BodyTooLarge past `limit`
+        bytes. For filters with `reads_body` set (the body stays held for the server, should
+        the filter let the request go on)."""
+        if self.reader is None:
+            raise RuntimeError("read_body: this filter does not declare reads_body")
+        return self.reader.read_body(limit)
 
     def add_response_field(self, name: bytes, value: bytes) -> None:
         fields = self.response_fields

@@ -1,0 +1,316 @@
+"""Consumers: claim a queue's jobs, send each to its route's pool, store the result.
+
+Theory of operation. A `Consumers` runs `concurrency` loops per queue in one process, each
+`claim -> run -> complete | fail`. A run rebuilds the request from its stored envelope and
+sends it with an `UpstreamCall`, the same as a client's request (the route's pool, its
+balancing, health, TLS, retries to another server), to a `JobSink` that collects the
+response. Then, by the queue's `retry_on` (lb.core.offload.retry_reason):
+
+- a final answer (any status not in retry_on) is stored as the job's result (`complete`
+  writes it before it acknowledges the delivery: a crash in between runs the job again, it
+  never loses a result);
+- a retryable one is handed back with a backoff delay (`fail(delay=)`), or to the dead
+  letters once `max_attempts` runs failed;
+- a job whose consumer dies mid-run is not acknowledged: after `ack_timeout` the store
+  gives it to the next `claim`, here or in another process.
+
+The store down (Redis) makes `claim` fail fast: the loop waits a little and tries again; a
+result that cannot be stored is retried a few times, then left to the ack_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from lb.config.schema import Queue
+from lb.core.errors import Reason
+from lb.core.http import RequestHead, ResponseHead, request_to_server
+from lb.core.offload import (
+    EnvelopeError,
+    StoredRequest,
+    StoredResponse,
+    backoff_delay,
+    end_to_end,
+    retry_reason,
+)
+from lb.core.router import CompiledRoute
+from lb.metrics import JOB_DURATION, QUEUE_JOBS, QUEUE_LAG
+from lb.offload.policy import queue_policy
+from lb.proxy.http.call import NO_CLIENT, Client, UpstreamCall, Upstreams
+from lb.proxy.http.session import Session
+from lb.stores.base import Job, QueuePolicy
+from lb.stores.errors import StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from lb.proxy.runtime import Runtime
+    from lb.stores import Stores
+
+log = logging.getLogger("lb.offload")
+
+MAX_RESULT = 64 * 1024 * 1024  # a response larger than this is not stored: the job fails
+STORE_RETRY = 0.5  # seconds between tries while the store is down
+
+
+class Host(Upstreams, Protocol):
+    """What consumers use of their process: a `Proxy`, listening or not."""
+
+    runtime: Runtime
+    stores: Stores
+
+
+class JobSink:
+    """An `UpstreamCall`'s sink with no client: collects the response for the job's result."""
+
+    __slots__ = ("body", "done", "failure", "head", "size")
+
+    client: Client = NO_CLIENT
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.head: ResponseHead | None = None
+        self.body: list[bytes] = []
+        self.size = 0
+        self.failure: tuple[str, str] | None = None  # (retry_on kind or "", detail)
+
+    def _end(self, failure: tuple[str, str] | None = None) -> None:
+        if not self.done.done():
+            self.failure = failure
+            self.done.set_result(None)
+
+    def call_head(self, head: ResponseHead) -> None:
+        self.head = head
+
+    def call_informational(self, head: ResponseHead) -> None:
+        pass
+
+    def call_body(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size <= MAX_RESULT:
+            self.body.append(data)
+
+    def call_end(self) -> None:
+        self._end()
+
+    def call_failed(self, reason: Reason, detail: str) -> None:
+        kind = "timeout" if reason in (Reason.backend_timeout, Reason.queue_timeout) else ""
+        if reason in (Reason.backend_failed, Reason.no_healthy_server, Reason.queue_full):
+            kind = "connect_failure"
+        self._end((kind, f"{reason.name}: {detail}"))
+
+    def call_broken(self, detail: str) -> None:
+        self._end(("broken", f"response cut short: {detail}"))
+
+    def call_tunnel(self, head: ResponseHead) -> None:  # (a job never asks for an upgrade)
+        self._end(("", "server switched protocols"))
+
+    def call_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def call_tunnel_closed(self, detail: str) -> None:
+        pass
+
+    def pause_request(self) -> None:  # the whole body is in the call already
+        pass
+
+    def resume_request(self) -> None:
+        pass
+
+
+class Consumers:
+    """The consumer loops of one process, for some or all of the config's queues."""
+
+    def __init__(
+        self, host: Host, queues: list[str] | None = None, concurrency: int | None = None
+    ) -> None:
+        self.host = host
+        self.only = queues  # None: every queue of the running config
+        self.concurrency = concurrency  # None: each queue's own
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.running: set[asyncio.Future[None]] = set()  # jobs under way
+        self.stopping = False
+        self._routes: tuple[object, dict[str, CompiledRoute]] = (None, {})
+
+    def __repr__(self) -> str:
+        return f"<Consumers {self.name} queues={sorted(self.tasks)}>"
+
+    # Start, follow reloads, stop -------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or, after a reload, add and remove) the loops for the config's queues."""
+        queues = self.host.runtime.config.queues
+        wanted = {q for q in queues if self.only is None or q in self.only}
+        for name in list(self.tasks):
+            if name not in wanted:
+                for task in self.tasks.pop(name):
+                    task.cancel()
+        for name in wanted:
+            if name in self.tasks:
+                continue
+            count = self.concurrency or queues[name].concurrency
+            self.tasks[name] = [asyncio.ensure_future(self._loop(name, i)) for i in range(count)]
+            log.info("consuming queue %s with %d loops as %s", name, count, self.name)
+
+    async def stop(self, grace: float) -> None:
+        """Claim nothing more; let jobs under way finish for up to `grace` seconds; cancel the
+        rest (unacknowledged, they go to another worker after their ack_timeout)."""
+        self.stopping = True
+        tasks = [t for ts in self.tasks.values() for t in ts]
+        self.tasks = {}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+
+    # The loop --------------------------------------------------------------------------
+
+    async def _loop(self, queue: str, index: int) -> None:
+        consumer = f"{self.name}-{index}"
+        while not self.stopping:
+            config = self.host.runtime.config.queues.get(queue)
+            if config is None:
+                return  # removed by a reload
+            policy = queue_policy(config)
+            try:
+                job = await self.host.stores.jobs.claim(queue, consumer, policy, block=1.0)
+            except StoreUnavailable:
+                await asyncio.sleep(STORE_RETRY)
+                continue
+            except StoreError as e:
+                log.error("queue %s: claim failed: %s", queue, e)
+                await asyncio.sleep(STORE_RETRY)
+                continue
+            if job is None:
+                continue
+            try:
+                await self.run(job, config, policy)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue %s: job %s failed in lb itself", queue, job.id)
+
+    async def run(self, job: Job, config: Queue, policy: QueuePolicy) -> None:
+        """One run of `job`, to its result or its next attempt."""
+        started = time.perf_counter()
+        try:
+            request = StoredRequest.decode(job.payload)
+        except EnvelopeError as e:
+            await self._settle(job, policy, "dead", f"unreadable job: {e}", retry=False)
+            return
+        if job.attempt == 1:
+            QUEUE_LAG.labels(job.queue).observe(max(0.0, time.time() - request.created))
+        route = self._route(request.route)
+        if route is None or route.pool is None or route.pool not in self.host.runtime.pools:
+            detail = f"route {request.route!r} (or its pool) is not in the running config"
+            await self._settle(job, policy, "dead", detail, retry=False)
+            return
+        sink = await self._call(request, route, config.job_timeout)
+        outcome, detail, retry = self._judge(sink, config)
+        if outcome == "done":
+            assert sink.head is not None
+            response = StoredResponse(
+                sink.head.status,
+                sink.head.reason,
+                end_to_end(sink.head.headers),
+                b"".join(sink.body),
+            )
+            await self._settle(job, policy, "done", response.encode())
+        elif retry:
+            last = job.attempt >= policy.max_attempts
+            b = config.backoff
+            delay = backoff_delay(job.attempt, b.base, b.max, b.jitter)
+            await self._settle(job, policy, "dead" if last else "retried", detail, delay=delay)
+        else:
+            await self._settle(job, policy, "dead", detail, retry=False)
+        JOB_DURATION.labels(job.queue, outcome).observe(time.perf_counter() - started)
+
+    def _judge(self, sink: JobSink, config: Queue) -> tuple[str, str, bool]:
+        """(outcome, why, retry?) of a finished call."""
+        if sink.failure is not None:
+            kind, detail = sink.failure
+            if kind == "broken":  # cut mid-response: as a 502 would be
+                return "failed", detail, retry_reason(config.retry_on, status=502) is not None
+            return "failed", detail, retry_reason(config.retry_on, failure=kind) is not None
+        assert sink.head is not None
+        if sink.size > MAX_RESULT:
+            return "failed", f"response of {sink.size} bytes over {MAX_RESULT}", False
+        why = retry_reason(config.retry_on, status=sink.head.status)
+        if why is not None:
+            return "failed", why, True
+        return "done", "", False
+
+    async def _call(self, request: StoredRequest, route: CompiledRoute, timeout: float) -> JobSink:
+        host = self.host
+        body = request.body
+        headers = [*request.headers]
+        head = RequestHead(request.method, request.target, "1.1", headers)
+        if body or request.method in ("POST", "PUT", "PATCH"):
+            head.content_length = len(body)
+        session = Session(head, request.client_ip, request.proto, "offload", request.request_id)
+        session.route = route
+        session.pool = route.pool
+        pool = host.runtime.pools[route.pool]  # type: ignore[index]  # checked by run
+        data = request_to_server(head, request.client_ip, request.proto, request.request_id, False)
+        sink = JobSink(host.loop)
+        call = UpstreamCall(host, pool, session, data, sink, route.retry, route.timeouts.request)
+        if body:
+            call.send_body(body)
+        call.end_body()
+        call.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(sink.done), timeout)
+        except TimeoutError:
+            call.cancel()
+            sink.failure = ("timeout", f"no complete response within job_timeout ({timeout:g}s)")
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        return sink
+
+    async def _settle(
+        self,
+        job: Job,
+        policy: QueuePolicy,
+        outcome: str,
+        result_or_reason: bytes | str,
+        *,
+        retry: bool = True,
+        delay: float = 0.0,
+    ) -> None:
+        """Store the outcome; while the store is down, try again for a while (the job stays
+        unacknowledged meanwhile: at worst it runs again after its ack_timeout)."""
+        jobs = self.host.stores.jobs
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.ack_timeout / 2
+        while True:
+            try:
+                if isinstance(result_or_reason, bytes):
+                    await jobs.complete(job, result_or_reason, policy)
+                else:
+                    await jobs.fail(job, result_or_reason, policy, retry=retry, delay=delay)
+                break
+            except StoreUnavailable:
+                if loop.time() >= deadline:
+                    log.warning("job %s: the store is down; it runs again later", job.id)
+                    return
+                await asyncio.sleep(STORE_RETRY)
+        QUEUE_JOBS.labels(job.queue, outcome).inc()
+        if outcome != "done":
+            log.info("job %s (queue %s) %s: %s", job.id, job.queue, outcome, result_or_reason)
+
+    def _route(self, name: str) -> CompiledRoute | None:
+        runtime = self.host.runtime
+        if self._routes[0] is not runtime:
+            routes: dict[str, CompiledRoute] = {}
+            for listener in runtime.listeners:
+                for route in runtime.router.routes(listener):
+                    routes.setdefault(route.name, route)
+            self._routes = (runtime, routes)
+        return self._routes[1].get(name)

@@ -1,0 +1,59 @@
+"""Queue offload without Redis: the consumers run inside each `lb run` worker, on the jobs
+that worker accepted (its in-process queue), so the shipped config and `lb demo` offload with
+nothing else to run. With `redis:` configured they do not: `lb worker` processes consume the
+shared queues, and this only keeps the stats gauges of nothing (the supervisor reads Redis).
+
+In-process jobs live as long as the worker: a restart loses the ones not yet done, and a job
+is known only to the worker that accepted it (GET /_lb/jobs/{id} on a connection another
+worker accepted answers 404). Configure `redis:` for durable jobs shared by every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from lb.offload.consumer import Consumers, Host
+from lb.offload.stats import publish_forever
+
+
+class Owner(Host, Protocol):
+    """The `Proxy` whose in-process queues these consumers serve."""
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None: ...
+
+
+class InProcessOffload:
+    def __init__(self, proxy: Owner) -> None:
+        self.proxy = proxy
+        self.consumers: Consumers | None = None
+        self.stats: asyncio.Task[None] | None = None
+
+    def sync(self) -> None:
+        """At start and after each reload: consume the config's queues, unless they are on
+        Redis (or there are none)."""
+        proxy = self.proxy
+        wanted = bool(proxy.runtime.config.queues) and proxy.stores.redis is None
+        if wanted:
+            if self.consumers is None:
+                self.consumers = Consumers(proxy)
+            self.consumers.start()
+            if self.stats is None:
+                jobs = proxy.stores.jobs
+                self.stats = asyncio.ensure_future(
+                    publish_forever(lambda: (jobs, list(proxy.runtime.config.queues)))
+                )
+        elif self.consumers is not None or self.stats is not None:
+            proxy._background(self.stop(proxy.runtime.config.defaults.shutdown_grace))
+
+    async def stop(self, grace: float) -> None:
+        consumers, self.consumers = self.consumers, None
+        stats, self.stats = self.stats, None
+        if stats is not None:
+            stats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats
+        if consumers is not None:
+            await consumers.stop(grace)

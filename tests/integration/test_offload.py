@@ -1,0 +1,249 @@
+"""Queue offload across real processes with a real redis-server: `lb run` accepts (202),
+`lb worker` processes run the jobs. A worker SIGKILLed mid-job, a Redis restart, dead letters
+and their replay, idempotency, expiry, and the 503s."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import RedisServer
+from tests.integration.helpers import (
+    REPO,
+    LbProcess,
+    Origin,
+    free_port,
+    get_json,
+    lb_env,
+    request,
+    wait_for,
+    write_config,
+)
+
+
+def offload_yaml(redis: RedisServer | None, pool: str = "app", **queue: str) -> dict[str, str]:
+    settings = {"ack_timeout": "3s", "job_timeout": "2s", "backoff": "{base: 50ms, max: 100ms}"}
+    settings.update(queue)
+    body = ", ".join(f"{k}: {v}" for k, v in settings.items())
+    extra = f"queues:\n  reports: {{{body}}}\n"
+    if redis is not None:
+        extra += f'redis: {{url: "{redis.url}", timeout: 200ms, probe_interval: 100ms}}\n'
+    return {
+        "extra_routes": (
+            f"  - {{name: reports, match: {{path_regex: '^/(reports/|slow)'}}, pool: {pool}, "
+            "offload: {queue: reports}}\n"
+        ),
+        "extra": extra,
+    }
+
+
+@contextlib.contextmanager
+def offload_lb(
+    tmp_path: Path, extra_pools: str = "", workers: int = 2, **config: str
+) -> Iterator[tuple[LbProcess, Origin]]:
+    with Origin("a") as origin:
+        port, admin_port = free_port(), free_port()
+        path = write_config(
+            tmp_path / "lb.yaml",
+            [origin.address],
+            port=port,
+            admin_port=admin_port,
+            extra_pools=extra_pools,
+            **config,
+        )
+        with LbProcess(path, port, admin_port, workers) as lb:
+            yield lb, origin
+
+
+class LbWorker:
+    """`python -m lb worker -c CONFIG`, stopped (or killed) by its PID."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        self.log_path = config.with_suffix(f".worker{free_port()}.log")
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lb", "worker", "-c", str(config), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=lb_env(),
+                cwd=REPO,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def lb_worker(config: Path, *args: str) -> Iterator[LbWorker]:
+    worker = LbWorker(config, *args)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def offload(
+    port: int, path: str, body: bytes = b"", **headers: str
+) -> tuple[int, dict[str, str], Any]:
+    status, fields, data = request(port, path, "POST", headers=headers, body=body)
+    return status, fields, json.loads(data) if status == 202 else data
+
+
+def result(port: int, location: str, timeout: float = 20.0) -> tuple[int, dict[str, str], bytes]:
+    def done() -> tuple[int, dict[str, str], bytes] | None:
+        status, fields, body = request(port, location)
+        return (status, fields, body) if "retry-after" not in fields else None
+
+    return wait_for(done, timeout, f"the result of {location}")  # type: ignore[no-any-return]
+
+
+def test_a_job_whose_worker_is_killed_mid_run_completes_on_another(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with offload_lb(tmp_path, **offload_yaml(redis_server)) as (lb, origin):
+        status, fields, doc = offload(lb.port, "/slow?s=1")
+        assert status == 202 and fields["location"] == doc["location"]
+        with lb_worker(lb.config) as first:
+            wait_for(lambda: origin.hits["/slow?s=1"] == 1, what=f"a run:\n{first.log()}")
+            first.kill()  # mid-job: the origin is still sleeping on it
+        job = get_json(lb.port, doc["location"])
+        assert job["status"] == "running"
+        with lb_worker(lb.config) as second:
+            status, fields, body = result(lb.port, doc["location"])
+            assert status == 200, second.log()
+        assert fields["x-lb-job"] == doc["id"] and body == b"origin a /slow?s=1\n"
+        assert origin.hits["/slow?s=1"] == 2
+
+
+def test_jobs_accepted_before_a_redis_restart_all_run(
+    tmp_path: Path, redis_server_durable: RedisServer
+) -> None:
+    with offload_lb(tmp_path, **offload_yaml(redis_server_durable)) as (lb, origin):
+        locations = []
+        for i in range(20):
+            status, _, doc = offload(lb.port, f"/reports/{i}")
+            assert status == 202
+            locations.append(doc["location"])
+        queues = get_json(lb.admin_port, "/api/v1/queues")
+        assert queues["store"] == "redis" and queues["queues"]["reports"]["depth"] == 20
+        redis_server_durable.stop()
+
+        def refused() -> bool:
+            status, fields, _ = offload(lb.port, "/reports/during")
+            return status == 503 and fields["x-lb-error"] == "queue_unavailable"
+
+        wait_for(refused, what="503 queue_unavailable while redis is down")
+        status, fields, body = offload(lb.port, "/reports/during")
+        assert fields.get("retry-after") and b"queue reports cannot be reached" in body
+        assert request(lb.port, "/not-offloaded")[0] == 200  # other routes keep proxying
+        redis_server_durable.start()
+        with lb_worker(lb.config, "--concurrency", "4"):
+            for location in locations:
+                status, _, body = result(lb.port, location)
+                assert status == 200 and body.startswith(b"origin a /reports/")
+        assert sum(origin.hits[f"/reports/{i}"] for i in range(20)) == 20
+
+
+def test_a_failing_job_lands_in_the_dead_letters_and_replay_brings_it_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    flaky_port = free_port()  # nothing listens there yet: every connect is refused
+    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky_port}"}}]}}\n'
+    config = offload_yaml(redis_server, pool="flaky", max_attempts="2")
+    with offload_lb(tmp_path, extra_pools=pools, **config) as (lb, _):
+        with lb_worker(lb.config) as worker:
+            status, _, doc = offload(lb.port, "/reports/r1")
+            assert status == 202
+            failed = wait_for(
+                lambda: (j := get_json(lb.port, doc["location"]))["status"] == "failed" and j,
+                what=f"the job to fail:\n{worker.log()}",
+            )
+            assert failed["attempt"] == 2 and "connect" in failed["reason"]
+            queues = get_json(lb.admin_port, "/api/v1/queues")["queues"]["reports"]
+            assert queues["dead"] == 1 and queues["depth"] == 0
+            with Origin("late", port=flaky_port) as late:
+                status, _, body = request(
+                    lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST"
+                )
+                assert status == 200 and json.loads(body) == {"queue": "reports", "replayed": 1}
+                status, _, body = result(lb.port, doc["location"])
+                assert status == 200 and body == b"origin late /reports/r1\n"
+                assert late.total == 1
+        metrics = lb.metrics()
+        assert 'lb_queue_jobs_total{outcome="accepted",queue="reports"}' in metrics
+
+
+def test_idempotency_expiry_and_queue_full_with_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = offload_yaml(redis_server, result_ttl="1s", max_length="3")
+    with offload_lb(tmp_path, **config) as (lb, origin):
+        key = {"Idempotency-Key": "order-7"}
+        # (Bodies left empty: the test origin does not read them, on kept-alive connections.)
+        first = offload(lb.port, "/reports/pay", **key)
+        again = offload(lb.port, "/reports/pay", **key)
+        assert first[0] == again[0] == 202 and first[2] == again[2]
+        conflict = offload(lb.port, "/reports/pay?amount=200", **key)
+        assert conflict[0] == 422 and conflict[1]["x-lb-error"] == "idempotency_conflict"
+        assert offload(lb.port, "/reports/2")[0] == 202
+        assert offload(lb.port, "/reports/3")[0] == 202
+        full = offload(lb.port, "/reports/4")
+        assert full[0] == 503 and full[1]["x-lb-error"] == "queue_full" and full[1]["retry-after"]
+        with lb_worker(lb.config):
+            status, _, body = result(lb.port, first[2]["location"])
+            assert status == 200 and body == b"origin a /reports/pay\n"
+            assert origin.hits["/reports/pay"] == 1
+            wait_for(
+                lambda: request(lb.port, first[2]["location"])[0] == 404,
+                what="the result to expire after result_ttl",
+            )
+        status, fields, body = request(lb.port, first[2]["location"])
+        assert fields["x-lb-error"] == "job_not_found" and b"result_ttl" in body
+
+
+def test_without_redis_lb_run_runs_the_jobs_itself(tmp_path: Path) -> None:
+    with offload_lb(tmp_path, workers=1, **offload_yaml(None)) as (lb, _):
+        status, _, doc = offload(lb.port, "/reports/local")
+        assert status == 202
+        status, _, body = result(lb.port, doc["location"])
+        assert status == 200 and body == b"origin a /reports/local\n"
+        queues = get_json(lb.admin_port, "/api/v1/queues")
+        assert queues["store"] == "in-process" and "reports" in queues["queues"]
+        status, _, _ = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
+        assert status == 409
+        assert "reports" in lb.status()["queues"]
+
+
+def test_lb_worker_refuses_a_config_without_redis(tmp_path: Path) -> None:
+    with Origin("a") as origin:
+        path = write_config(
+            tmp_path / "lb.yaml",
+            [origin.address],
+            port=free_port(),
+            admin_port=free_port(),
+            **offload_yaml(None),
+        )
+        worker = LbWorker(path)
+        assert worker.proc.wait(20) == 2
+        assert "no redis" in worker.log()
