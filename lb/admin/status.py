@@ -140,7 +140,6 @@ def status_document(supervisor: Supervised, window: CounterWindow | None = None)
         },
         "redis": supervisor.stores.redis_status(),
         "admin": {"token_required": token_required(supervisor)},
-        "queues": from_gauges(supervisor),
         "workers": workers,
         "listeners": {
             name: {
@@ -180,8 +179,11 @@ def status_document(supervisor: Supervised, window: CounterWindow | None = None)
     }
     if "lb_cache_requests_total" in found:
         document["cache"] = _cache(found["lb_cache_requests_total"])
-    if "lb_queue_depth" in found or "lb_queue_jobs_total" in found:
-        document["queues"] = _queues(found)
+    queues = _queues(found) if "lb_queue_depth" in found or "lb_queue_jobs_total" in found else {}
+    for name, numbers in from_gauges(supervisor).items():  # every configured queue
+        queues.setdefault(name, {"depth": None, "jobs": {}}).update(numbers)
+    if queues:
+        document["queues"] = dict(sorted(queues.items()))
     return document
 
 

@@ -290,7 +290,7 @@ class ResponseCache:
     def flush_metrics(self) -> None:
         results, self._results = self._results, {}
         for (route, result), n in results.items():
-            CACHE_REQUESTS.labels(route, result.decode()).inc(n)
+            CACHE_REQUESTS.labels(route, result.decode().lower()).inc(n)
         CACHE_OBJECTS.labels("local").set(len(self.local))
         CACHE_BYTES.labels("local").set(self.local.bytes)
         if self._errors:

@@ -115,7 +115,7 @@ def result(port: int, location: str, timeout: float = 20.0) -> tuple[int, dict[s
         status, fields, body = request(port, location)
         return (status, fields, body) if "retry-after" not in fields else None
 
-    return wait_for(done, timeout, f"the result of {location}")  # type: ignore[no-any-return]
+    return wait_for(done, timeout, what=f"the result of {location}")  # type: ignore[no-any-return]
 
 
 def test_a_job_whose_worker_is_killed_mid_run_completes_on_another(
