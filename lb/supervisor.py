@@ -87,6 +87,7 @@ class Supervisor:
 
         self.stores: Stores = build_stores(config)
         self._retiring: asyncio.Future[None] | None = None
+        self._purges = 0  # cache purge requests sent to the workers (lb.cache.purge)
 
     # Config --------------------------------------------------------------------------------
 
@@ -139,6 +140,38 @@ class Supervisor:
                 worker.proc.send_signal(signal.SIGUSR1)
         log.info("re-armed the canary arms of route %s", route)
         return None
+
+    async def purge_cache(self, kind: str, value: str) -> tuple[int, list[int]]:
+        """Purge the response cache everywhere (lb.cache.purge): the count of entries removed,
+        and the pids of workers that did not answer in time (without redis)."""
+        from lb.cache import purge
+        from lb.cache.cache import ResponseCache
+
+        if self.stores.redis is not None:
+            # The shared store is the cache; the workers' local tiers follow its messages.
+            count = await ResponseCache(self.config.cache, self.stores.cache).purge(kind, value)
+            return count, []
+        self._purges += 1
+        seq = self._purges
+        purge.write_request(self.run_dir, seq, kind, value)
+        pids = [w.proc.pid for w in self.workers if w.ready and w.proc.poll() is None]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
+        counts: dict[int, int] = {}
+        deadline = time.monotonic() + purge.ANSWER_WITHIN
+        while len(counts) < len(pids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            for pid in pids:
+                if pid not in counts:
+                    answer = purge.read_answer(self.run_dir, seq, pid)
+                    if answer is not None:
+                        counts[pid] = answer
+        missing = [pid for pid in pids if pid not in counts]
+        if missing:
+            log.warning("cache purge %d: no answer from workers %s", seq, missing)
+        log.info("cache purge %s %r: %d entries", kind, value, sum(counts.values()))
+        return sum(counts.values()), missing
 
     def drain(self, pool: str, address: str, drained: bool) -> str | None:
         """Drain (or enable) a configured server in every worker, now and in workers started

@@ -19,6 +19,7 @@ import signal
 from pathlib import Path
 
 from lb.access_log import AccessLog
+from lb.cache import purge
 from lb.config import Config, ConfigError, load_config_text
 from lb.core.http import reseed_request_ids
 from lb.filters.splits import rearm_all
@@ -47,6 +48,9 @@ async def serve(config_path: str, source: str | None = None, ready_fd: int | Non
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(worker, config_path, source))
     # SIGUSR1: re-arm canary arms rolled back by their route's rollback rule (admin API).
     loop.add_signal_handler(signal.SIGUSR1, lambda: rearm_all(worker.runtime.splits))
+    # SIGUSR2: purge this worker's response cache as the supervisor asks (lb.cache.purge).
+    purges = CachePurges(worker, os.path.dirname(os.path.abspath(config_path)))
+    loop.add_signal_handler(signal.SIGUSR2, purges.run)
     parent = os.getppid()
     log.info("worker %d serving %s", os.getpid(), source)
     if ready_fd is not None:
@@ -65,6 +69,33 @@ async def serve(config_path: str, source: str | None = None, ready_fd: int | Non
     log.info("worker %d draining (up to %gs)", os.getpid(), grace)
     await worker.shutdown(grace)
     log.info("worker %d stopped", os.getpid())
+
+
+class CachePurges:
+    """A worker's side of `POST /api/v1/cache/purge` without redis."""
+
+    def __init__(self, proxy: Proxy, run_dir: str) -> None:
+        self.proxy = proxy
+        self.run_dir = run_dir
+        self.done = 0  # the last request handled
+        self.lock = asyncio.Lock()  # one pass at a time: a request is handled once
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def run(self) -> None:
+        task = asyncio.ensure_future(self._run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self) -> None:
+        async with self.lock:
+            for seq, kind, value in purge.pending_requests(self.run_dir, self.done):
+                self.done = seq
+                try:
+                    count = await self.proxy.cache.purge(kind, value)
+                except Exception as err:  # answer anyway: the supervisor must not wait for it
+                    log.error("cache purge %d failed: %r", seq, err)
+                    count = 0
+                purge.write_answer(self.run_dir, seq, os.getpid(), count)
 
 
 def _reload(worker: Proxy, config_path: str, source: str) -> None:

@@ -122,7 +122,7 @@ class AdminServer:
             if path.startswith("/api/v1/queues/") and path.endswith("/dead/replay"):
                 return self._replay(unquote(path[len("/api/v1/queues/") : -len("/dead/replay")]))
             if path == "/api/v1/cache/purge":
-                return _json(501, {"error": "the response cache is not built yet"})
+                return self._purge(body)
             return _json(404, {"error": f"no admin endpoint {path}"})
         return _json(405, {"error": f"method {method} not allowed"})
 
@@ -151,6 +151,23 @@ class AdminServer:
 
         status, document = await replay(self.supervisor, queue)
         return _json(status, document)
+
+    async def _purge(self, body: bytes) -> Response:
+        from lb.cache.purge import PurgeRequestError, parse_purge
+        from lb.stores import StoreUnavailable
+
+        try:
+            kind, value = parse_purge(body)
+        except PurgeRequestError as err:
+            return _json(400, {"error": str(err)})
+        try:
+            count, missing = await self.supervisor.purge_cache(kind, value)
+        except StoreUnavailable as err:
+            return _json(503, {"error": f"redis is unavailable, nothing purged: {err}"})
+        document: dict[str, Any] = {"purged": count, kind: value if kind != "all" else True}
+        if missing:
+            document["workers_not_answering"] = missing
+        return _json(200, document)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         token = admin_token(self.supervisor)

@@ -264,17 +264,25 @@ class ResponseCache:
         with contextlib.suppress(StoreError):
             await self.shared.unlock("collapse:" + key, token)
 
-    async def wait_in_store(self, key: str, deadline: float) -> Entry | bytes | None:
-        """Another process fetches `key`: poll the store for it until `deadline`."""
+    async def wait_in_store(
+        self, key: str, lock_key: str, deadline: float
+    ) -> tuple[Entry | bytes | None, str | None]:
+        """Another process fetches `key` (it holds the collapse lock of `lock_key`): poll the
+        store for the entry until `deadline`. When the lock is let go with no entry stored
+        (the response was not storable, or failed), this request takes the lock and fetches:
+        (None, token). Past the deadline: (None, None), and it fetches without the lock."""
         self._collapsed += 1
         pause = 0.01
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             found = await self.get(key)
             if found is not None:
-                return found
+                return found, None
+            token = await self.lock(lock_key)
+            if token is not None:
+                return None, token
             pause = min(pause * 2, 0.1)
-        return None
+        return None, None
 
     # Upkeep -------------------------------------------------------------------------------
 

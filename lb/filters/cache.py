@@ -226,7 +226,9 @@ class CacheFilter(Filter):
             token = await cache.lock(state.key)
             if token is None:  # another process fetches it: wait for it in the store
                 deadline = time.monotonic() + self.collapse_timeout
-                found = await cache.wait_in_store(state.stored_key or state.key, deadline)
+                found, token = await cache.wait_in_store(
+                    state.stored_key or state.key, state.key, deadline
+                )
                 if isinstance(found, Entry):
                     result = self._decide(session, state, found)
                     if result is not None:
