@@ -21,9 +21,7 @@ def shared(origin: Any, redis: RedisServer, **route_cache: Any) -> dict[str, Any
     )
 
 
-async def get(
-    connect: Callable[..., Awaitable[RawClient]], lb: Proxy, path: str = "/p"
-) -> Message:
+async def get(connect: Callable[..., Awaitable[RawClient]], lb: Proxy, path: str = "/p") -> Message:
     client = await connect(lb)
     try:
         return await client.request(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())

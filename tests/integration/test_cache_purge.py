@@ -72,9 +72,7 @@ def test_purge_with_redis_clears_the_shared_cache(
         status, doc = purge(lb.admin_port, {"path": "/products/9"})
         assert status == 200 and doc["purged"] == 1
         # Every worker's local tier dropped it too (the store's invalidation message).
-        wait_for(
-            lambda: x_cache(lb.port, "/products/9") == "MISS", what="a MISS after the purge"
-        )
+        wait_for(lambda: x_cache(lb.port, "/products/9") == "MISS", what="a MISS after the purge")
         redis_server.stop()
         status, doc = purge(lb.admin_port, {"all": True})
         assert status == 503 and "redis" in str(doc["error"])

@@ -38,7 +38,7 @@ def test_check_valid_config_prints_one_line_summary() -> None:
     result = run_lb("check", "-c", "config/lb.yaml")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines == ["config/lb.yaml: config OK: 1 listener, 3 routes, 1 pool, 2 servers"]
+    assert lines == ["config/lb.yaml: config OK: 1 listener, 4 routes, 1 pool, 2 servers"]
 
 
 def test_check_broken_config_prints_every_problem_with_its_line(tmp_path: Path) -> None:
@@ -137,6 +137,9 @@ def test_demo_answers_from_both_backends_and_stops_on_sigint() -> None:
         wait_for(lambda: request(8080, "/")[0] == 200, 10, what="lb demo to answer")
         backends = {request(8080, f"/{i}")[2].split(b'"backend": "')[1][:9] for i in range(6)}
         assert backends == {b"demo-9001", b"demo-9002"}
+        # The shipped config's cached route works with no redis: the second GET is a HIT.
+        assert request(8080, "/products/1")[1]["x-cache"] == "MISS"
+        assert request(8080, "/products/1")[1]["x-cache"] == "HIT"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
         for port in (8080, 9001, 9002):

@@ -1,0 +1,69 @@
+"""A stored response's bytes (lb.core.cache_entry): what decodes, and what must never be
+served because it is not the whole entry that was written."""
+
+from __future__ import annotations
+
+import pytest
+
+from lb.core.cache_entry import (
+    Entry,
+    decode_entry,
+    decode_variants,
+    encode_entry,
+    encode_variants,
+    variant_store_key,
+)
+from lb.core.cache_policy import StoredMeta
+
+META = StoredMeta(
+    request_time=100.0,
+    response_time=100.5,
+    date_value=100.0,
+    age_value=0.0,
+    freshness_lifetime=60.0,
+    etag=b'"v1"',
+    vary=(b"accept-encoding",),
+    tags=("t1", "path:/p"),
+)
+ENTRY = Entry(
+    META,
+    200,
+    b"OK",
+    ((b"Content-Type", b"text/plain"), (b"ETag", b'"v1"'), (b"X-Odd", b"\xe9t\xe9")),
+    b"hello " * 200,
+)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "zlib"])
+def test_an_entry_comes_back_as_it_was_stored(compress: bool) -> None:
+    data = encode_entry(ENTRY, compress)
+    assert decode_entry(data) == ENTRY
+    if compress:
+        assert len(data) < len(encode_entry(ENTRY, False))  # the body was compressed
+
+
+WHOLE = encode_entry(ENTRY, compress=True)
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        pytest.param(WHOLE[: len(WHOLE) // 2], id="truncated"),
+        pytest.param(WHOLE[:-1], id="last-byte-missing"),
+        pytest.param(WHOLE[:40] + bytes([WHOLE[40] ^ 1]) + WHOLE[41:], id="bit-flipped"),
+        pytest.param(b"LBC2" + WHOLE[4:], id="other-format"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"LBC1\x00\x00", id="header-only"),
+        pytest.param(encode_variants((b"vary",)), id="a-variants-record"),
+    ],
+)
+def test_a_damaged_entry_is_refused(damaged: bytes) -> None:
+    assert decode_entry(damaged) is None
+
+
+def test_variants_records() -> None:
+    vary = (b"accept-encoding", b"accept-language")
+    assert decode_variants(encode_variants(vary)) == vary
+    assert decode_variants(WHOLE) is None
+    assert decode_variants(b"LBV1{not json") is None
+    assert variant_store_key("GET http://h/p", "abc") == "GET http://h/p\x00abc"
