@@ -3,14 +3,19 @@
 Each backend answers every request with a line naming itself, so balancing is visible with
 `curl` in a loop; /reports/... takes two seconds (the shipped config offloads it: 202 and a
 job URL). Both run in this process's children; Ctrl-C stops everything.
+
+`python -m lb.demo --backends-only [--host 0.0.0.0] [--port 9001 ...]` runs only the demo
+backends (no lb), e.g. one per container in deploy/compose/docker-compose.yml.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import multiprocessing
+import signal
 import socket
 import sys
 
@@ -54,10 +59,10 @@ class _DemoBackend(asyncio.Protocol):
             self.transport.write(data)
 
 
-def serve_backend(port: int) -> None:
+def serve_backend(port: int, host: str = "127.0.0.1") -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _DemoBackend(f"demo-{port}"), "127.0.0.1", port)
+        server = await loop.create_server(lambda: _DemoBackend(f"demo-{port}"), host, port)
         async with server:
             await server.serve_forever()
 
@@ -106,3 +111,58 @@ def run_demo(config_path: str, workers: int) -> int:
         for proc in backends:
             proc.terminate()
             proc.join(timeout=5)
+
+
+def run_backends(host: str, ports: list[int]) -> int:
+    """The demo backends alone, in the foreground: one on each port (in this process when
+    there is one port, else one child process each), until SIGINT or SIGTERM."""
+    # SIGTERM (`docker stop`; PID 1 ignores it without a handler) stops them as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(f"demo backends on {host}:{', '.join(map(str, ports))}", file=sys.stderr)
+    if len(ports) == 1:
+        serve_backend(ports[0], host)
+        return 0
+    backends = [
+        multiprocessing.Process(target=serve_backend, args=(port, host), daemon=True)
+        for port in ports
+    ]
+    for proc in backends:
+        proc.start()
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # after the forks: children keep theirs
+    try:
+        while all(proc.is_alive() for proc in backends):
+            if signal.sigtimedwait(stops, 1.0) is not None:
+                break
+    finally:
+        for proc in backends:
+            proc.terminate()
+        for proc in backends:
+            proc.join(timeout=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lb.demo", description="the demo backends of `lb demo`, without lb"
+    )
+    parser.add_argument(
+        "--backends-only",
+        action="store_true",
+        required=True,
+        help="run only the demo backends (`lb demo` runs them with lb)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on [%(default)s]")
+    parser.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        dest="ports",
+        help=f"a port to serve a backend on; repeatable [{' and '.join(map(str, DEMO_PORTS))}]",
+    )
+    args = parser.parse_args(argv)
+    return run_backends(args.host, args.ports or list(DEMO_PORTS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
