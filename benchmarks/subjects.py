@@ -125,7 +125,14 @@ class Lb(Subject):
     def start(self, ctx: RunContext) -> Running:
         redis = _start_redis(ctx, self.name) if self.redis else None
         try:
-            running = self._start_lb(ctx, redis.port if redis else None)
+            try:
+                running = self._start_lb(ctx, redis.port if redis else None)
+            except procs.StartError as exc:
+                # A port free_port() found was taken before lb bound it (another program, or
+                # lb's own connection to redis, got it as its ephemeral port): once more, anew.
+                if "address already in use" not in exc.summary:
+                    raise
+                running = self._start_lb(ctx, redis.port if redis else None)
         except BaseException:
             if redis is not None:
                 redis.process.stop()
