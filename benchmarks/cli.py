@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from benchmarks import backend, procs, report, runner, wrk
-from benchmarks.cases import CASES, DEFAULT_CASES
+from benchmarks.cases import CACHE_CASES, CASES, DEFAULT_CASES
 from benchmarks.subjects import SUBJECTS, RunContext
 
 DEFAULT_SUBJECTS = ("direct", "lb", "lb-nolog", "nginx", "haproxy")
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lb-health",
         action="store_true",
         help="also run lb with active + passive health checks (subject lb-health, after lb)",
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="also the cache cases (cache-hit, cache-miss) and the cache subjects (lb-cache, "
+        "lb-cache-redis after lb, nginx-cache after nginx)",
     )
     p.add_argument(
         "--origin",
@@ -118,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                 start_timeout=args.start_timeout,
             )
             names = list(args.subjects)
-            if args.lb_health and "lb-health" not in names:
-                # Right after plain lb, so the two figures come from the same run, side by side.
-                at = names.index("lb") + 1 if "lb" in names else len(names)
-                names.insert(at, "lb-health")
+            if args.lb_health:
+                _add_after(names, "lb", "lb-health")
+            case_names = list(args.cases)
+            if args.cache:
+                _add_after(names, "lb", "lb-cache", "lb-cache-redis")
+                _add_after(names, "nginx", "nginx-cache")
+                case_names += [c for c in CACHE_CASES if c not in case_names]
             subjects = [SUBJECTS[name] for name in names]
-            cases = [CASES[name] for name in args.cases]
+            cases = [CASES[name] for name in case_names]
             rows = runner.run_all(ctx, subjects, cases, settings, log=_log)
         finally:
             origin.stop()
@@ -156,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no chart: matplotlib is not installed (pip install 'lb[bench]')")
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}" + (f", {png}" if png else ""))
     return 1 if rows and all(m.error is not None for m in rows) else 0
+
+
+def _add_after(names: list[str], after: str, *extra: str) -> None:
+    """Put `extra` subjects right after `after` (last when it is not run), so their figures
+    sit next to its in the table; names already listed stay where they are."""
+    at = names.index(after) + 1 if after in names else len(names)
+    for name in extra:
+        if name not in names:
+            names.insert(at, name)
+            at += 1
 
 
 def _log(line: str) -> None:

@@ -49,6 +49,15 @@ http {{
         root {docroot};
         # /small from memory (no file open/stat per request); /64k with sendfile.
         location = /small {{ return 200 "hello, world\n"; }}
+        # The cache cases: the same body, cacheable for an hour, or never (no-store).
+        location = /cached {{
+            add_header Cache-Control "max-age=3600";
+            return 200 "hello, world\n";
+        }}
+        location = /nostore {{
+            add_header Cache-Control "no-store";
+            return 200 "hello, world\n";
+        }}
         location / {{ try_files $uri =404; }}
     }}
 }}
@@ -56,9 +65,23 @@ http {{
     )
 
 
-def nginx_proxy(workdir: Path, port: int, origin_port: int) -> str:
-    """nginx as a keep-alive reverse proxy to the origin."""
+def nginx_proxy(workdir: Path, port: int, origin_port: int, cache: bool = False) -> str:
+    """nginx as a keep-alive reverse proxy to the origin; with `cache`, `proxy_cache` on (a
+    cache dir in `workdir`, the response headers deciding what is kept, as lb's cache does)
+    and `X-Cache-Status: HIT|MISS|...` on every answer."""
     # proxy_buffers hold a whole 64 KiB body in memory, so nginx never spills it to a temp file.
+    cache_path = cache_on = ""
+    if cache:
+        # No proxy_cache_valid: only responses that say they are cacheable are kept. No
+        # proxy_cache_lock (its default): it would queue every request for an uncacheable URL.
+        cache_path = (
+            f"    proxy_cache_path {workdir / 'cache'} levels=1:2 keys_zone=bench:10m "
+            "max_size=256m inactive=1h use_temp_path=off;\n"
+        )
+        cache_on = (
+            "            proxy_cache bench;\n"
+            "            add_header X-Cache-Status $upstream_cache_status always;\n"
+        )
     return (
         _nginx_common(workdir)
         + f"""\
@@ -66,7 +89,7 @@ http {{
     access_log off;
     keepalive_requests 10000000;
     keepalive_timeout 120s;
-{_nginx_temp_paths(workdir)}    upstream origin {{
+{_nginx_temp_paths(workdir)}{cache_path}    upstream origin {{
         server 127.0.0.1:{origin_port};
         keepalive 64;
         keepalive_requests 10000000;
@@ -79,7 +102,7 @@ http {{
             proxy_set_header Connection "";
             proxy_buffer_size 16k;
             proxy_buffers 8 16k;
-        }}
+{cache_on}        }}
     }}
 }}
 """
@@ -170,11 +193,15 @@ def lb_http(
     access_log: Path | None,
     tls: tuple[int, Path, Path] | None = None,
     health: bool = False,
+    cache: bool = False,
+    redis_port: int | None = None,
 ) -> str:
     """`lb` with one http listener routing everything to the origin, every other key left to
     its shipped default; the access log written to `access_log`, or off when None; with `tls`
     (port, cert, key) also a listener terminating TLS; with `health`, active health checks (GET
-    /small every 2s) and passive ones on the pool, as a production config would have them."""
+    /small every 2s) and passive ones on the pool, as a production config would have them;
+    with `cache`, `cache: {default_ttl: 1h}` on the route (the in-process cache); with
+    `redis_port` too, `redis:` at that port on 127.0.0.1 (the shared tier)."""
     websecure = ""
     if tls is not None:
         tls_port, cert, key = tls
@@ -189,6 +216,8 @@ def lb_http(
         if health
         else ""
     )
+    route_cache = "    cache: {default_ttl: 1h}\n" if cache else ""
+    redis = f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else ""
     return f"""\
 version: 1
 listeners:
@@ -197,9 +226,9 @@ listeners:
   - name: all
     match: {{}}
     pool: origin
-pools:
+{route_cache}pools:
   origin:
     servers: [{{address: "127.0.0.1:{origin_port}"}}]
 {checks}access_log: {log}
 admin: {{bind: "127.0.0.1:{admin_port}"}}
-"""
+{redis}"""

@@ -1,6 +1,8 @@
 """A small, fast HTTP/1.1 origin for benchmarks and tests: `python -m benchmarks.origin --port N`.
 
-Serves fixed bodies at `/small` (13 bytes) and `/64k` (64 KiB), 404 elsewhere; keeps connections
+Serves fixed bodies at `/small` (13 bytes) and `/64k` (64 KiB), and the small body at `/cached`
+(with `Cache-Control: max-age=3600`) and `/nostore` (`Cache-Control: no-store`) for the cache
+cases, 404 elsewhere; keeps connections
 alive unless the request says `Connection: close` (or is HTTP/1.0 without keep-alive); answers
 pipelined requests in order. Request bodies (Content-Length only) are read and discarded. It is
 used when nginx is not installed; it is deliberately minimal, not a general server.
@@ -19,16 +21,20 @@ BODY_64K = (b"0123456789abcdef" * 4096)[: 64 * 1024]
 # /bulk: a big body for throughput cases (the L4 bulk cases read it over 1 and 8 connections).
 BODY_BULK = BODY_64K * 256  # 16 MiB
 BODIES: dict[bytes, bytes] = {b"/small": SMALL_BODY, b"/64k": BODY_64K, b"/bulk": BODY_BULK}
+# The cache cases' paths: the small body, with what a cache needs to know about it.
+CACHE_CONTROL: dict[bytes, bytes] = {b"/cached": b"max-age=3600", b"/nostore": b"no-store"}
 
 _MAX_HEAD = 64 * 1024
 
 
-def _response(status: bytes, body: bytes, close: bool) -> bytes:
+def _response(status: bytes, body: bytes, close: bool, cache_control: bytes = b"") -> bytes:
     head = (
         b"HTTP/1.1 " + status + b"\r\n"
         b"Content-Type: text/plain\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
     )
+    if cache_control:
+        head += b"Cache-Control: " + cache_control + b"\r\n"
     if close:
         head += b"Connection: close\r\n"
     return head + b"\r\n" + body
@@ -38,6 +44,10 @@ def _response(status: bytes, body: bytes, close: bool) -> bytes:
 _RESPONSES: dict[tuple[bytes, bool], bytes] = {
     (path, close): _response(b"200 OK", body, close)
     for path, body in BODIES.items()
+    for close in (False, True)
+} | {
+    (path, close): _response(b"200 OK", SMALL_BODY, close, cache_control)
+    for path, cache_control in CACHE_CONTROL.items()
     for close in (False, True)
 }
 _NOT_FOUND = {close: _response(b"404 Not Found", b"not found\n", close) for close in (False, True)}

@@ -52,8 +52,9 @@ class Measurement:
 Log = Callable[[str], None]
 
 
-def probe(url: str, timeout: float = 5.0) -> str | None:
-    """One GET through the subject before loading it: None if it answers 200, else why not."""
+def probe(url: str, timeout: float = 5.0, expect: tuple[str, str] | None = None) -> str | None:
+    """One GET through the subject before loading it: None if it answers 200 (and, with
+    `expect` (field, value), that field says that value: a cache's HIT), else why not."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     conn: http.client.HTTPConnection
@@ -73,6 +74,11 @@ def probe(url: str, timeout: float = 5.0) -> str | None:
         conn.close()
     if response.status != 200:
         return f"GET {url} answered {response.status}, not 200"
+    if expect is not None:
+        field, value = expect
+        got = response.getheader(field)
+        if got is None or got.strip().upper() != value:
+            return f"GET {url} answered {field}: {got}, not {value}"
     return None
 
 
@@ -85,13 +91,14 @@ def run_all(
 ) -> list[Measurement]:
     script = wrk.write_script(ctx.workdir / "done.lua")
     results: list[Measurement] = []
-    total = sum(1 for s in subjects for c in cases if c.scheme in s.schemes)
+    total = sum(1 for s in subjects for c in cases if s.skips(c) is None)
     step = 0
     for subject in subjects:
-        runnable = [c for c in cases if c.scheme in subject.schemes]
+        runnable = [c for c in cases if subject.skips(c) is None]
         for case in cases:
-            if case not in runnable:
-                log(f"skip {subject.name} x {case.title}: it does not serve {case.scheme}")
+            reason = subject.skips(case)
+            if reason is not None:
+                log(f"skip {subject.name} x {case.title}: {reason}")
         if not runnable:
             continue
         reason = subject.unavailable()
@@ -137,16 +144,27 @@ def _measure(
     if problem is not None:
         m.error = problem
         return m
+    # A cache subject must answer what the case expects (HIT: the warm-up filled the cache),
+    # after the warm-up and still after the run; else its figure would be some other path's.
+    expect = None
+    if subject.cache_status is not None and case.expect_cache is not None:
+        expect = (subject.cache_status, case.expect_cache)
     run_wrk = _wrk_runner(url, case, settings, script, ctx.pinning.load_prefix())
     try:
         if settings.warmup > 0:
             run_wrk(settings.warmup)
+        if expect is not None and (problem := probe(url, expect=expect)) is not None:
+            m.error = f"after the warm-up: {problem}"
+            return m
         before = procs.cpu_snapshot(running.cpu_roots)
         started = time.monotonic()
         result = run_wrk(settings.duration)
         cpu = procs.cpu_delta(before, procs.cpu_snapshot(running.cpu_roots))
     except wrk.WrkError as exc:
         m.error = str(exc).splitlines()[0]
+        return m
+    if expect is not None and (problem := probe(url, expect=expect)) is not None:
+        m.error = f"after the run: {problem}"
         return m
     if time.monotonic() - started > settings.duration + 10:
         m.note = (m.note + "; " if m.note else "") + "wrk overran its duration"

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from benchmarks import configs, procs, tls
 from benchmarks.backend import HOST, REPO_ROOT, Origin
+from benchmarks.cases import Case
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,22 @@ class Subject(ABC):
     title: ClassVar[str]
     layer: ClassVar[str] = "L7"
     schemes: ClassVar[frozenset[str]] = frozenset({"http"})
+    # The case kinds it runs (`Case.kind`): "proxy" (small, 64k, close, TLS, bulk), "cache".
+    kinds: ClassVar[frozenset[str]] = frozenset({"proxy"})
+    # The response field saying HIT/MISS (a cache subject's), checked against
+    # `Case.expect_cache`; None: not a cache, nothing checked.
+    cache_status: ClassVar[str | None] = None
 
     def unavailable(self) -> str | None:
         """Why this subject cannot run here (a program is missing), or None."""
+        return None
+
+    def skips(self, case: Case) -> str | None:
+        """Why this subject does not run `case`, or None."""
+        if case.scheme not in self.schemes:
+            return f"it does not serve {case.scheme}"
+        if case.kind not in self.kinds:
+            return f"it does not run the {case.kind} cases"
         return None
 
     @abstractmethod
@@ -95,11 +109,41 @@ class Lb(Subject):
     name = "lb"
     title = "lb run --workers 1, as shipped (access log on, to a file)"
     schemes = frozenset({"http", "https"})
+    # Plain lb runs the cache cases too: the same URLs proxied without a cache.
+    kinds = frozenset({"proxy", "cache"})
     access_log = True  # the shipped default; off for `lb-nolog`
     health = False  # active + passive health checks on the pool (`lb-health`)
+    cache = False  # `cache: {default_ttl: 1h}` on the route (`lb-cache`)
+    redis = False  # with `redis:` at a redis-server started for it (`lb-cache-redis`)
     workers = 1
 
+    def unavailable(self) -> str | None:
+        if self.redis and shutil.which("redis-server") is None:
+            return "redis-server is not installed"
+        return None
+
     def start(self, ctx: RunContext) -> Running:
+        redis = _start_redis(ctx, self.name) if self.redis else None
+        try:
+            try:
+                running = self._start_lb(ctx, redis.port if redis else None)
+            except procs.StartError as exc:
+                # A port free_port() found was taken before lb bound it (another program, or
+                # lb's own connection to redis, got it as its ephemeral port): once more, anew.
+                if "address already in use" not in exc.summary:
+                    raise
+                running = self._start_lb(ctx, redis.port if redis else None)
+        except BaseException:
+            if redis is not None:
+                redis.process.stop()
+            raise
+        if redis is not None:
+            # Stopped after lb (Running.stop goes in reverse); its CPU counts as the subject's.
+            running.processes.insert(0, redis.process)
+            running.cpu_roots.append(redis.process.pid)
+        return running
+
+    def _start_lb(self, ctx: RunContext, redis_port: int | None) -> Running:
         port, admin = procs.free_port(), procs.free_port()
         log = ctx.workdir / f"{self.name}-access.log" if self.access_log else None
         conf = ctx.workdir / f"{self.name}.yaml"
@@ -112,6 +156,8 @@ class Lb(Subject):
                 log,
                 tls=(tls_port, files.cert, files.key),
                 health=self.health,
+                cache=self.cache,
+                redis_port=redis_port,
             )
         )
         # The supervisor is started under taskset; its worker children inherit the CPUs.
@@ -121,6 +167,8 @@ class Lb(Subject):
         notes = [] if self.access_log else ["access log off"]
         if self.health:
             notes.append("health checks on")
+        if redis_port is not None:
+            notes.append("CPU includes redis-server's")
         if self.workers > 1:
             where = f"CPUs {','.join(map(str, cpus))}" if cpus else "unpinned"
             shared_note = ", shared with the load" if shared else ""
@@ -135,6 +183,7 @@ class LbNoLog(Lb):
     name = "lb-nolog"
     title = "lb run --workers 1, access log off"
     access_log = False
+    kinds = frozenset({"proxy"})
 
 
 class LbWorkers2(Lb):
@@ -145,6 +194,7 @@ class LbWorkers2(Lb):
     name = "lb-w2"
     title = "lb run --workers 2, as shipped"
     workers = 2
+    kinds = frozenset({"proxy"})
 
 
 class LbHealth(Lb):
@@ -154,24 +204,85 @@ class LbHealth(Lb):
     name = "lb-health"
     title = "lb run --workers 1, active + passive health checks"
     health = True
+    kinds = frozenset({"proxy"})
+
+
+class LbCache(Lb):
+    """lb as shipped plus `cache: {default_ttl: 1h}` on its route: the in-process cache (each
+    worker its own), run on the cache cases only (`--cache`)."""
+
+    name = "lb-cache"
+    title = "lb run --workers 1, as shipped, route cache: {default_ttl: 1h}"
+    schemes = frozenset({"http"})
+    kinds = frozenset({"cache"})
+    cache_status = "X-Cache"
+    cache = True
+
+
+class LbCacheRedis(LbCache):
+    """`lb-cache` with `redis:` at a redis-server of its own (`--save "" --appendonly no`, on
+    the load's CPU): the shared tier, with lb's in-process tier (`local_ttl`, 5s) in front."""
+
+    name = "lb-cache-redis"
+    title = "lb-cache with redis: (a private redis-server, the shared tier)"
+    redis = True
+
+
+@dataclass
+class _Redis:
+    port: int
+    process: procs.Process
+
+
+def _start_redis(ctx: RunContext, owner: str) -> _Redis:
+    """A private redis-server for one subject, on a free port, nothing persisted, pinned with
+    the origin (another machine's work in a deployment); stopped by its PID with the subject."""
+    port = procs.free_port()
+    rdir = ctx.workdir / f"{owner}-redis"
+    rdir.mkdir()
+    argv = [
+        *("redis-server", "--port", str(port), "--bind", HOST),
+        *("--save", "", "--appendonly", "no", "--dir", str(rdir)),
+    ]
+    process = procs.start(f"{owner}-redis", ctx.pinning.load_prefix() + argv, ctx.log_dir)
+    try:
+        procs.wait_for_port(process, HOST, port, ctx.start_timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return _Redis(port, process)
 
 
 class Nginx(Subject):
     name = "nginx"
     title = "nginx reverse proxy, 1 worker, upstream keepalive 64"
+    kinds = frozenset({"proxy", "cache"})  # the cache cases: the same URLs, not cached
+    cache = False
+    process_name = "nginx-proxy"
 
     def unavailable(self) -> str | None:
         return None if shutil.which("nginx") else "nginx is not installed"
 
     def start(self, ctx: RunContext) -> Running:
         port = procs.free_port()
-        ndir = ctx.workdir / "nginx-proxy"
+        ndir = ctx.workdir / self.process_name
         ndir.mkdir()
         conf = ndir / "nginx.conf"
-        conf.write_text(configs.nginx_proxy(ndir, port, ctx.origin.port))
+        conf.write_text(configs.nginx_proxy(ndir, port, ctx.origin.port, cache=self.cache))
         argv = ["nginx", "-p", str(ndir), "-e", str(ndir / "error.log"), "-c", str(conf)]
-        process = self._serve(ctx, "nginx-proxy", argv, port)
+        process = self._serve(ctx, self.process_name, argv, port)
         return Running({"http": f"http://{HOST}:{port}"}, [process.pid], [process])
+
+
+class NginxCache(Nginx):
+    """nginx with `proxy_cache` (a cache dir in the temp dir) and X-Cache-Status."""
+
+    name = "nginx-cache"
+    title = "nginx reverse proxy with proxy_cache, 1 worker"
+    kinds = frozenset({"cache"})
+    cache_status = "X-Cache-Status"
+    cache = True
+    process_name = "nginx-cache"
 
 
 class Haproxy(Subject):
@@ -234,7 +345,10 @@ SUBJECTS: dict[str, Subject] = {
         LbNoLog(),
         LbWorkers2(),
         LbHealth(),
+        LbCache(),
+        LbCacheRedis(),
         Nginx(),
+        NginxCache(),
         Haproxy(),
         LbTcp(),
         HaproxyTcp(),

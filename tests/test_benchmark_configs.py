@@ -1,5 +1,6 @@
 """The configs the load benchmark gives its subjects are ones they accept: lb's passes
-`lb check` (TLS files included), and haproxy's passes `haproxy -c` when haproxy is installed.
+`lb check` (TLS files included, and the cache subjects'), haproxy's passes `haproxy -c` and
+nginx's (origin, proxy, proxy with proxy_cache) `nginx -t` when those are installed.
 A subject that refused its config would show only as `error` in a long run."""
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import configs, procs, tls
+from benchmarks.cases import CACHE_CASES, CASES
+from benchmarks.cli import _add_after
+from benchmarks.subjects import SUBJECTS
 from lb.cli import main
 from lb.config import load_config
 from lb.config.schema import AccessLogConfig
@@ -49,3 +53,85 @@ def test_haproxys_config_passes_haproxy_check(tmp_path: Path) -> None:
         ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("redis", [False, True])
+def test_lb_caches_config_passes_lb_check(tmp_path: Path, redis: bool, capsys) -> None:
+    files = tls.certificate(tmp_path)
+    path = tmp_path / "lb.yaml"
+    secure = (18443, files.cert, files.key)
+    log = tmp_path / "access.log"
+    text = configs.lb_http(
+        18080, 18081, 18082, log, tls=secure, cache=True, redis_port=16379 if redis else None
+    )
+    path.write_text(text)
+    assert main(["check", "-c", str(path)]) == 0, capsys.readouterr()
+    config = load_config(path)
+    (route,) = config.routes
+    assert route.cache is not None and route.cache.default_ttl == 3600
+    assert (config.redis is not None) == redis
+    if redis:
+        assert config.redis is not None and config.redis.url == "redis://127.0.0.1:16379/0"
+
+
+def _nginx_test(conf: Path, prefix: Path) -> None:
+    argv = ["nginx", "-t", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+@pytest.mark.parametrize("cache", [False, True])
+def test_nginxs_proxy_config_passes_nginx_t(tmp_path: Path, cache: bool) -> None:
+    conf = tmp_path / "nginx.conf"
+    text = configs.nginx_proxy(tmp_path, 18080, 18081, cache=cache)
+    assert ("proxy_cache bench;" in text) == cache
+    conf.write_text(text)
+    _nginx_test(conf, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginxs_origin_config_passes_nginx_t(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(configs.nginx_origin(tmp_path, tmp_path, 18081))
+    _nginx_test(conf, tmp_path)
+
+
+def test_cache_cases_run_only_for_cache_subjects_and_their_references() -> None:
+    runs = {
+        name: {c for c in CASES if subject.skips(CASES[c]) is None}
+        for name, subject in SUBJECTS.items()
+    }
+    for name in ("lb-cache", "lb-cache-redis", "nginx-cache"):
+        assert runs[name] == set(CACHE_CASES), name
+        assert SUBJECTS[name].cache_status is not None
+    for name in ("lb", "nginx"):
+        assert set(CACHE_CASES) <= runs[name] and "small" in runs[name]
+        assert SUBJECTS[name].cache_status is None
+    for name in ("direct", "lb-nolog", "lb-w2", "lb-health", "haproxy", "lb-tcp", "haproxy-tcp"):
+        assert not set(CACHE_CASES) & runs[name], name
+    assert {CASES[c].expect_cache for c in CACHE_CASES} == {"HIT", "MISS"}
+
+
+def test_cache_flag_puts_the_cache_subjects_next_to_their_plain_ones() -> None:
+    names = ["direct", "lb", "lb-nolog", "nginx", "haproxy"]
+    _add_after(names, "lb", "lb-cache", "lb-cache-redis")
+    _add_after(names, "nginx", "nginx-cache")
+    assert names == [
+        *("direct", "lb", "lb-cache", "lb-cache-redis", "lb-nolog"),
+        *("nginx", "nginx-cache", "haproxy"),
+    ]
+    named = ["haproxy", "lb-cache"]
+    _add_after(named, "lb", "lb-cache", "lb-cache-redis")
+    assert named == ["haproxy", "lb-cache", "lb-cache-redis"]
+
+
+def test_the_python_origin_answers_the_cache_paths_with_their_cache_control() -> None:
+    from benchmarks import origin
+
+    for path, value in ((b"/cached", b"max-age=3600"), (b"/nostore", b"no-store")):
+        for close in (False, True):
+            response = origin._RESPONSES[(path, close)]
+            assert b"\r\nCache-Control: " + value + b"\r\n" in response
+            assert response.endswith(b"\r\n\r\n" + origin.SMALL_BODY)
+    assert b"Cache-Control" not in origin._RESPONSES[(b"/small", False)]
