@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -44,6 +45,9 @@ from lb.stores import CacheStore, Invalidation, StoreError, StoreUnavailable, Su
 
 log = logging.getLogger("lb.cache")
 
+PASS_TTL = 30.0  # seconds a URL whose response was not storable skips collapsing
+MAX_PASSES = 10_000
+URI_TAG = "uri:"  # every entry is tagged with its URI key: §4.4 invalidation is by tag
 PATH_TAG = "path:"  # every entry is tagged with its path: a purge by path is a purge by tag
 DIR_TAG = "dir:"  # ... and with each directory above it: a purge by prefix ending in "/"
 
@@ -65,6 +69,9 @@ class ResponseCache:
         self.shared = shared
         self.flights: dict[str, asyncio.Future[None]] = {}  # misses on their way, by key
         self.refreshing: set[str] = set()  # keys with a background refresh under way
+        # Keys whose last response could not be stored, until when (monotonic): their misses
+        # go straight to the server instead of queuing behind one another.
+        self.passes: OrderedDict[str, float] = OrderedDict()
         self._subscription: Subscription | None = None
         self._subscribing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -188,11 +195,10 @@ class ResponseCache:
 
     def invalidate(self, targets: Iterable[str]) -> None:
         """§4.4 invalidation after an unsafe request: each target URI key, every variant and
-        every header/cookie-keyed version of it, here and (in the background) in the store."""
+        every header/cookie-keyed version of it (they share its `URI_TAG`), here and (in the
+        background) in the store."""
         for target in targets:
-            self.local.drop([target])
-            self.local.drop_prefix(target + " #")
-            self.local.drop_prefix(target + "\x00")
+            self.local.drop_tag(URI_TAG + target)
             if self.shared is not None:
                 self.background(self._invalidate_shared(target))
 
@@ -200,9 +206,7 @@ class ResponseCache:
         shared = self.shared
         assert shared is not None
         try:
-            await shared.delete([target])
-            await shared.purge_prefix(target + " #")
-            await shared.purge_prefix(target + "\x00")
+            await shared.purge_tag(URI_TAG + target)
         except StoreError as err:
             self._errors += 1
             log.warning("cache: invalidation of %s not done in redis: %s", target, err)
@@ -242,6 +246,13 @@ class ResponseCache:
             return flight
         self.flights[key] = asyncio.get_running_loop().create_future()
         return None
+
+    def mark_pass(self, key: str) -> None:
+        passes = self.passes
+        passes[key] = time.monotonic() + PASS_TTL
+        passes.move_to_end(key)
+        if len(passes) > MAX_PASSES:
+            passes.popitem(last=False)
 
     def end_flight(self, key: str) -> None:
         flight = self.flights.pop(key, None)

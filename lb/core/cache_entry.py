@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lb.core.cache_policy import StoredMeta
 
@@ -26,13 +26,15 @@ VARIANTS_MAGIC = b"LBV1"
 _U32 = struct.Struct(">I")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     meta: StoredMeta
     status: int
     reason: bytes
     headers: tuple[tuple[bytes, bytes], ...]  # as stored: never-stored fields already gone
     body: bytes
+    # The fields as a hit sends them (b"\r\nName: value"...), rendered on the first hit.
+    rendered: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:

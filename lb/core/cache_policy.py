@@ -227,7 +227,9 @@ def request_directives(head: RequestHead) -> RequestDirectives:
     """RFC 9111 §5.2.1, and §5.4: without Cache-Control, "Pragma: no-cache" is no-cache."""
     cc = head.index.get(b"cache-control")
     if cc is None:
-        pragma = head.index.get(b"pragma", b"")
+        pragma = head.index.get(b"pragma")
+        if pragma is None:
+            return _NO_DIRECTIVES  # the common request: nothing to parse
         return RequestDirectives(no_cache=b"no-cache" in pragma.lower())
     d = parse_cache_control(cc)
 
@@ -249,6 +251,9 @@ def request_directives(head: RequestHead) -> RequestDirectives:
         max_stale=max_stale,
         min_fresh=seconds("min-fresh"),
     )
+
+
+_NO_DIRECTIVES = RequestDirectives()
 
 
 # --- storing ----------------------------------------------------------------------------

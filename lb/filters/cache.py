@@ -24,7 +24,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from lb.cache.cache import ResponseCache, path_tags
+from lb.cache.cache import URI_TAG, ResponseCache, path_tags
 from lb.config.schema import CacheConfig, RouteCache
 from lb.core.cache_entry import (
     Entry,
@@ -133,7 +133,9 @@ class CacheFilter(Filter):
             key_cookies=tuple(cfg.key.cookies),
             max_object_size=top.max_object_size,
         )
-        self.strip = tuple(fields_to_strip(s))
+        # Off every answer: lb's targeted fields, and a server's own X-Cache (lb sets it).
+        self.strip = (*fields_to_strip(s), b"x-cache")
+        self.strip_hit = frozenset((*self.strip, b"age"))  # a hit's Age is lb's alone
         self.collapse_timeout = top.collapse_timeout
         self.wait_timeout = wait  # a lookup, a collapsed wait, or a revalidation
 
@@ -165,6 +167,8 @@ class CacheFilter(Filter):
             result = self._decide(session, state, found)
             if result is not None:
                 return result
+        elif cache.passes.get(key, 0.0) > time.monotonic():
+            return None  # lately not storable: straight to the server, not behind the others
         elif cache.shared is not None:
             return self._lookup_shared(session, state)
         return self._miss(session, state)
@@ -275,10 +279,14 @@ class CacheFilter(Filter):
             fields = [f for f in entry.headers if f[0].lower() in _NOT_MODIFIED_FIELDS]
             fields += [(b"age", age), (b"x-cache", result)]
             return Answer(304, b"Not Modified", fields)
-        strip = self.strip
-        fields = [f for f in entry.headers if f[0].lower() not in strip]
-        fields += [(b"age", age), (b"x-cache", result)]
-        return Answer(entry.status, entry.reason, fields, entry.body)
+        rendered = entry.rendered
+        if rendered is None:  # once per entry: the fields a hit sends, as bytes
+            strip = self.strip_hit
+            entry.rendered = rendered = b"".join(
+                [b"\r\n%s: %s" % f for f in entry.headers if f[0].lower() not in strip]
+            )
+        raw = b"%s\r\nage: %s\r\nx-cache: %s" % (rendered, age, result)
+        return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
 
     # Validation and refresh: calls the filter makes itself ----------------------------------
 
@@ -303,7 +311,7 @@ class CacheFilter(Filter):
             return self._serve(session, state, fresh, REVALIDATED, now)
         # A new response: it answers the client, and is stored if it may be.
         state.result = MISS
-        self._store_collected(session, state, got, now)
+        self._store_collected(_conditional(head, entry), state, got, now)
         fields = [f for f in got.head.headers if f[0].lower() not in self.strip]
         fields.append((b"x-cache", MISS))
         return Answer(got.head.status, got.head.reason, fields, got.body)
@@ -328,13 +336,15 @@ class CacheFilter(Filter):
             token = await cache.lock("refresh:" + key)
             if token is None:
                 return  # another process refreshes it
-            got = await self._fetch(session, request)
-            now = time.time()
-            if got.head is not None and got.head.status == 304:
-                self._freshened(request, state, entry, got.head, now)
-            elif got.head is not None:
-                self._store_collected(session, state, got, now)
-            cache.unlock("refresh:" + key, token)
+            try:
+                got = await self._fetch(session, request)
+                now = time.time()
+                if got.head is not None and got.head.status == 304:
+                    self._freshened(request, state, entry, got.head, now)
+                elif got.head is not None:
+                    self._store_collected(request, state, got, now)
+            finally:
+                cache.unlock("refresh:" + key, token)
         except (TooLarge, StoreUnavailable) as err:
             log.info("cache: background refresh of %s not done: %s", key, err)
         finally:
@@ -365,7 +375,7 @@ class CacheFilter(Filter):
         collector.cancel_call = call
         call.end_body()
         call.start()
-        return _await(collector.result)
+        return _await(collector.result, call)
 
     def _freshened(
         self, request: RequestHead, state: _State, entry: Entry, head: ResponseHead, now: float
@@ -373,16 +383,20 @@ class CacheFilter(Filter):
         merged = freshen(list(entry.headers), head.headers, now)
         if merged is None:
             return None
-        meta = stored_meta(
-            request, _Head(entry.status, merged), self.settings, state.request_time, now
-        )
+        response = _Head(entry.status, merged)
+        meta = stored_meta(request, response, self.settings, state.request_time, now)
         fresh = Entry(meta, entry.status, entry.reason, tuple(merged), entry.body)
-        self._put(state, fresh, request)
+        if storable(request, response, self.settings, now):
+            self._put(state, fresh, request)
+        elif state.key is not None:
+            # The 304 made it private or no-store (§5.2.2.7): answer this client, keep nothing.
+            self.cache.invalidate([state.key.split(" #", 1)[0]])
         return fresh
 
-    def _store_collected(self, session: Session, state: _State, got: Collected, now: float) -> None:
-        head = session.head
-        assert head is not None and got.head is not None
+    def _store_collected(
+        self, head: RequestHead, state: _State, got: Collected, now: float
+    ) -> None:
+        assert got.head is not None
         verdict = storable(head, got.head, self.settings, now)
         if not verdict:
             return
@@ -402,7 +416,8 @@ class CacheFilter(Filter):
         ttl = meta.freshness_lifetime + keep
         if ttl <= 0 or state.key is None:
             return
-        tags = [*meta.tags, *path_tags(request.path)]
+        # By URI too: a §4.4 invalidation then removes every version of it by tag, not scan.
+        tags = [*meta.tags, *path_tags(request.path), URI_TAG + state.key.split(" #", 1)[0]]
         cache = self.cache
         if meta.vary:
             cache.put(state.key, encode_variants(meta.vary), ttl, tags)
@@ -426,6 +441,11 @@ class CacheFilter(Filter):
                 if request.method == "GET" and storable(request, head, self.settings, time.time()):
                     state.head = _copy(head)  # as the server sent it, before the strip below
                     state.capture = []
+                    self.cache.passes.pop(state.key, None)
+                elif request.method == "GET":
+                    # Not storable: for a while, misses of this URL do not wait for each
+                    # other (Varnish's hit-for-pass).
+                    self.cache.mark_pass(state.key)
             session.add_response_field(b"x-cache", state.result)
         for name in self.strip:
             if head.has_field(name):
@@ -456,7 +476,7 @@ class CacheFilter(Filter):
         if state.capture is not None:
             got = Collected(head, b"".join(state.capture))
             state.capture = None
-            self._store_collected(session, state, got, time.time())
+            self._store_collected(request, state, got, time.time())
 
     def on_log(self, session: Session) -> None:
         state: _State | None = session.vars.get("cache") if session.vars else None
@@ -510,8 +530,12 @@ def _only_if_cached() -> Answer:
     return answer
 
 
-async def _await(future: asyncio.Future[Collected]) -> Collected:
-    return await future
+async def _await(future: asyncio.Future[Collected], call: UpstreamCall) -> Collected:
+    try:
+        return await future
+    except asyncio.CancelledError:
+        call.cancel()  # nobody waits for it now: its server slot and connection go back
+        raise
 
 
 async def _resolve(result: Any) -> Answer | None:

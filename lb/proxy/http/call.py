@@ -539,7 +539,8 @@ class UpstreamCall:
             upstream.reused
             and not timeout
             and self.body is not None
-            and (head.method in IDEMPOTENT or not self.body_bytes)
+            and head.method in IDEMPOTENT  # RFC 9112 §9.3.1: never resend a POST on our own
+            and not self.informed
             and server is not None
         ):
             # The same server is fine: it is alive, only that socket was not.

@@ -27,7 +27,7 @@ from lb.core.http import RequestHead
 from lb.core.proxy_protocol import ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.protocols import request_parser
-from lb.proxy.http.exchange import Exchange
+from lb.proxy.http.exchange import PENDING, Exchange
 from lb.proxy.http.flow import PIPELINED, ReadGate
 from lb.proxy.tls.contexts import client_subject
 
@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         "exchanges",
         "gate",
         "listener",
+        "next_pending",
         "parser",
         "proto",
         "proxy",
@@ -77,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.corked: list[bytes] | None = None
         self.starting: Exchange | None = None  # a head parsed in this read, started after it
+        self.next_pending = False  # the next pipelined exchange is due to start (_start_next)
         # accept_proxy: the PROXY header's bytes so far; None once read (or not expected).
         # (On TLS listeners the transport reads it, in clear, before the handshake.)
         self.proxy_buf: bytes | None = (
@@ -161,7 +163,13 @@ class ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.exchanges:
-            self.exchanges[0].client_resume_writing()
+            first = self.exchanges[0]
+            if first.state == PENDING:  # it waited for the client to read: its turn now
+                if not self.next_pending:
+                    self.next_pending = True
+                    self.proxy.loop.call_soon(self._start_next)
+            else:
+                first.client_resume_writing()
 
     # Request parser delegate ---------------------------------------------------------------
 
@@ -281,13 +289,25 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         if self.exchanges:
-            self._start(self.exchanges[0])
-            if len(self.exchanges) == 1:
-                self.gate.resume(PIPELINED)
+            # The next pipelined request starts on the loop's next turn, and only once the
+            # client takes what was written: answers lb makes itself (cache hits, errors) would
+            # otherwise pile up in memory for a client that does not read, and a long pipeline
+            # of them would recurse here.
+            if not self.write_paused and not self.next_pending:
+                self.next_pending = True
+                self.proxy.loop.call_soon(self._start_next)
         else:
             if self.gate.reasons:
                 self.gate.resume(PIPELINED)
             self.deadline = self.proxy.loop.time() + self.listener.timeouts.idle
+
+    def _start_next(self) -> None:
+        self.next_pending = False
+        if self.closed or not self.exchanges or self.write_paused:
+            return
+        self._start(self.exchanges[0])
+        if len(self.exchanges) == 1:
+            self.gate.resume(PIPELINED)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -148,8 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.ticker.watched.discard(self)
         call = self.call
         if call is not None:
-            if not self.parser.feed_eof():  # else the close ended the body: a normal end
-                call.upstream_failed(self, "server closed the connection", timeout=False)
+            # A clean close may end a close-delimited body; a reset never does (the body
+            # is cut short, and must not be taken, or cached, as whole).
+            if exc is not None or not self.parser.feed_eof():
+                why = "server reset the connection" if exc is not None else "server closed it"
+                call.upstream_failed(self, why, timeout=False)
         else:
             with contextlib.suppress(ValueError):
                 self.server.idle.remove(self)

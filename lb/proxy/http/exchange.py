@@ -556,11 +556,11 @@ class Exchange:
             self.waiting.cancel()
         chain = self.chain or self.runtime.chain(self.conn.listener.name, None)
         session = self.session
-        try:
-            for hook in chain.log:
+        for hook in chain.log:
+            try:  # each on its own: one that fails must not skip the others (a cache flight)
                 hook(session)
-        except Exception:
-            log.exception("log phase failed for %r", self)
+            except Exception:
+                log.exception("log phase failed for %r", self)
         self.conn.exchange_done(self)
 
     def __repr__(self) -> str:

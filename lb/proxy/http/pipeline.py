@@ -44,7 +44,7 @@ HOOKS = ("on_request", "on_response_head", "on_response_body", "on_response_end"
 class Answer:
     """A response lb gives itself instead of asking a server."""
 
-    __slots__ = ("body", "close", "detail", "error", "fields", "reason", "status")
+    __slots__ = ("body", "close", "detail", "error", "fields", "raw", "reason", "status")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Answer:
         error: Reason | None = None,
         detail: str = "",
         close: bool = False,
+        raw: bytes | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -64,6 +65,8 @@ class Answer:
         self.error = error  # lb refused or failed the request: X-LB-Error, counted as an error
         self.detail = detail  # logged, and in an error's body
         self.close = close  # the connection cannot be reused after it
+        # The fields already rendered (b"\r\nName: value"...), instead of `fields`: a cache hit.
+        self.raw = raw
 
     @classmethod
     def refuse(cls, reason: Reason, detail: str) -> Answer:
@@ -84,13 +87,28 @@ class Answer:
         )
 
     def head(self) -> ResponseHead:
+        # RFC 9110 §8.6: no Content-Length on a 204; a 304's would claim the 200's length.
+        length = None if self.status in (204, 304) else len(self.body)
+        raw = self.raw
+        if raw is not None:
+            return ResponseHead(
+                self.status,
+                self.reason,
+                "1.1",
+                None,
+                keep_alive=not self.close,
+                content_length=length,
+                chunked=False,
+                raw=raw,
+                forward=raw,
+            )
         return ResponseHead(
             self.status,
             self.reason,
             "1.1",
             list(self.fields),
             keep_alive=not self.close,
-            content_length=len(self.body),
+            content_length=length,
             chunked=False,
         )
 
