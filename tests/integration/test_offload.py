@@ -229,9 +229,9 @@ def test_without_redis_lb_run_runs_the_jobs_itself(tmp_path: Path) -> None:
         status, _, body = result(lb.port, doc["location"])
         assert status == 200 and body == b"origin a /reports/local\n"
         queues = get_json(lb.admin_port, "/api/v1/queues")
-        assert queues["store"] == "in-process" and "reports" in queues["queues"]
-        status, _, _ = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
-        assert status == 409
+        assert queues["store"] == "files" and "reports" in queues["queues"]
+        status, _, body = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
+        assert status == 200 and json.loads(body) == {"queue": "reports", "replayed": 0}
         assert "reports" in lb.status()["queues"]
 
 
