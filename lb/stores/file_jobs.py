@@ -58,7 +58,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from lb.stores.base import Enqueued, Job, JobRecord, JobStatus, QueuePolicy, QueueStats
@@ -77,8 +77,8 @@ T = TypeVar("T")
 
 
 def _unavailable(
-    method: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T]]:
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """An unexpected OSError (disk full, directory removed) as StoreUnavailable."""
 
     @functools.wraps(method)
