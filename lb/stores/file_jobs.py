@@ -41,7 +41,8 @@ change within the same tick may not move it).
 
 Blocking. Every call is a few syscalls on tiny files in a directory under /tmp (no fsync: the
 jobs live as long as the `lb run` that owns the directory), made directly on the event loop:
-tens of microseconds, less than parsing a request. A listing is one `scandir` of at most
+tens of microseconds, less than parsing a request (payloads and results over `_LARGE` are
+copied in a thread). A listing is one `scandir` of at most
 `max_length` names. Waiting for a job is polling (every `POLL` seconds) plus a wakeup for jobs
 queued by this process. An OSError other than the expected races (ENOENT, EEXIST) raises
 StoreUnavailable (e.g. the disk is full), so offload answers 503 queue_unavailable.
@@ -67,6 +68,7 @@ from lb.stores.errors import QueueFull, StoreUnavailable
 JOBS_DIR_ENV = "LB_JOBS_DIR"  # set by the supervisor of `lb run` for its workers
 POLL = 0.05  # seconds between looks at the queue while a claim waits
 _SETTLED = 0.1  # a directory listing is reused while its mtime is at least this old
+_LARGE = 256 * 1024  # bytes: a payload or result larger than this is copied in a thread
 _STALE_TMP = 60.0  # seconds: a temporary file left by a process that died is removed by sweep
 _ID = re.compile(r"^[0-9A-Za-z]{1,64}$")
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -152,7 +154,7 @@ class FileJobQueue:
         }
         self._write_record(job_id, record)
         tmp = self._tmp_path(q)
-        _write_file(tmp, payload)
+        await _write_bytes(tmp, payload)
         os.rename(tmp, os.path.join(q, "queued", ticket))
         self._wake(queue)
         return Enqueued(job_id, created=True)
@@ -165,8 +167,7 @@ class FileJobQueue:
         result = None
         if record["status"] == JobStatus.DONE.value:
             try:
-                with open(self._result_path(job_id), "rb") as f:
-                    result = f.read()
+                result = await _read_bytes(self._result_path(job_id))
             except FileNotFoundError:  # removed by an expiry after the record was read
                 return None
         return JobRecord(
@@ -202,14 +203,15 @@ class FileJobQueue:
     @_unavailable
     async def complete(self, job: Job, result: bytes, policy: QueuePolicy) -> None:
         q = self._queue_dir(job.queue)
-        tmp = self._tmp_path(self._jobs)
-        _write_file(tmp, result)
-        os.replace(tmp, self._result_path(job.id))  # the result before the record says done
         record = self._read_record(job.id, expire=False)
-        if record is not None:
+        if record is not None:  # (None: expired while it ran, nobody can ask for it)
+            tmp = self._tmp_path(self._jobs)
+            await _write_bytes(tmp, result)
+            os.replace(tmp, self._result_path(job.id))  # the result before the record says done
             record.update(status=JobStatus.DONE.value, reason=None, ticket=None)
             self._finish(job.id, record, policy)
-        _remove(os.path.join(q, "running", job.handle))  # (gone: taken over meanwhile)
+        if os.sep not in job.handle:
+            _remove(os.path.join(q, "running", job.handle))  # (gone: taken over meanwhile)
 
     @_unavailable
     async def fail(
@@ -401,7 +403,7 @@ class FileJobQueue:
             self._bury(q, mine, job_id, record, reason, policy)
             return None
         try:
-            with open(mine, "rb") as f:
+            with open(mine, "rb") as f:  # (at most the queue's max_body_size, 1MiB by default)
                 payload = f.read()
         except FileNotFoundError:  # (taken over already: a worker paused past ack_timeout)
             return None
@@ -570,6 +572,21 @@ class FileJobQueue:
         event = self._wakeup.get(queue)
         if event is not None:
             event.set()
+
+
+async def _write_bytes(path: str, data: bytes) -> None:
+    """`_write_file`, in a thread when `data` is large (a result of many megabytes)."""
+    if len(data) > _LARGE:
+        await asyncio.to_thread(_write_file, path, data)
+    else:
+        _write_file(path, data)
+
+
+async def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > _LARGE:
+            return await asyncio.to_thread(f.read)
+        return f.read()
 
 
 def _write_file(path: str, data: bytes) -> None:

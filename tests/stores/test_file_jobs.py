@@ -107,3 +107,14 @@ async def test_a_directory_gone_is_a_store_unavailable(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "jobs")  # (or a full disk, or no permission)
     with pytest.raises(StoreUnavailable):
         await jobs.enqueue("q", b"x", POLICY)
+
+
+async def test_a_large_result_is_kept_whole(tmp_path: Path) -> None:
+    jobs = FileJobQueue(str(tmp_path))
+    big = bytes(range(256)) * 8192  # 2 MiB: written and read in a thread
+    queued = await jobs.enqueue("q", big[:300_000], POLICY)
+    job = await jobs.claim("q", "w", POLICY, block=1)
+    assert job is not None and job.payload == big[:300_000]
+    await jobs.complete(job, big, POLICY)
+    record = await jobs.get(queued.id)
+    assert record is not None and record.result == big
