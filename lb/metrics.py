@@ -149,8 +149,8 @@ CACHE_STORE_ERRORS = Counter(
 CACHE_COLLAPSED = Counter(
     "lb_cache_collapsed_waits", "Cache misses that waited for another request's fetch"
 )
-# Queue offload (issue 14). The stats gauges are set by whoever reads the queue's store: each
-# `lb run` worker for its in-process queues (summed), or the supervisor alone with Redis.
+# Queue offload (issue 14). The stats gauges are set by the supervisor of `lb run` alone (its
+# queues are shared: on Redis, or in its workers' job directory); livesum: one value.
 QUEUE_DEPTH = Gauge(
     "lb_queue_depth", "Jobs waiting for a worker, by queue", ["queue"], multiprocess_mode="livesum"
 )

@@ -54,6 +54,7 @@ log = logging.getLogger("lb.supervisor")
 
 RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that keeps dying
 KILL_AFTER_GRACE = 5.0  # seconds past shutdown_grace before workers are killed
+SWEEP_EVERY = 10.0  # seconds between removals of expired jobs from the shared job directory
 
 
 @dataclass
@@ -82,12 +83,16 @@ class Supervisor:
         self._failed = asyncio.Event()  # a worker of the first start died before it was ready
         self._all_ready = asyncio.Event()
         self.health: HealthPublisher | None = None  # active health checks, once for all workers
-        # The supervisor's own Redis client (when `redis:` is set): the admin API's view of it.
+        # Without `redis:`, the job queue the workers share (lb.stores.file_jobs).
+        self.jobs_dir = os.path.join(self.run_dir, "jobs")
+        # The supervisor's own Redis client (when `redis:` is set), else the shared job queue:
+        # the admin API's view of the queues, and the lb_queue_* gauges.
         from lb.stores import build_stores  # (after the metrics dir is set: see run())
 
-        self.stores: Stores = build_stores(config)
+        self.stores: Stores = build_stores(config, jobs_dir=self.jobs_dir)
         self._retiring: asyncio.Future[None] | None = None
         self._purges = 0  # cache purge requests sent to the workers (lb.cache.purge)
+        self._next_sweep = 0.0  # (monotonic) of the shared job directory
 
     # Config --------------------------------------------------------------------------------
 
@@ -113,7 +118,8 @@ class Supervisor:
         self.loaded_at = time.time()
         from lb.stores import build_stores, retire
 
-        old_stores, self.stores = self.stores, build_stores(config, self.stores)
+        old_stores = self.stores
+        self.stores = build_stores(config, self.stores, jobs_dir=self.jobs_dir)
         if self.stores is not old_stores:
             self._retiring = asyncio.ensure_future(retire(old_stores, self.stores))
         if self.health is not None:
@@ -211,8 +217,14 @@ class Supervisor:
                 ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
-                # See lb.proxy.health.channel; LB_WORKERS: lb.filters.rate_limit.
-                env={**os.environ, "LB_HEALTH_DIR": self.run_dir, "LB_WORKERS": str(self.count)},
+                # See lb.proxy.health.channel; LB_WORKERS: lb.filters.rate_limit; LB_JOBS_DIR:
+                # lb.stores.file_jobs.
+                env={
+                    **os.environ,
+                    "LB_HEALTH_DIR": self.run_dir,
+                    "LB_WORKERS": str(self.count),
+                    "LB_JOBS_DIR": self.jobs_dir,
+                },
             )
         except BaseException:
             os.close(read_fd)
@@ -351,12 +363,20 @@ class Supervisor:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _publish_queue_stats(self) -> asyncio.Task[None]:
-        """The lb_queue_* gauges of queues on Redis (in-process ones: each worker's own)."""
+        """The lb_queue_* gauges, published here only (the queues are shared: on Redis, or in
+        the workers' job directory, which this also sweeps of expired jobs)."""
         from lb.offload.stats import publish_forever
+        from lb.stores.file_jobs import FileJobQueue
 
         def source() -> tuple[Any, list[str]]:
-            on_redis = self.stores.redis is not None
-            return self.stores.jobs, list(self.config.queues) if on_redis else []
+            jobs = self.stores.jobs
+            if isinstance(jobs, FileJobQueue) and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + SWEEP_EVERY
+                try:
+                    jobs.sweep()
+                except OSError as e:
+                    log.warning("sweeping the job directory %s: %s", jobs.root, e)
+            return jobs, list(self.config.queues)
 
         return asyncio.ensure_future(publish_forever(source))
 

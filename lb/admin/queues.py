@@ -1,10 +1,9 @@
 """GET /api/v1/queues and POST /api/v1/queues/{queue}/dead/replay, and the `queues` part of
 /api/v1/status.
 
-With Redis the supervisor reads the shared queues itself (and keeps the `lb_queue_*` gauges,
-lb.offload.stats). Without it every `lb run` worker has its own in-process queues: their
-numbers are the sum of the workers' gauges, and their dead letters can only be replayed by
-the worker that holds them (the admin API answers 409 and says so).
+The supervisor reads the queues its workers share itself: on Redis, or without it in the
+workers' job directory (lb.stores.file_jobs); it also keeps the `lb_queue_*` gauges
+(lb.offload.stats), which the status document reads.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ _GAUGES = {
 
 
 def from_gauges(supervisor: Supervised) -> dict[str, dict[str, Any]]:
-    """Each configured queue's numbers as the workers last published them."""
+    """Each configured queue's numbers as last published (by the supervisor)."""
     values: dict[str, dict[str, float]] = defaultdict(dict)
     for key, metric in _GAUGES.items():
         for labels, value in samples(metric):
@@ -45,30 +44,30 @@ def from_gauges(supervisor: Supervised) -> dict[str, dict[str, Any]]:
     return out
 
 
+def store_kind(supervisor: Supervised) -> str:
+    """`redis`, or `files` (the job directory the workers of this `lb run` share)."""
+    return "redis" if supervisor.stores.redis is not None else "files"
+
+
 async def queues_document(supervisor: Supervised) -> tuple[int, dict[str, Any]]:
     stores = supervisor.stores
-    if stores.redis is None:
-        return 200, {"store": "in-process", "queues": from_gauges(supervisor)}
+    kind = store_kind(supervisor)
     out: dict[str, Any] = {}
     try:
         for name in supervisor.config.queues:
             out[name] = stats_document(await stores.jobs.stats(name))
     except StoreError as e:
-        return 503, {"store": "redis", "error": f"redis cannot be reached: {e}"}
-    return 200, {"store": "redis", "queues": out}
+        return 503, {"store": kind, "error": f"the {kind} store cannot be reached: {e}"}
+    return 200, {"store": kind, "queues": out}
 
 
 async def replay(supervisor: Supervised, queue: str) -> tuple[int, dict[str, Any]]:
     if queue not in supervisor.config.queues:
         known = ", ".join(supervisor.config.queues) or "none"
         return 404, {"error": f"unknown queue {queue!r} (queues: {known})"}
-    if supervisor.stores.redis is None:
-        return 409, {
-            "error": "without redis: each lb run worker holds its own dead letters; "
-            "configure redis: to replay them from here"
-        }
+    kind = store_kind(supervisor)
     try:
         count = await supervisor.stores.jobs.replay_dead(queue)
     except StoreError as e:
-        return 503, {"error": f"redis cannot be reached: {e}"}
+        return 503, {"error": f"the {kind} store cannot be reached: {e}"}
     return 200, {"queue": queue, "replayed": count}

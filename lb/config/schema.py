@@ -453,7 +453,7 @@ class RateLimit(Model):
 
 class Offload(Model):
     """A route's `offload`: its requests are stored in `queue` and answered 202 with a job URL;
-    `lb worker` (or, without redis, each `lb run` worker) sends them to the route's pool.
+    `lb worker` (or, without redis, the `lb run` workers) sends them to the route's pool.
     `mode: prefer` offloads only requests that ask with `Prefer: respond-async` (RFC 7240)."""
 
     queue: str
@@ -616,7 +616,8 @@ class RedisSentinel(Model):
 
 class Redis(Model):
     """The top-level `redis`: where the shared stores live (lb.stores). Absent: in-process
-    stores, one per worker process. Give exactly one of `url` or `sentinel`."""
+    stores, one per worker process (offload queues: one directory per `lb run`). Give exactly
+    one of `url` or `sentinel`."""
 
     url: str | None = None  # redis://[user:password@]host:port/db, rediss://..., unix:///path
     sentinel: RedisSentinel | None = None

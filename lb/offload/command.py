@@ -35,8 +35,8 @@ def usable(config: Config, queue: str | None) -> str | None:
         return f"unknown queue {queue!r} (queues: {', '.join(config.queues)})"
     if config.redis is None:
         return (
-            "the config has no redis: section; without Redis each `lb run` worker runs its "
-            "own jobs (add redis: {url: ...} to share queues with lb worker processes)"
+            "the config has no redis: section; without Redis the workers of `lb run` run "
+            "the jobs themselves (add redis: {url: ...} to share queues with lb worker processes)"
         )
     return None
 

@@ -1,11 +1,13 @@
-"""Queue offload without Redis: the consumers run inside each `lb run` worker, on the jobs
-that worker accepted (its in-process queue), so the shipped config and `lb demo` offload with
-nothing else to run. With `redis:` configured they do not: `lb worker` processes consume the
-shared queues, and this only keeps the stats gauges of nothing (the supervisor reads Redis).
+"""Queue offload without Redis: the consumers run inside each `lb run` worker, so the
+shipped config and `lb demo` offload with nothing else to run. With `redis:` configured they do
+not: `lb worker` processes consume the shared queues.
 
-In-process jobs live as long as the worker: a restart loses the ones not yet done, and a job
-is known only to the worker that accepted it (GET /_lb/jobs/{id} on a connection another
-worker accepted answers 404). Configure `redis:` for durable jobs shared by every worker.
+Under `lb run` the workers share one job directory (lb.stores.file_jobs): any worker runs any
+job, a job URL answers on every worker's connections, a job whose worker died is taken over
+by another (or by its replacement), and the supervisor publishes the `lb_queue_*` gauges and
+replays dead letters. The jobs live as long as that `lb run` (its run directory). A `Proxy`
+alone in its process (tests, embedding) has its own in-memory queue, and publishes its gauges
+itself. Configure `redis:` for jobs that outlive lb and are shared across machines.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class InProcessOffload:
             if self.consumers is None:
                 self.consumers = Consumers(proxy)
             self.consumers.start()
-            if self.stats is None:
+            if self.stats is None and proxy.stores.jobs_dir is None:  # (else: the supervisor)
                 jobs = proxy.stores.jobs
                 self.stats = asyncio.ensure_future(
                     publish_forever(lambda: (jobs, list(proxy.runtime.config.queues)))

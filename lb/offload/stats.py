@@ -1,7 +1,7 @@
 """Queue stats as gauges (`lb_queue_depth`, `lb_queue_in_flight`, `lb_queue_dead`,
-`lb_queue_oldest_age_seconds`), refreshed every `INTERVAL` by whoever reads the store: each
-`lb run` worker for its in-process queues (the gauges are summed over processes), or the
-supervisor alone when the queues are on Redis (one reader, one value)."""
+`lb_queue_oldest_age_seconds`), refreshed every `INTERVAL` by whoever reads the store: the
+supervisor of `lb run` alone (its queues are shared, on Redis or in the workers' job
+directory: one reader, one value), or a `Proxy` that has its queue to itself."""
 
 from __future__ import annotations
 

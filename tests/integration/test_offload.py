@@ -1,11 +1,15 @@
 """Queue offload across real processes with a real redis-server: `lb run` accepts (202),
 `lb worker` processes run the jobs. A worker SIGKILLed mid-job, a Redis restart, dead letters
-and their replay, idempotency, expiry, and the 503s."""
+and their replay, idempotency, expiry, and the 503s. Without Redis, the workers of `lb run`
+share one job directory: every job URL answers on every worker, a job of a killed worker is
+taken over, dead letters are replayed through the admin API."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -108,6 +112,55 @@ def offload(
 ) -> tuple[int, dict[str, str], Any]:
     status, fields, data = request(port, path, "POST", headers=headers, body=body)
     return status, fields, json.loads(data) if status == 202 else data
+
+
+def serving_worker(port: int, conn: http.client.HTTPConnection, pids: list[int]) -> int | None:
+    """Which of the `pids` holds the server side of `conn` (open, to lb on `port`): the socket
+    inode in /proc/net/tcp for that pair of ports, among the processes' fds."""
+    assert conn.sock is not None
+    client_port = conn.sock.getsockname()[1]
+    inode = None
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (
+                int(local.split(":")[1], 16) == port
+                and int(remote.split(":")[1], 16) == client_port
+            ):
+                inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+    return None
+
+
+def get_on(port: int, path: str, pids: list[int]) -> tuple[int, dict[str, str], bytes, int | None]:
+    """GET on a new connection: the answer, and which worker (of `pids`) answered it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        worker = serving_worker(port, conn, pids)  # (the connection is kept alive: still there)
+        fields = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, fields, body, worker
+    finally:
+        conn.close()
+
+
+def jobs_dir(lb: LbProcess) -> Path:
+    """The job directory the supervisor gave its workers (LB_JOBS_DIR)."""
+    pid = lb.worker_pids()[0]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    found = [e.partition(b"=")[2] for e in environ if e.startswith(b"LB_JOBS_DIR=")]
+    assert found, "no LB_JOBS_DIR in a worker's environment"
+    return Path(found[0].decode())
 
 
 def result(port: int, location: str, timeout: float = 20.0) -> tuple[int, dict[str, str], bytes]:
@@ -229,9 +282,9 @@ def test_without_redis_lb_run_runs_the_jobs_itself(tmp_path: Path) -> None:
         status, _, body = result(lb.port, doc["location"])
         assert status == 200 and body == b"origin a /reports/local\n"
         queues = get_json(lb.admin_port, "/api/v1/queues")
-        assert queues["store"] == "in-process" and "reports" in queues["queues"]
-        status, _, _ = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
-        assert status == 409
+        assert queues["store"] == "files" and "reports" in queues["queues"]
+        status, _, body = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
+        assert status == 200 and json.loads(body) == {"queue": "reports", "replayed": 0}
         assert "reports" in lb.status()["queues"]
 
 
@@ -247,3 +300,92 @@ def test_lb_worker_refuses_a_config_without_redis(tmp_path: Path) -> None:
         worker = LbWorker(path)
         assert worker.proc.wait(20) == 2
         assert "no redis" in worker.log()
+
+
+def test_without_redis_every_worker_answers_for_every_job_and_runs_it_once(
+    tmp_path: Path,
+) -> None:
+    config = offload_yaml(None, ack_timeout="30s", job_timeout="5s")
+    with offload_lb(tmp_path, workers=2, **config) as (lb, origin):
+        pids = lb.worker_pids()
+        locations = []
+        for i in range(20):  # each on a new connection: both workers accept some
+            status, fields, doc = offload(lb.port, f"/reports/{i}")
+            assert status == 202 and fields["location"] == doc["location"]
+            locations.append(doc["location"])
+        answers: list[tuple[int, int | None]] = []  # (status, worker) of every GET
+        for i, location in enumerate(locations):
+            expected = f"origin a /reports/{i}\n".encode()
+
+            def done(location: str = location) -> bytes | None:
+                status, fields, body, worker = get_on(lb.port, location, pids)
+                answers.append((status, worker))
+                return body if status == 200 and "retry-after" not in fields else None
+
+            assert wait_for(done, 20, what=f"{location}'s result") == expected
+            for _ in range(3):  # a few more reads, on more connections
+                status, _, body, worker = get_on(lb.port, location, pids)
+                answers.append((status, worker))
+                assert body == expected
+        assert all(status == 200 for status, _ in answers), answers  # never a 404
+        answered_by = {worker for _, worker in answers}
+        assert set(pids) <= answered_by, f"answered by {answered_by}, workers {pids}"
+        assert all(origin.hits[f"/reports/{i}"] == 1 for i in range(20)), origin.hits
+        queues = get_json(lb.admin_port, "/api/v1/queues")
+        assert queues["store"] == "files"
+        assert queues["queues"]["reports"] == {
+            "depth": 0,
+            "in_flight": 0,
+            "oldest_age": 0.0,
+            "dead": 0,
+        }
+
+        # A worker killed mid-job: the job is taken over (its pid is gone: no ack_timeout wait).
+        status, _, doc = offload(lb.port, "/slow?s=2")
+        assert status == 202
+        running = jobs_dir(lb) / "q" / "reports" / "running"
+        wait_for(lambda: origin.hits["/slow?s=2"] == 1, what="the slow job to start")
+        tickets = wait_for(lambda: list(running.iterdir()), what="its delivery in running/")
+        owner = int(tickets[0].name.split(".")[1])
+        assert owner in pids
+        os.kill(owner, signal.SIGKILL)
+        status, fields, body = result(lb.port, doc["location"], timeout=15)
+        assert status == 200 and body == b"origin a /slow?s=2\n" and fields["x-lb-job"] == doc["id"]
+        assert origin.hits["/slow?s=2"] == 2
+        wait_for(lb.ready, 15, what="the supervisor to restart the killed worker")
+        assert owner not in lb.worker_pids()
+        metrics = lb.metrics()
+        # One publisher (the supervisor): each gauge once, not once per worker.
+        assert metrics.count('lb_queue_depth{queue="reports"}') == 1
+
+
+def test_without_redis_dead_letters_are_replayed_through_the_admin_api(tmp_path: Path) -> None:
+    flaky_port = free_port()  # nothing listens there yet: every connect is refused
+    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky_port}"}}]}}\n'
+    config = offload_yaml(None, pool="flaky", max_attempts="2")
+    with offload_lb(tmp_path, extra_pools=pools, workers=2, **config) as (lb, _):
+        status, _, doc = offload(lb.port, "/reports/r1")
+        assert status == 202
+        failed = wait_for(
+            lambda: (j := get_json(lb.port, doc["location"]))["status"] == "failed" and j,
+            what=f"the job to fail:\n{lb.log()}",
+        )
+        assert failed["attempt"] == 2 and "connect" in failed["reason"]
+
+        def dead() -> Any:
+            queues = get_json(lb.admin_port, "/api/v1/queues")
+            return queues["queues"]["reports"]["dead"] == 1 and queues
+
+        queues = wait_for(dead, what="the dead letter in /api/v1/queues")
+        assert queues["store"] == "files" and queues["queues"]["reports"]["depth"] == 0
+        wait_for(
+            lambda: 'lb_queue_dead{queue="reports"} 1.0' in lb.metrics(),
+            what="lb_queue_dead published by the supervisor",
+        )
+        with Origin("late", port=flaky_port) as late:
+            status, _, body = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
+            assert status == 200 and json.loads(body) == {"queue": "reports", "replayed": 1}
+            status, _, body = result(lb.port, doc["location"])
+            assert status == 200 and body == b"origin late /reports/r1\n"
+            assert late.total == 1
+        assert get_json(lb.admin_port, "/api/v1/queues")["queues"]["reports"]["dead"] == 0

@@ -1,5 +1,6 @@
-"""Each store test runs against both implementations: in-process, and Redis (a private
-redis-server from tests/conftest.py; skipped when it is not installed)."""
+"""Each store test runs against every implementation: in-process, and Redis (a private
+redis-server from tests/conftest.py; skipped when it is not installed); the job queue also in
+a directory (lb.stores.file_jobs, the one `lb run` workers share without Redis)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from lb.config.schema import Redis as RedisSettings
+from lb.stores.file_jobs import FileJobQueue
 from lb.stores.memory_cache import MemoryCacheStore
 from lb.stores.memory_jobs import MemoryJobQueue
 from lb.stores.memory_rates import MemoryRateCounter
@@ -55,8 +57,10 @@ def cache(request: pytest.FixtureRequest) -> object:
     return _make(request.param, request, MemoryCacheStore(), RedisCacheStore)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=[*KINDS, "file"])
 def jobs(request: pytest.FixtureRequest) -> object:
+    if request.param == "file":
+        return FileJobQueue(str(request.getfixturevalue("tmp_path") / "jobs"))
     return _make(request.param, request, MemoryJobQueue(), RedisJobQueue)
 
 
