@@ -94,7 +94,7 @@ async def test_sweep_removes_what_expired_and_nothing_else(tmp_path: Path) -> No
     job = await jobs.claim("q", "w", short, block=1)
     assert job is not None and job.id == done.id
     await jobs.complete(job, b"r", short)
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # past the 0.1s ttls: the point of the test
     assert jobs.sweep() == 2  # the record (and its result), the idempotency key
     assert not list((tmp_path / "jobs").glob(f"{done.id}.*"))
     assert await jobs.get(kept.id) is not None
