@@ -3,8 +3,8 @@
 Theory of operation. A `Consumers` runs `concurrency` loops per queue in one process, each
 `claim -> run -> complete | fail`. A run rebuilds the request from its stored envelope and
 sends it with an `UpstreamCall`, the same as a client's request (the route's pool, its
-balancing, health, TLS, retries to another server), to a `JobSink` that collects the
-response. Then, by the queue's `retry_on` (lb.core.offload.retry_reason):
+balancing, health, TLS, retries to another server), to a `Collector` (lb.proxy.http.collect)
+that collects the response. Then, by the queue's `retry_on` (lb.core.offload.retry_reason):
 
 - a final answer (any status not in retry_on) is stored as the job's result (`complete`
   writes it before it acknowledges the delivery: a crash in between runs the job again, it
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lb.config.schema import Queue
 from lb.core.errors import Reason
-from lb.core.http import RequestHead, ResponseHead, request_to_server
+from lb.core.http import RequestHead, request_to_server
 from lb.core.offload import (
     EnvelopeError,
     StoredRequest,
@@ -41,7 +41,8 @@ from lb.core.offload import (
 from lb.core.router import CompiledRoute
 from lb.metrics import JOB_DURATION, QUEUE_JOBS, QUEUE_LAG
 from lb.offload.policy import queue_policy
-from lb.proxy.http.call import NO_CLIENT, Client, UpstreamCall, Upstreams
+from lb.proxy.http.call import UpstreamCall, Upstreams
+from lb.proxy.http.collect import Collected, Collector, TooLarge
 from lb.proxy.http.session import Session
 from lb.stores.base import Job, QueuePolicy
 from lb.stores.errors import StoreError, StoreUnavailable
@@ -63,62 +64,13 @@ class Host(Upstreams, Protocol):
     stores: Stores
 
 
-class JobSink:
-    """An `UpstreamCall`'s sink with no client: collects the response for the job's result."""
-
-    __slots__ = ("body", "done", "failure", "head", "size")
-
-    client: Client = NO_CLIENT
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.head: ResponseHead | None = None
-        self.body: list[bytes] = []
-        self.size = 0
-        self.failure: tuple[str, str] | None = None  # (retry_on kind or "", detail)
-
-    def _end(self, failure: tuple[str, str] | None = None) -> None:
-        if not self.done.done():
-            self.failure = failure
-            self.done.set_result(None)
-
-    def call_head(self, head: ResponseHead) -> None:
-        self.head = head
-
-    def call_informational(self, head: ResponseHead) -> None:
-        pass
-
-    def call_body(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size <= MAX_RESULT:
-            self.body.append(data)
-
-    def call_end(self) -> None:
-        self._end()
-
-    def call_failed(self, reason: Reason, detail: str) -> None:
-        kind = "timeout" if reason in (Reason.backend_timeout, Reason.queue_timeout) else ""
-        if reason in (Reason.backend_failed, Reason.no_healthy_server, Reason.queue_full):
-            kind = "connect_failure"
-        self._end((kind, f"{reason.name}: {detail}"))
-
-    def call_broken(self, detail: str) -> None:
-        self._end(("broken", f"response cut short: {detail}"))
-
-    def call_tunnel(self, head: ResponseHead) -> None:  # (a job never asks for an upgrade)
-        self._end(("", "server switched protocols"))
-
-    def call_tunnel_data(self, data: bytes) -> None:
-        pass
-
-    def call_tunnel_closed(self, detail: str) -> None:
-        pass
-
-    def pause_request(self) -> None:  # the whole body is in the call already
-        pass
-
-    def resume_request(self) -> None:
-        pass
+def _failure_kind(reason: Reason | None) -> str | None:
+    """The `retry_on` name of a call that got no response (None: not retryable by kind)."""
+    if reason in (Reason.backend_timeout, Reason.queue_timeout):
+        return "timeout"
+    if reason in (Reason.backend_failed, Reason.no_healthy_server, Reason.queue_full):
+        return "connect_failure"
+    return None
 
 
 class Consumers:
@@ -211,15 +163,12 @@ class Consumers:
             detail = f"route {request.route!r} (or its pool) is not in the running config"
             await self._settle(job, policy, "dead", detail, retry=False)
             return
-        sink = await self._call(request, route, config.job_timeout)
-        outcome, detail, retry = self._judge(sink, config)
+        got = await self._call(request, route, config.job_timeout)
+        outcome, detail, retry = self._judge(got, config)
         if outcome == "done":
-            assert sink.head is not None
+            assert got.head is not None
             response = StoredResponse(
-                sink.head.status,
-                sink.head.reason,
-                end_to_end(sink.head.headers),
-                b"".join(sink.body),
+                got.head.status, got.head.reason, end_to_end(got.head.headers), got.body
             )
             await self._settle(job, policy, "done", response.encode())
         elif retry:
@@ -231,22 +180,27 @@ class Consumers:
             await self._settle(job, policy, "dead", detail, retry=False)
         JOB_DURATION.labels(job.queue, outcome).observe(time.perf_counter() - started)
 
-    def _judge(self, sink: JobSink, config: Queue) -> tuple[str, str, bool]:
+    def _judge(self, got: Collected, config: Queue) -> tuple[str, str, bool]:
         """(outcome, why, retry?) of a finished call."""
-        if sink.failure is not None:
-            kind, detail = sink.failure
-            if kind == "broken":  # cut mid-response: as a 502 would be
+        if got.head is None:
+            if got.broken:  # cut mid-response: as a 502 would be
+                detail = f"response cut short: {got.detail}"
                 return "failed", detail, retry_reason(config.retry_on, status=502) is not None
-            return "failed", detail, retry_reason(config.retry_on, failure=kind) is not None
-        assert sink.head is not None
-        if sink.size > MAX_RESULT:
-            return "failed", f"response of {sink.size} bytes over {MAX_RESULT}", False
-        why = retry_reason(config.retry_on, status=sink.head.status)
-        if why is not None:
-            return "failed", why, True
+            kind = _failure_kind(got.failure)
+            why = f"{got.failure.name}: {got.detail}" if got.failure else got.detail
+            return (
+                "failed",
+                why,
+                kind is not None and retry_reason(config.retry_on, failure=kind) is not None,
+            )
+        retry = retry_reason(config.retry_on, status=got.head.status)
+        if retry is not None:
+            return "failed", retry, True
         return "done", "", False
 
-    async def _call(self, request: StoredRequest, route: CompiledRoute, timeout: float) -> JobSink:
+    async def _call(
+        self, request: StoredRequest, route: CompiledRoute, timeout: float
+    ) -> Collected:
         host = self.host
         body = request.body
         headers = [*request.headers]
@@ -258,21 +212,26 @@ class Consumers:
         session.pool = route.pool
         pool = host.runtime.pools[route.pool]  # type: ignore[index]  # checked by run
         data = request_to_server(head, request.client_ip, request.proto, request.request_id, False)
-        sink = JobSink(host.loop)
-        call = UpstreamCall(host, pool, session, data, sink, route.retry, route.timeouts.request)
+        collector = Collector(MAX_RESULT)
+        call = UpstreamCall(
+            host, pool, session, data, collector, route.retry, route.timeouts.request
+        )
+        collector.cancel_call = call
         if body:
             call.send_body(body)
         call.end_body()
         call.start()
         try:
-            await asyncio.wait_for(asyncio.shield(sink.done), timeout)
+            return await asyncio.wait_for(asyncio.shield(collector.result), timeout)
         except TimeoutError:
             call.cancel()
-            sink.failure = ("timeout", f"no complete response within job_timeout ({timeout:g}s)")
+            detail = f"no complete response within job_timeout ({timeout:g}s)"
+            return Collected(None, failure=Reason.backend_timeout, detail=detail)
+        except TooLarge as err:  # final: a result this large is not kept
+            return Collected(None, detail=str(err))
         except asyncio.CancelledError:
             call.cancel()
             raise
-        return sink
 
     async def _settle(
         self,

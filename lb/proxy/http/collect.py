@@ -1,7 +1,8 @@
 """A `Sink` with no client: it collects one response whole, up to a size, into a future.
 
 For upstream calls that lb makes on its own behalf: a cache revalidation or background
-refresh, an offload job. Informational responses are skipped; an Upgrade is never asked for.
+refresh (lb.filters.cache), an offload job (lb.offload.consumer). Informational responses are
+skipped; an Upgrade is never asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Collected:
     body: bytes = b""
     failure: Reason | None = None  # why there is no whole response
     detail: str = ""
+    broken: bool = False  # the response began, then stopped (as a 502 would be)
 
 
 class TooLarge(Exception):
@@ -68,7 +70,7 @@ class Collector:
         self._resolve(Collected(None, failure=reason, detail=detail))
 
     def call_broken(self, detail: str) -> None:
-        self._resolve(Collected(None, failure=Reason.backend_failed, detail=detail))
+        self._resolve(Collected(None, failure=Reason.backend_failed, detail=detail, broken=True))
 
     def _too_large(self) -> None:
         if not self.result.done():
