@@ -55,6 +55,9 @@ def effective(config: Config) -> dict[str, Any]:
         "admin": _dump(config.admin) if config.admin is not None else None,
         "access_log": _dump(config.access_log),
         "sticky_secret": HIDDEN if config.sticky_secret is not None else None,
+        "redis": _redis(config),
+        "cache": _dump(config.cache),
+        "queues": {name: _dump(queue) for name, queue in config.queues.items()},
     }
     # defaults.health_check: only what is set; a `path` or `type` printed there would turn
     # checks on for every pool.
@@ -96,8 +99,21 @@ def _route(i: int, route: Route, config: Config, http: list[str]) -> dict[str, A
     out["retries"] = _dump(route.retries or Retries())
     if route.timeouts is not None:  # over the listener's, which differ per listener
         out["timeouts"] = _dump(route.timeouts, keep_none=False)
-    for key in ("cache", "offload"):  # not built: refused by lb check, so never set here
-        out.pop(key, None)
+    return out
+
+
+def _redis(config: Config) -> dict[str, Any] | None:
+    """`redis`, its secrets not shown (the url's password is masked)."""
+    if config.redis is None:
+        return None
+    out = _dump(config.redis)
+    if config.redis.url is not None:
+        out["url"] = config.redis.safe_url()
+    if config.redis.password is not None:
+        out["password"] = HIDDEN
+    sentinel = out.get("sentinel")
+    if sentinel and sentinel.get("password") is not None:
+        sentinel["password"] = HIDDEN
     return out
 
 

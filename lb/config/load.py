@@ -11,8 +11,7 @@ Pure apart from `load_config` reading the file. The steps:
    entries that failed (a listener, a route, a pool, or a whole top-level section) are left
    out and the rest is built and cross-checked without them (`_partial_checks`), so schema
    and cross-reference problems come out in one run; a reference to a name that is defined
-   but failed is not reported again as unknown. Keys of features not built yet are then
-   found in the YAML itself.
+   but failed is not reported again as unknown.
 
 Every problem found is reported, never only the first; their lines come from the same
 path -> line table, falling back to the nearest parent key when the key itself is missing.
@@ -40,7 +39,6 @@ from lb.config.validate import (
     Skipped,
     did_you_mean,
     format_path,
-    not_built_message,
     parent_path,
     validate,
 )
@@ -89,9 +87,6 @@ def load_config_text(text: str, source: str = "<string>", base_dir: str | None =
             config = Config.model_validate(document.data, context={"base_dir": base_dir})
         except ValidationError as e:
             problems.extend(_schema_problems(e.errors(), document.data))
-            # validate() reports these on a built Config; here there is none, so find them in
-            # the YAML itself rather than make the user fix the file in two rounds.
-            problems.extend(_not_built_in_yaml(document.data, Config, ()))
             problems.extend(_partial_checks(document.data, e.errors(), base_dir))
         else:
             problems.extend(validate(config))
@@ -296,28 +291,6 @@ def _record_lines(
 
 
 # -- step 2: pydantic errors -> problems -------------------------------------------------------
-
-
-def _not_built_in_yaml(raw: Any, annotation: Any, loc: Loc) -> Iterator[Problem]:
-    """NotBuilt keys (annotated Any) set in the YAML, found by walking it along the types."""
-    annotation = _unwrap(annotation)
-    if _is_union(annotation) and isinstance(raw, dict):
-        annotation = next((a for a in get_args(annotation) if _is_model(_unwrap(a))), Any)
-    if _is_model(annotation) and isinstance(raw, dict):
-        for key, value in raw.items():
-            model_field = annotation.model_fields.get(key) if isinstance(key, str) else None
-            if model_field is None or value is None:
-                continue
-            if model_field.annotation is Any:
-                yield Problem(format_path((*loc, key)), not_built_message(key))
-            else:
-                yield from _not_built_in_yaml(value, model_field.annotation, (*loc, key))
-    elif get_origin(annotation) is dict and isinstance(raw, dict):
-        for key, value in raw.items():
-            yield from _not_built_in_yaml(value, get_args(annotation)[1], (*loc, key))
-    elif get_origin(annotation) is list and isinstance(raw, list):
-        for i, value in enumerate(raw):
-            yield from _not_built_in_yaml(value, get_args(annotation)[0], (*loc, i))
 
 
 @dataclass

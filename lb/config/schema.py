@@ -4,9 +4,6 @@ Every model forbids unknown keys: a typo in a hand-edited file is an error, neve
 ignored. Durations are parsed to float seconds, sizes to int bytes. Checks that need more than
 one field (references between names, duplicate binds, unreachable routes) live in
 `lb.config.validate`, which runs after these models have been built.
-
-Keys whose feature is not built yet are declared as `NotBuilt` so that the loader can say so
-precisely instead of calling them unknown.
 """
 
 from __future__ import annotations
@@ -30,9 +27,6 @@ from lb.config.units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-# A key of the contract whose feature is not built yet: accepted by the schema, refused by
-# validate.py with a message naming the feature, so the user is never misled.
-NotBuilt = Any
 
 
 class Model(BaseModel):
@@ -690,10 +684,6 @@ class Config(Model):
     redis: Redis | None = None  # absent: in-process stores
     cache: CacheConfig = CacheConfig()
     queues: dict[str, Queue] = {}
-
-
-# Keys above typed NotBuilt, with the feature (and issue) a user should look for.
-NOT_BUILT: dict[str, str] = {}
 
 
 def split_address(address: str) -> tuple[str, int]:

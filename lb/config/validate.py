@@ -13,12 +13,8 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel
 
 from lb.config.schema import (
-    NOT_BUILT,
     Config,
     HealthCheck,
     Listener,
@@ -119,7 +115,6 @@ def validate(config: Config, skipped: Skipped = _NOTHING_SKIPPED) -> list[Proble
 
 
 def _check(config: Config, skipped: Skipped) -> Iterator[tuple[Loc, str]]:
-    yield from _not_built(config, ())
     yield from _listeners(config, skipped)
     yield from _routes(config, skipped)
     yield from _pools(config, skipped)
@@ -135,32 +130,6 @@ def _indexed_routes(config: Config, skipped: Skipped) -> list[tuple[int, Route]]
     if index is None:
         return list(enumerate(config.routes))
     return list(zip(index, config.routes, strict=True))
-
-
-# -- keys accepted by the schema whose feature is not built yet ------------------------------
-
-
-def not_built_message(key: str) -> str:
-    return f"not built yet: {NOT_BUILT.get(key, 'this feature')}; remove this key"
-
-
-def _not_built(value: object, loc: Loc) -> Iterator[tuple[Loc, str]]:
-    """Walk the models generically: a field annotated Any (NotBuilt) that is set is refused."""
-    if isinstance(value, BaseModel):
-        for name, field in type(value).model_fields.items():
-            child = getattr(value, name)
-            if child is None:
-                continue
-            if field.annotation is Any:
-                yield (*loc, name), not_built_message(name)
-            else:
-                yield from _not_built(child, (*loc, name))
-    elif isinstance(value, dict):
-        for key, child in value.items():
-            yield from _not_built(child, (*loc, key))
-    elif isinstance(value, list | tuple):
-        for i, child in enumerate(value):
-            yield from _not_built(child, (*loc, i))
 
 
 # -- redis -------------------------------------------------------------------------------------
@@ -616,7 +585,6 @@ __all__ = [
     "Skipped",
     "did_you_mean",
     "format_path",
-    "not_built_message",
     "parent_path",
     "validate",
 ]

@@ -42,7 +42,12 @@ def test_every_section_has_its_defaults_filled_in() -> None:
         "admin",
         "access_log",
         "sticky_secret",
+        "redis",
+        "cache",
+        "queues",
     ]
+    assert out["redis"] is None and out["queues"] == {}
+    assert out["cache"]["max_object_size"] == "1MiB" and out["cache"]["collapse_timeout"] == "2s"
     assert out["defaults"] == {
         "timeouts": {**TIMEOUTS, "tunnel": "1h"},
         "health_check": {},
@@ -125,3 +130,21 @@ def test_durations_and_sizes_read_as_written() -> None:
     assert out["routes"][0]["max_body_size"] == 1500
     assert out["listeners"]["web"]["max_header_size"] == "1MiB"
     assert yaml.safe_load(effective_yaml(config)) == out
+
+
+def test_cache_offload_and_redis_are_printed_without_secrets() -> None:
+    text = """
+version: 1
+listeners: {web: {bind: "127.0.0.1:8080"}}
+routes:
+  - {name: slow, match: {path_prefix: /r/}, pool: app, offload: {queue: q}}
+  - {name: cat, match: {}, pool: app, cache: {default_ttl: 60s}}
+pools: {app: {servers: [{address: "127.0.0.1:9001"}]}}
+queues: {q: {max_attempts: 2}}
+redis: {url: "redis://user:s3cret@127.0.0.1:6379/0"}
+"""
+    out = effective(load_config_text(text))
+    assert out["routes"][0]["offload"] == {"queue": "q", "mode": "always"}
+    assert out["routes"][1]["cache"]["default_ttl"] == "1m"
+    assert out["queues"]["q"]["max_attempts"] == 2
+    assert "s3cret" not in str(out) and out["redis"]["url"] == "redis://user:***@127.0.0.1:6379/0"

@@ -250,7 +250,7 @@ CASES = [
         [
             "listeners.web.hsts: only for listeners with tls: browsers ignore HSTS",
         ],
-        id="not-built",
+        id="hsts-beside-cache-and-queues",
     ),
     pytest.param(
         "version: 1\nlisteners: {web: {bind: '0.0.0.0:80'}}\nrutes: []\n  bad: indent\n",
@@ -263,7 +263,7 @@ CASES = [
             "listeners.web.bind: address 'nowhere' must be HOST:PORT (line 2)",
             "listeners.web.tls.certificates: required (line 2)",
         ],
-        id="not-built-beside-schema-problems",
+        id="schema-problems-together",
     ),
     pytest.param(
         VALID_TAIL.replace("{pool: app}", "{pool: app, match: {headers: {1: a}}}") + "version: 1\n",
