@@ -55,8 +55,7 @@ from lb.core.cache_policy import (
 from lb.core.errors import Reason
 from lb.core.http import RequestHead, ResponseHead, request_to_server
 from lb.filters.context import BuildContext, Services
-from lb.proxy.http.call import UpstreamCall
-from lb.proxy.http.collect import Collected, Collector, TooLarge
+from lb.proxy.http.collect import Collected, TooLarge, collect
 from lb.proxy.http.pipeline import Answer, Filter, RequestResult
 from lb.proxy.http.session import Session
 from lb.stores import StoreUnavailable
@@ -368,14 +367,9 @@ class CacheFilter(Filter):
         data = request_to_server(
             request, session.client_ip, session.proto, session.request_id, False, session.subject
         )
-        collector = Collector(self.settings.max_object_size)
-        call = UpstreamCall(
-            self.services, pool, call_session, data, collector, route.retry, route.timeouts.request
-        )
-        collector.cancel_call = call
-        call.end_body()
-        call.start()
-        return _await(collector.result, call)
+        limit = self.settings.max_object_size
+        timeout = route.timeouts.request
+        return collect(self.services, pool, call_session, data, b"", route.retry, timeout, limit)
 
     def _freshened(
         self, request: RequestHead, state: _State, entry: Entry, head: ResponseHead, now: float
@@ -528,14 +522,6 @@ def _only_if_cached() -> Answer:
     answer = Answer.refuse(Reason.backend_timeout, "only-if-cached: not in the cache")
     answer.fields.append((b"x-cache", MISS))
     return answer
-
-
-async def _await(future: asyncio.Future[Collected], call: UpstreamCall) -> Collected:
-    try:
-        return await future
-    except asyncio.CancelledError:
-        call.cancel()  # nobody waits for it now: its server slot and connection go back
-        raise
 
 
 async def _resolve(result: Any) -> Answer | None:

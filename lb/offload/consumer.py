@@ -41,8 +41,8 @@ from lb.core.offload import (
 from lb.core.router import CompiledRoute
 from lb.metrics import JOB_DURATION, QUEUE_JOBS, QUEUE_LAG
 from lb.offload.policy import queue_policy
-from lb.proxy.http.call import UpstreamCall, Upstreams
-from lb.proxy.http.collect import Collected, Collector, TooLarge
+from lb.proxy.http.call import Upstreams
+from lb.proxy.http.collect import Collected, TooLarge, collect
 from lb.proxy.http.session import Session
 from lb.stores.base import Job, QueuePolicy
 from lb.stores.errors import StoreError, StoreUnavailable
@@ -212,26 +212,15 @@ class Consumers:
         session.pool = route.pool
         pool = host.runtime.pools[route.pool]  # type: ignore[index]  # checked by run
         data = request_to_server(head, request.client_ip, request.proto, request.request_id, False)
-        collector = Collector(MAX_RESULT)
-        call = UpstreamCall(
-            host, pool, session, data, collector, route.retry, route.timeouts.request
-        )
-        collector.cancel_call = call
-        if body:
-            call.send_body(body)
-        call.end_body()
-        call.start()
-        try:
-            return await asyncio.wait_for(asyncio.shield(collector.result), timeout)
+        timeouts = route.timeouts
+        got = collect(host, pool, session, data, body, route.retry, timeouts.request, MAX_RESULT)
+        try:  # (a timeout cancels the call: its server slot goes back)
+            return await asyncio.wait_for(got, timeout)
         except TimeoutError:
-            call.cancel()
             detail = f"no complete response within job_timeout ({timeout:g}s)"
             return Collected(None, failure=Reason.backend_timeout, detail=detail)
         except TooLarge as err:  # final: a result this large is not kept
             return Collected(None, detail=str(err))
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
 
     async def _settle(
         self,

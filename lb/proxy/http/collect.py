@@ -8,11 +8,16 @@ skipped; an Upgrade is never asked for.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from lb.core.errors import Reason
 from lb.core.http import ResponseHead
-from lb.proxy.http.call import NO_CLIENT, Client
+from lb.core.retry import RetryPolicy
+from lb.proxy.http.call import NO_CLIENT, Client, UpstreamCall, Upstreams
+from lb.proxy.http.session import Session
+from lb.proxy.pool.pool import PoolRuntime
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +99,34 @@ class Collector:
 
     def resume_request(self) -> None:
         pass
+
+
+def collect(
+    upstreams: Upstreams,
+    pool: PoolRuntime,
+    session: Session,
+    data: bytes,
+    body: bytes,
+    retry: RetryPolicy,
+    timeout: float,
+    limit: int,
+) -> Coroutine[Any, Any, Collected]:
+    """Send a request (`data`: its head as the server gets it, then `body`) to `pool` with no
+    client behind it, now; await the result for its whole response. It raises TooLarge past
+    `limit` bytes; cancelling the await cancels the call, so its server slot goes back."""
+    collector = Collector(limit)
+    call = UpstreamCall(upstreams, pool, session, data, collector, retry, timeout)
+    collector.cancel_call = call
+    if body:
+        call.send_body(body)
+    call.end_body()
+    call.start()
+    return _result(collector, call)
+
+
+async def _result(collector: Collector, call: UpstreamCall) -> Collected:
+    try:
+        return await collector.result
+    except asyncio.CancelledError:
+        call.cancel()  # nobody waits for it now
+        raise
