@@ -159,10 +159,12 @@ class AdminServer:
         try:
             kind, value = parse_purge(body)
         except PurgeRequestError as err:
+            log.info("cache purge refused: %s", err)
             return _json(400, {"error": str(err)})
         try:
             count, missing = await self.supervisor.purge_cache(kind, value)
         except StoreUnavailable as err:
+            log.warning("cache purge %s %r not done: redis is unavailable: %s", kind, value, err)
             return _json(503, {"error": f"redis is unavailable, nothing purged: {err}"})
         document: dict[str, Any] = {"purged": count, kind: value if kind != "all" else True}
         if missing:

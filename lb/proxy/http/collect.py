@@ -42,7 +42,7 @@ class Collector:
         self._head: ResponseHead | None = None
         self._chunks: list[bytes] = []
         self._size = 0
-        self.cancel_call: object = None  # set by the caller: the call to cancel when too large
+        self.call: UpstreamCall | None = None  # set by `collect`: cancelled when too large
 
     @property
     def client(self) -> Client:
@@ -80,9 +80,8 @@ class Collector:
     def _too_large(self) -> None:
         if not self.result.done():
             self.result.set_exception(TooLarge(f"response over {self.limit} bytes"))
-        cancel = getattr(self.cancel_call, "cancel", None)
-        if cancel is not None:
-            cancel()
+        if self.call is not None:
+            self.call.cancel()
 
     # No tunnels, no request body to pace.
     def call_tunnel(self, head: ResponseHead) -> None:
@@ -116,7 +115,7 @@ def collect(
     `limit` bytes; cancelling the await cancels the call, so its server slot goes back."""
     collector = Collector(limit)
     call = UpstreamCall(upstreams, pool, session, data, collector, retry, timeout)
-    collector.cancel_call = call
+    collector.call = call
     if body:
         call.send_body(body)
     call.end_body()
