@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lb.config import Config, ConfigError, Problem, load_config_text
-from lb.config.schema import split_address
+from lb.config.base import split_address
 
 if TYPE_CHECKING:
     # Imported in run(): after the metrics dir is set.

@@ -20,7 +20,7 @@ import h11
 
 from lb.admin.status import admin_token, status_document, status_page
 from lb.admin.window import CounterWindow
-from lb.config.schema import split_address
+from lb.config.base import split_address
 
 if TYPE_CHECKING:
     from lb.admin.target import Supervised

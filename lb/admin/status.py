@@ -26,7 +26,7 @@ from lb.admin.window import CounterWindow, Delta, Key, quantile
 
 if TYPE_CHECKING:
     from lb.admin.target import Supervised
-    from lb.config.schema import Match
+    from lb.config.routes import Match
 
 
 Counts = dict[tuple[str, str], float]

@@ -32,7 +32,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from lb.cache.local import LocalTier
-from lb.config.schema import CacheConfig
+from lb.config.cache import CacheConfig
 from lb.core.cache_entry import Entry, decode_entry, decode_variants, encode_entry
 from lb.metrics import (
     CACHE_BYTES,

@@ -19,15 +19,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, BeforeValidator
 
-from lb.config.schema import (
-    Config,
-    Listener,
-    Pool,
-    Retries,
-    Route,
-    WaitingRoomConfig,
-    fraction,
-)
+from lb.config.base import fraction
+from lb.config.listeners import Listener
+from lb.config.pools import Pool, WaitingRoomConfig
+from lb.config.routes import Retries, Route
+from lb.config.schema import Config
 from lb.config.units import parse_duration, parse_size
 from lb.core.health import active_check
 from lb.proxy.tls.groups import DEFAULT_GROUPS

@@ -24,7 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from lb.config.schema import Certificate, Config, Listener, ListenerTlsConfig, PoolTls
+from lb.config.listeners import Listener
+from lb.config.schema import Config
+from lb.config.tls import Certificate, ListenerTlsConfig, PoolTls
 from lb.core.certnames import covers
 from lb.proxy.tls.groups import check_groups
 

@@ -14,14 +14,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from lb.config.schema import (
-    Config,
-    HealthCheck,
-    Listener,
-    Pool,
-    Route,
-    split_address,
-)
+from lb.config.base import split_address
+from lb.config.listeners import Listener
+from lb.config.pools import HealthCheck, Pool
+from lb.config.routes import Route
+from lb.config.schema import Config
 from lb.config.tls_checks import tls_problems
 
 Loc = tuple[str | int, ...]

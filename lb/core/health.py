@@ -31,7 +31,8 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, NamedTuple, TypeVar
 
-from lb.config.schema import Config, HealthCheck, PassiveCheck, Pool
+from lb.config.pools import HealthCheck, PassiveCheck, Pool
+from lb.config.schema import Config
 
 __all__ = [
     "DEFAULT_HEALTHY_THRESHOLD",

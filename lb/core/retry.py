@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lb.config.schema import RETRY_ON_CONNECT_FAILURE, Retries
+from lb.config.base import RETRY_ON_CONNECT_FAILURE
+from lb.config.routes import Retries
 
 __all__ = [
     "BUCKETS",

@@ -12,14 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from lb.config.schema import (
-    Config,
-    HeaderCondition,
-    Match,
-    ResolvedTimeouts,
-    Route,
-    RouteCache,
-)
+from lb.config.base import ResolvedTimeouts
+from lb.config.cache import RouteCache
+from lb.config.routes import HeaderCondition, Match, Route
+from lb.config.schema import Config
 from lb.core.http import RequestHead
 from lb.core.retry import DEFAULT_POLICY, RetryPolicy
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from lb.config.schema import Config, StickyCookie
+from lb.config.routes import StickyCookie
+from lb.config.schema import Config
 from lb.core.balancer import ServerState
 from lb.core.http import RequestHead
 from lb.core.sticky import SECRET_ENV, CookieSigner, derive_secret, set_cookie_value

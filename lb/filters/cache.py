@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from lb.cache.cache import URI_TAG, ResponseCache, path_tags
-from lb.config.schema import CacheConfig, RouteCache
+from lb.config.cache import CacheConfig, RouteCache
 from lb.core.cache_entry import (
     Entry,
     decode_variants,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 
-from lb.config.schema import Queue
+from lb.config.queues import Queue
 from lb.core.errors import Reason
 from lb.core.offload import (
     StoredRequest,

@@ -33,7 +33,7 @@ import math
 import os
 from collections.abc import Callable
 
-from lb.config.schema import RateLimit
+from lb.config.routes import RateLimit
 from lb.core.errors import Reason
 from lb.core.gcra import RateDecision
 from lb.core.http import ResponseHead

@@ -24,7 +24,8 @@ import os
 import random
 import time
 
-from lb.config.schema import Config, Route
+from lb.config.routes import Route
+from lb.config.schema import Config
 from lb.core.http import RequestHead
 from lb.core.rollback import RollbackMonitor
 from lb.core.router import route_name

@@ -27,7 +27,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from lb.config.schema import Queue
+from lb.config.queues import Queue
 from lb.core.errors import Reason
 from lb.core.http import RequestHead, request_to_server
 from lb.core.offload import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lb.config.schema import Queue
+from lb.config.queues import Queue
 from lb.core.http import RequestHead
 from lb.core.offload import owner_hash
 from lb.stores.base import QueuePolicy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lb.config.schema import ListenerTlsConfig, ResolvedTimeouts
+from lb.config.base import ResolvedTimeouts
+from lb.config.tls import ListenerTlsConfig
 from lb.core.sni import SniRoutes
 
 

@@ -7,9 +7,7 @@ config.
 
 from __future__ import annotations
 
-from lb.config.schema import (
-    Config,
-)
+from lb.config.schema import Config
 from lb.core.router import CompiledRoute, Router, compile_router
 from lb.core.sni import SniRoutes
 from lb.filters.affinity import PoolSticky, build_pool_sticky, signer_for

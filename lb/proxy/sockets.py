@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from lb.config.schema import split_address
+from lb.config.base import split_address
 
 
 def listening_socket(bind: str, reuse_port: bool, kind: int = socket.SOCK_STREAM) -> socket.socket:

@@ -28,8 +28,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from lb.config.schema import Redis as RedisSettings
-from lb.config.schema import split_address
+from lb.config.base import split_address
+from lb.config.redis import Redis as RedisSettings
 from lb.metrics import redis_up_gauge
 from lb.stores.errors import StoreError, StoreUnavailable
 

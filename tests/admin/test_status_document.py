@@ -14,7 +14,7 @@ import lb.admin.status as status
 from lb.admin.metrics import Samples
 from lb.admin.window import CounterWindow
 from lb.config import load_config_text
-from lb.config.schema import Match
+from lb.config.routes import Match
 
 CONFIG = {
     "version": 1,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lb.config.schema import Pool, ResolvedTimeouts, Server
+from lb.config.base import ResolvedTimeouts
+from lb.config.pools import Pool, Server
 from lb.proxy.pool.pool import PoolRuntime
 from tests.conftest import wait_for
 from tests.integration.helpers import LbProcess, free_port, request

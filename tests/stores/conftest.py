@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from lb.config.schema import Redis as RedisSettings
+from lb.config.redis import Redis as RedisSettings
 from lb.stores.file_jobs import FileJobQueue
 from lb.stores.memory_cache import MemoryCacheStore
 from lb.stores.memory_jobs import MemoryJobQueue

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lb.config.schema import Redis as RedisSettings
+from lb.config.redis import Redis as RedisSettings
 from lb.stores.base import JobQueue, JobStatus, QueuePolicy
 from lb.stores.errors import QueueFull
 from lb.stores.redis_client import RedisConnection

@@ -88,7 +88,7 @@ async def test_a_server_that_does_not_answer_fails_within_the_timeout(
 
 
 async def test_status_never_shows_the_password(redis_server: RedisServer) -> None:
-    from lb.config.schema import Redis as RedisSettings
+    from lb.config.redis import Redis as RedisSettings
 
     url = f"redis://:hunter2@127.0.0.1:{redis_server.port}/0"
     connection = RedisConnection(RedisSettings.model_validate({"url": url}))

@@ -11,7 +11,7 @@ import ssl
 import pytest
 import trustme
 
-from lb.config.schema import Certificate, ListenerTlsConfig
+from lb.config.tls import Certificate, ListenerTlsConfig
 from lb.proxy.tls.contexts import CIPHERS, server_context
 from tests.conftest import Origin, handlers, lb_garbage, wait_until
 from tests.l4.conftest import metric

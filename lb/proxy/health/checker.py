@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from lb.config.schema import PassiveCheck
+from lb.config.pools import PassiveCheck
 from lb.core.balancer import ServerState
 from lb.core.health import OutlierDetector, PassivePolicy
 from lb.metrics import SERVER_UP

@@ -20,7 +20,9 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lb.config.schema import Config, PoolTls, split_address
+from lb.config.base import split_address
+from lb.config.schema import Config
+from lb.config.tls import PoolTls
 from lb.core.health import ActiveCheck, HealthCounter, active_checks
 from lb.proxy.pool.resolve import resolve
 from lb.proxy.tls.contexts import client_context, pool_server_name

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from lb.config.schema import split_address
+from lb.config.base import split_address
 from lb.proxy.pool.resolve import is_ip, resolve
 
 if TYPE_CHECKING:

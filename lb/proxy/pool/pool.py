@@ -5,7 +5,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Collection
 
-from lb.config.schema import Pool, ResolvedTimeouts, WaitingRoomConfig, split_address
+from lb.config.base import ResolvedTimeouts, split_address
+from lb.config.pools import Pool, WaitingRoomConfig
 from lb.core.balancer import Balancer, ServerState, make_balancer
 from lb.core.http import RequestHead
 from lb.core.retry import RetryBudget

@@ -28,7 +28,8 @@ import os
 import ssl
 from datetime import UTC, datetime
 
-from lb.config.schema import Certificate, ListenerTlsConfig, PoolTls, split_address
+from lb.config.base import split_address
+from lb.config.tls import Certificate, ListenerTlsConfig, PoolTls
 from lb.config.tls_checks import TlsFileError, pair_problems, read_ca
 from lb.config.validate import format_path
 from lb.core.certnames import NameIndex
