@@ -25,12 +25,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from lb.config.listeners import Listener
+from lb.config.problems import Loc
 from lb.config.schema import Config
 from lb.config.tls import Certificate, ListenerTlsConfig, PoolTls
 from lb.core.certnames import covers
 from lb.proxy.tls.groups import check_groups
-
-Loc = tuple[str | int, ...]
 
 __all__ = [
     "CertificateInfo",

@@ -29,9 +29,9 @@ import ssl
 from datetime import UTC, datetime
 
 from lb.config.base import split_address
+from lb.config.problems import format_path
 from lb.config.tls import Certificate, ListenerTlsConfig, PoolTls
 from lb.config.tls_checks import TlsFileError, pair_problems, read_ca
-from lb.config.validate import format_path
 from lb.core.certnames import NameIndex
 from lb.proxy.tls.groups import DEFAULT_GROUPS, GroupsUnavailable, set_groups
 
