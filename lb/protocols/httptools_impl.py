@@ -28,6 +28,8 @@ class HttptoolsRequestParser:
     the callback only appends: the head's size is summed only when it may be too large (a
     head begun in this read is no larger than the read: `_read`, `_begun`)."""
 
+    __deletable__ = ("_parser", "delegate")  # release(); mypyc refuses `del` otherwise
+
     __slots__ = (
         "_begun",
         "_head_size",
@@ -145,6 +147,8 @@ class HttptoolsResponseParser:
     unknown until the next read. A server sends nothing after its response (lb does not
     pipeline to servers), so a head found there is refused."""
 
+    __deletable__ = ("_parser", "delegate")  # release(); mypyc refuses `del` otherwise
+
     __slots__ = (
         "_buf",
         "_head",
@@ -238,9 +242,11 @@ class HttptoolsResponseParser:
         # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
         # (the version read here spares get_http_version's string formatting).
         version = _VERSIONS.get(buf[start + 5 : start + 8]) or parser.get_http_version()
+        # (No slice that would be empty: mypyc's bytes slice fails on stop < start.)
+        reason = buf[start + 13 : line_end] if line_end > start + 13 else b"-"
         head = ResponseHead(
             status,
-            buf[start + 13 : line_end] or b"-",
+            reason or b"-",
             version,
             None,
             parser.should_keep_alive(),

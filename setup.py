@@ -1,0 +1,44 @@
+"""Builds lb's request hot path with mypyc when it can, and installs plain Python otherwise.
+
+`pip install .` compiles the modules in `COMPILED` (the per-request path: parsing, the exchange,
+the upstream call, the access log line) into C extensions when a C compiler and mypyc are there;
+each is the same module, so anything else still imports it by name. Without a compiler, or with
+LB_COMPILE=0, or for an editable install (whose .py files must stay the code that runs), the
+package is the plain Python source. `python -c "import lb.build; print(lb.build.compiled())"` says
+which one is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+COMPILED = [
+    "lb/core/http.py",
+    "lb/protocols/httptools_impl.py",
+    "lb/proxy/http/flow.py",
+    "lb/proxy/http/session.py",
+    "lb/proxy/http/call.py",
+    "lb/proxy/http/connection.py",
+    "lb/proxy/http/exchange.py",
+    "lb/proxy/http/client.py",
+    "lb/filters/access_log.py",
+    "lb/filters/metrics.py",
+]
+
+
+def _ext_modules() -> list:
+    if os.environ.get("LB_COMPILE", "1") == "0" or "editable_wheel" in sys.argv:
+        return []
+    try:
+        from mypyc.build import mypycify
+
+        return mypycify(COMPILED, opt_level="3")
+    except Exception as err:  # no mypyc, no compiler, or a module it cannot compile
+        print(f"lb: building plain Python, not compiling the hot path ({err})", file=sys.stderr)
+        return []
+
+
+setup(ext_modules=_ext_modules())
