@@ -1,49 +1,43 @@
 """`lb run`: the supervisor process.
 
-It starts N worker processes (`python -m lb.worker`), each binding the listeners with
+It starts N worker processes (`lb.supervisor_workers`), each binding the listeners with
 SO_REUSEPORT; serves the admin listener (metrics of every worker aggregated through
 prometheus-client's multiprocess mode); restarts a worker that dies; and relays signals:
 
-- SIGHUP (or POST /api/v1/reload): validate the file first; if it is valid, every worker
-  reloads it; if not, the problems are logged (and returned) and nothing changes.
+- SIGHUP (or POST /api/v1/reload): validate the file first (`lb.supervisor_config`); if it is
+  valid, every worker reloads it; if not, the problems are logged (and returned) and nothing
+  changes.
 - SIGTERM / SIGINT: workers stop accepting and drain for `defaults.shutdown_grace`; whatever
   is still running a few seconds after that is killed; exit 0.
 
-Invariants:
+This module holds the `Supervisor`: its state, the config and its reloads, what the admin API
+asks of it (reload, re-arm, drain, cache purge), and its main. Invariants:
 
 - Workers never read the user's file. The supervisor validates it and writes the text it
   accepted to a snapshot in its run directory; workers load the snapshot. So a worker started
   (or restarted) after the file was edited, but before a reload, serves what its siblings serve,
   and a file broken in between cannot stop a restart.
-- A worker reports "ready" on a pipe once its listeners are bound. Only ready workers get
-  SIGHUP (before that, the default action of SIGHUP would kill it); a worker that was spawned
-  before the latest reload is told to reload as soon as it is ready.
-- If a worker of the first start exits before it is ready (a port taken, a bad certificate),
-  `lb run` stops and exits 1 rather than restart it forever.
-
-Workers are processes started fresh (not forked) so that no event loop state is shared.
+- A reload that fails validation, or changes what only a restart can (`fixed_at_start`),
+  changes nothing: the old config keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lb.config import Config, ConfigError, Problem, load_config_text
-from lb.config.base import split_address
+from lb.config import Config, ConfigError
+from lb.supervisor_config import fixed_at_start, ports_in_use, read_config
+from lb.supervisor_workers import WorkerProcesses
 
 if TYPE_CHECKING:
     # Imported in run(): after the metrics dir is set.
@@ -52,28 +46,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lb.supervisor")
 
-RESTART_BACKOFF = 1.0  # seconds between restarts of a worker that keeps dying
-KILL_AFTER_GRACE = 5.0  # seconds past shutdown_grace before workers are killed
 SWEEP_EVERY = 10.0  # seconds between removals of expired jobs from the shared job directory
 
 
-@dataclass
-class WorkerProcess:
-    index: int
-    proc: subprocess.Popen[bytes]
-    generation: int  # of the config snapshot when it was spawned
-    ready_fd: int | None = None  # read end of its "ready" pipe, until it reports
-    started: float = field(default_factory=time.monotonic)
-    restarts: int = 0
-    ready: bool = False
-
-
-class Supervisor:
+class Supervisor(WorkerProcesses):
     def __init__(self, config_path: str, config: Config, text: str, workers: int) -> None:
         self.config_path = config_path
         self.config = config
         self.count = workers
-        self.workers: list[WorkerProcess] = []
+        self.workers = []
         self.stopping = False
         self.loaded_at = time.time()
         self.generation = 1
@@ -193,126 +174,6 @@ class Supervisor:
         log.info("%s server %s in pool %s", "drained" if drained else "enabled", address, pool)
         return None
 
-    def _signal_reload(self, worker: WorkerProcess) -> None:
-        if worker.ready and worker.generation < self.generation and worker.proc.poll() is None:
-            worker.generation = self.generation
-            worker.proc.send_signal(signal.SIGHUP)
-
-    # Workers --------------------------------------------------------------------------------
-
-    def _spawn(self, index: int, restarts: int = 0) -> WorkerProcess:
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "lb.worker",
-                    "-c",
-                    self.snapshot,
-                    "--source",
-                    self.config_path,
-                    "--ready-fd",
-                    str(write_fd),
-                ],
-                stdin=subprocess.DEVNULL,
-                pass_fds=(write_fd,),
-                # See lb.proxy.health.channel; LB_WORKERS: lb.filters.rate_limit; LB_JOBS_DIR:
-                # lb.stores.file_jobs.
-                env={
-                    **os.environ,
-                    "LB_HEALTH_DIR": self.run_dir,
-                    "LB_WORKERS": str(self.count),
-                    "LB_JOBS_DIR": self.jobs_dir,
-                },
-            )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        worker = WorkerProcess(index, proc, self.generation, read_fd, restarts=restarts)
-        os.set_blocking(read_fd, False)
-        asyncio.get_running_loop().add_reader(read_fd, self._on_ready_pipe, worker)
-        log.info("started worker %d (pid %d)", index, proc.pid)
-        return worker
-
-    def _on_ready_pipe(self, worker: WorkerProcess) -> None:
-        assert worker.ready_fd is not None
-        try:
-            data = os.read(worker.ready_fd, 64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self._close_ready_pipe(worker)
-        if not data:
-            return  # it exited before it was ready; watch_workers reports it
-        worker.ready = True
-        self._signal_reload(worker)  # a reload happened while it was starting
-        if not self._all_ready.is_set() and all(w.ready for w in self.workers):
-            self._all_ready.set()
-            binds = ", ".join(f"{n} {ls.bind}" for n, ls in self.config.listeners.items())
-            log.info("serving %s with %d workers", binds or "no listeners", len(self.workers))
-
-    def _close_ready_pipe(self, worker: WorkerProcess) -> None:
-        if worker.ready_fd is not None:
-            asyncio.get_running_loop().remove_reader(worker.ready_fd)
-            os.close(worker.ready_fd)
-            worker.ready_fd = None
-
-    def start_workers(self) -> None:
-        self.workers = [self._spawn(i) for i in range(self.count)]
-
-    async def watch_workers(self) -> None:
-        """Restart a worker that exits while we are not stopping."""
-        while not self.stopping:
-            await asyncio.sleep(0.1)
-            for i, worker in enumerate(self.workers):
-                code = worker.proc.poll()
-                if code is None or self.stopping:
-                    continue
-                self._close_ready_pipe(worker)
-                forget_process_gauges(worker.proc.pid)
-                if not worker.ready and not self._all_ready.is_set():
-                    log.error(
-                        "worker %d (pid %d) failed to start (exit code %s); stopping",
-                        worker.index,
-                        worker.proc.pid,
-                        code,
-                    )
-                    self._failed.set()
-                    return
-                log.error(
-                    "worker %d (pid %d) exited with code %s; restarting it (restart %d)",
-                    worker.index,
-                    worker.proc.pid,
-                    code,
-                    worker.restarts + 1,
-                )
-                if time.monotonic() - worker.started < RESTART_BACKOFF:
-                    await asyncio.sleep(RESTART_BACKOFF)
-                    if self.stopping:
-                        return
-                self.workers[i] = self._spawn(worker.index, worker.restarts + 1)
-
-    async def stop(self) -> None:
-        self.stopping = True
-        grace = self.config.defaults.shutdown_grace
-        log.info("stopping: workers drain for up to %gs", grace)
-        for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace + KILL_AFTER_GRACE
-        while time.monotonic() < deadline and any(w.proc.poll() is None for w in self.workers):
-            await asyncio.sleep(0.05)
-        for worker in self.workers:
-            self._close_ready_pipe(worker)
-            if worker.proc.poll() is None:
-                log.warning("worker pid %d did not stop in time; killing it", worker.proc.pid)
-                worker.proc.kill()
-                worker.proc.wait()
-
     # Main ------------------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -379,71 +240,6 @@ class Supervisor:
             return jobs, list(self.config.queues)
 
         return asyncio.ensure_future(publish_forever(source))
-
-
-def read_config(path: str) -> tuple[str, Config]:
-    """The text of the config file at `path` and the config it holds, or ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError([Problem("", f"cannot read {path}: not UTF-8 ({e.reason})")]) from None
-    except OSError as e:
-        raise ConfigError([Problem("", f"cannot read {path}: {e.strerror or e}")]) from None
-    # Files named in the config (certificates) are relative to the config file's directory.
-    return text, load_config_text(text, path, base_dir=os.path.dirname(os.path.abspath(path)))
-
-
-def fixed_at_start(running: Config, new: Config) -> list[Problem]:
-    """What a reload cannot change: admin.bind (the supervisor's own socket); and a listener
-    it adds or moves must find its address free (the workers bind it once the reload is
-    accepted; their own sockets are not checked, so a listener may change its mode in place)."""
-    problems = []
-    old_admin = running.admin.bind if running.admin else None
-    new_admin = new.admin.bind if new.admin else None
-    if old_admin != new_admin:
-        restart = "a reload keeps the admin socket opened at start; restart lb to apply this"
-        problems.append(Problem("admin.bind", f"admin listener changed: {restart}"))
-    ours = {ls.bind for ls in running.listeners.values()}
-    for name, listener in new.listeners.items():
-        if listener.bind in ours:
-            continue
-        for message in ports_in_use(new.model_copy(update={"listeners": {name: listener}})):
-            problems.append(Problem(f"listeners.{name}", message.split(": ", 1)[1]))
-    return problems
-
-
-def ports_in_use(config: Config) -> list[str]:
-    """Listeners whose address another process holds, one message each.
-
-    Workers bind with SO_REUSEPORT, which would quietly share a port with another program
-    (or a second lb) that also sets it; binding once without it first makes that an error.
-    """
-    busy = []
-    for name, listener in config.listeners.items():
-        host, port = split_address(listener.bind)
-        if port == 0:
-            continue
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        kind = socket.SOCK_DGRAM if listener.mode == "udp" else socket.SOCK_STREAM
-        with socket.socket(family, kind) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as err:
-                busy.append(f"listeners.{name}: cannot bind {listener.bind}: {err.strerror}")
-    return busy
-
-
-def forget_process_gauges(pid: int) -> None:
-    """Drop a dead worker's gauge files: its connections and its view of server health are
-    gone with it (prometheus-client's mark_process_dead only drops the live* modes). Its
-    counters stay, so totals do not go backwards."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        return
-    for path in glob.glob(os.path.join(directory, f"gauge_*_{pid}.db")):
-        with contextlib.suppress(OSError):
-            os.remove(path)
 
 
 def run(config_path: str, workers: int | None) -> int:

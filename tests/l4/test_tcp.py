@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from lb.proxy.l4.tcp import CHUNK, TcpConnection
+from lb.proxy.l4.tcp import TcpConnection
+from lb.proxy.l4.tcp_relay import CHUNK
 from tests.conftest import beyond_socket_buffers, hanging_address, wait_until
 from tests.integration.helpers import free_port
 from tests.l4.conftest import config, metric, open_to, read_all
