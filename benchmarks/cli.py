@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from benchmarks import backend, procs, report, runner, wrk
+from benchmarks import backend, build, procs, report, runner, wrk
+from benchmarks.backend import REPO_ROOT
 from benchmarks.cases import CACHE_CASES, CASES, DEFAULT_CASES
 from benchmarks.subjects import SUBJECTS, RunContext
 
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="origin server: nginx if installed, else benchmarks/origin.py [auto]",
     )
+    p.add_argument(
+        "--lb-build",
+        choices=("compiled", "source"),
+        default="compiled",
+        help="lb as pip install . builds it (the hot path compiled with mypyc, where a C "
+        "compiler is), or the source tree as it stands [compiled]",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--start-timeout", type=float, default=10.0, help="seconds a subject has to listen [10]"
@@ -116,13 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             print(f"origin: {origin.kind} on {origin.url}")
-            ctx = RunContext(
-                workdir=workdir,
-                log_dir=out / "logs",
-                origin=origin,
-                pinning=pinning,
-                start_timeout=args.start_timeout,
-            )
             names = list(args.subjects)
             if args.lb_health:
                 _add_after(names, "lb", "lb-health")
@@ -131,6 +132,19 @@ def main(argv: list[str] | None = None) -> int:
                 _add_after(names, "lb", "lb-cache", "lb-cache-redis")
                 _add_after(names, "nginx", "nginx-cache")
                 case_names += [c for c in CACHE_CASES if c not in case_names]
+            lb_root, lb_build = REPO_ROOT, "not run"
+            if any(name.startswith("lb") for name in names):
+                print(f"lb: building ({args.lb_build}) ...", flush=True)
+                lb_root, lb_build = build.lb_tree(args.lb_build, workdir, out / "logs")
+                print(f"lb: {lb_build}")
+            ctx = RunContext(
+                workdir=workdir,
+                log_dir=out / "logs",
+                origin=origin,
+                pinning=pinning,
+                start_timeout=args.start_timeout,
+                lb_root=lb_root,
+            )
             subjects = [SUBJECTS[name] for name in names]
             cases = [CASES[name] for name in case_names]
             rows = runner.run_all(ctx, subjects, cases, settings, log=_log)
@@ -142,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "pinning": pinning.describe(),
         "origin": origin.kind,
+        "lb_build": lb_build,
         "load": (
             f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration:g}s "
             f"(warm-up {settings.warmup:g}s)"

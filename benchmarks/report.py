@@ -101,7 +101,7 @@ def errors_section(rows: Sequence[Measurement]) -> str:
 
 def markdown(rows: Sequence[Measurement], meta: dict[str, object], baseline: str) -> str:
     lines = [f"# lb benchmark, {meta['started']}", ""]
-    for key in ("host", "pinning", "origin", "load", "command"):
+    for key in ("host", "pinning", "origin", "lb_build", "load", "command"):
         if key in meta:
             lines.append(f"- {key}: {meta[key]}")
     lines += ["", table(rows, baseline), errors_section(rows), ""]

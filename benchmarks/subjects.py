@@ -29,6 +29,7 @@ class RunContext:
     origin: Origin
     pinning: procs.Pinning
     start_timeout: float = 10.0
+    lb_root: Path = REPO_ROOT  # where `python -m lb` runs from (benchmarks.build)
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Subject(ABC):
         """Start `argv` pinned to the subject CPU (or to `cpus`) and wait until every port
         accepts connections (a subject may open its listeners one after the other)."""
         prefix = ctx.pinning.subject_prefix() if cpus is None else procs.taskset(cpus)
-        process = procs.start(name, prefix + argv, ctx.log_dir, REPO_ROOT)
+        process = procs.start(name, prefix + argv, ctx.log_dir, ctx.lb_root)
         try:
             for each in (port, *more_ports):
                 procs.wait_for_port(process, HOST, each, ctx.start_timeout)

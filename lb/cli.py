@@ -10,6 +10,7 @@ DEFAULT_CONFIG = "config/lb.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lb", description="An asyncio L4/L7 load balancer.")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve a config")
@@ -62,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     from lb.offload.command import main as worker_main
 
     return worker_main(args.config, args.queue, args.concurrency)
+
+
+def _version() -> str:
+    from lb.build import describe
+
+    return describe()
 
 
 def _positive(text: str) -> int:

@@ -178,7 +178,9 @@ class Supervisor(WorkerProcesses):
 
     async def run(self) -> int:
         from lb.admin.server import AdminServer
+        from lb.build import describe
 
+        log.info("%s, config %s", describe(), self.config_path)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lb.admin.metrics import Samples, all_samples
 from lb.admin.queues import from_gauges
 from lb.admin.window import CounterWindow, Delta, Key, quantile
+from lb.build import compiled
 
 if TYPE_CHECKING:
     from lb.admin.target import Supervised
@@ -131,6 +132,7 @@ def status_document(supervisor: Supervised, window: CounterWindow | None = None)
             "workers_ready": sum(w["ready"] and w["alive"] for w in workers),
             "restarts": sum(w["restarts"] for w in workers),
         },
+        "build": "mypyc" if compiled() else "python",  # the hot path's (lb.build)
         "config": supervisor.config_path,
         "loaded_at": round(supervisor.loaded_at, 3),
         "generation": supervisor.generation,
