@@ -17,6 +17,8 @@ from setuptools import setup
 
 COMPILED = [
     "lb/core/http.py",
+    "lb/core/framing.py",
+    "lb/core/forwarding.py",
     "lb/protocols/httptools_impl.py",
     "lb/proxy/http/flow.py",
     "lb/proxy/http/session.py",

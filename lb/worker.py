@@ -21,7 +21,7 @@ from pathlib import Path
 from lb.access_log import AccessLog
 from lb.cache import purge
 from lb.config import Config, ConfigError, load_config_text
-from lb.core.http import reseed_request_ids
+from lb.core.forwarding import reseed_request_ids
 from lb.filters.splits import rearm_all
 from lb.loops import install_best_loop
 from lb.proxy.proxy import Proxy

@@ -53,7 +53,8 @@ from lb.core.cache_policy import (
     stored_meta,
 )
 from lb.core.errors import Reason
-from lb.core.http import RequestHead, ResponseHead, request_to_server
+from lb.core.forwarding import request_to_server
+from lb.core.http import RequestHead, ResponseHead
 from lb.filters.context import BuildContext, Services
 from lb.proxy.http.collect import Collected, TooLarge, collect
 from lb.proxy.http.pipeline import Answer, Filter, RequestResult

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from lb.config.queues import Queue
 from lb.core.errors import Reason
-from lb.core.http import RequestHead, request_to_server
+from lb.core.forwarding import request_to_server
+from lb.core.http import RequestHead
 from lb.core.offload import (
     EnvelopeError,
     StoredRequest,

@@ -11,13 +11,8 @@ from __future__ import annotations
 import h11
 
 from lb.core.errors import HTTPError, Reason
-from lb.core.http import (
-    RequestHead,
-    ResponseHead,
-    check_raw_head,
-    check_request_framing,
-    check_transfer_coding,
-)
+from lb.core.framing import check_raw_head, check_request_framing, check_transfer_coding
+from lb.core.http import RequestHead, ResponseHead
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 

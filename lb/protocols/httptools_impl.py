@@ -12,7 +12,9 @@ from __future__ import annotations
 import httptools
 
 from lb.core.errors import HTTPError, Reason
-from lb.core.http import RequestHead, ResponseHead, check_request_framing, scan_response_fields
+from lb.core.forwarding import scan_response_fields
+from lb.core.framing import check_request_framing
+from lb.core.http import RequestHead, ResponseHead
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
@@ -139,7 +141,7 @@ class HttptoolsResponseParser:
     """No callback per header field: the head's bytes are kept as they arrive (`_buf`) and,
     once llhttp has validated the whole head, handed on in one piece (`ResponseHead.raw`).
     That spares a Python call per field, and the fields go on to the client without being
-    rebuilt (lb.core.http.scan_response_fields).
+    rebuilt (lb.core.forwarding.scan_response_fields).
 
     `_buf` holds the bytes from a message boundary on (the head begins at `_start`, after any
     empty lines llhttp skips), or is None while a body is read: llhttp does not say where a

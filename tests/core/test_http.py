@@ -5,20 +5,17 @@ from __future__ import annotations
 import pytest
 
 from lb.core.errors import HTTPError, Reason, closes_connection, error_response
-from lb.core.http import (
-    RequestHead,
-    ResponseHead,
-    check_raw_head,
-    check_request_framing,
+from lb.core.forwarding import (
     encode_chunk,
     informational_to_client,
     new_request_id,
     request_to_server,
-    response_has_body,
     response_to_client,
     scan_response_fields,
     valid_request_id,
 )
+from lb.core.framing import check_raw_head, check_request_framing
+from lb.core.http import RequestHead, ResponseHead, response_has_body
 
 
 def req(*headers: tuple[bytes, bytes], version: str = "1.1", target: bytes = b"/") -> RequestHead:

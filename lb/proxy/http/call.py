@@ -34,7 +34,8 @@ from typing import Protocol
 
 from lb.core.balancer import ServerState
 from lb.core.errors import Reason
-from lb.core.http import IDEMPOTENT, LAST_CHUNK, ResponseHead, encode_chunk
+from lb.core.forwarding import LAST_CHUNK, encode_chunk
+from lb.core.http import IDEMPOTENT, ResponseHead
 from lb.core.retry import RetryPolicy
 from lb.metrics import RETRIES
 from lb.proxy.http.connection import UpstreamConnection, UpstreamServer

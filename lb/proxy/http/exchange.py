@@ -32,18 +32,16 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from lb.core.errors import HTTPError, Reason, error_response
-from lb.core.http import (
+from lb.core.forwarding import (
     LAST_CHUNK,
-    RequestHead,
-    ResponseHead,
     encode_chunk,
     informational_to_client,
     new_request_id,
     request_to_server,
-    response_has_body,
     response_to_client,
     valid_request_id,
 )
+from lb.core.http import RequestHead, ResponseHead, response_has_body
 from lb.proxy.host import Host
 from lb.proxy.http.call import CONNECT_BUFFER, UpstreamCall
 from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, UPGRADING, ReadGate

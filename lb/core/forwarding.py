@@ -1,0 +1,216 @@
+"""The bytes lb sends on (sans-IO): a request as its server gets it, a response head as its
+client gets it. Hop-by-hop fields are removed (RFC 9110 §7.6.1) and the forwarding fields set
+(DESIGN.md, "On the wire": X-Forwarded-For, -Proto, -Host, X-Request-ID). Also the request ids
+lb gives requests that come without one, and chunked framing for bodies it re-frames.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from itertools import count
+
+from lb.core.http import (
+    FORWARDING,
+    HOP_BY_HOP,
+    RequestHead,
+    ResponseHead,
+    field_tokens,
+)
+
+_DROP_TO_SERVER = HOP_BY_HOP | FORWARDING
+_DROP_TO_CLIENT = HOP_BY_HOP | {b"x-request-id"}
+
+_id_prefix = os.urandom(4).hex()
+_id_counter = count(1)
+
+
+_id_format = b"%s-%%x" % _id_prefix.encode()
+
+
+def new_request_id() -> bytes:
+    """Unique per process without a syscall or uuid4 per request: random prefix + counter."""
+    return _id_format % next(_id_counter)
+
+
+def reseed_request_ids() -> None:
+    """Called in each worker after fork, so siblings never share a prefix."""
+    global _id_prefix, _id_counter, _id_format
+    _id_prefix = os.urandom(4).hex()
+    _id_counter = count(1)
+    _id_format = b"%s-%%x" % _id_prefix.encode()
+
+
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client's X-Request-ID is kept only if it is short visible ASCII (no log injection)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+def request_to_server(
+    head: RequestHead,
+    client_ip: str,
+    proto: bytes,
+    request_id: bytes,
+    upgrade: bool,
+    client_subject: tuple[bytes, bytes | None] | None = None,
+    default_host: bytes = b"",
+) -> bytes:
+    """The request head as lb sends it to a server. Framing: Content-Length when the client
+    gave one, chunked when it sent chunked (lb re-encodes each chunk it forwards).
+
+    `client_subject` is (lower-case header name, the verified client certificate's subject or
+    None): whatever the client sent under that name is dropped, so only lb can set it.
+
+    `default_host`: the Host sent for a request that has none (HTTP/1.0 may omit it, but lb
+    speaks HTTP/1.1 to servers, where it is required: RFC 9112 §3.2); the address the client
+    reached, as §3.3 reconstructs a target URI from "the default name configured for the
+    server instance". No X-Forwarded-Host then: the client named no host."""
+    drop = _DROP_TO_SERVER
+    tokens = head.connection_tokens
+    if tokens and not tokens <= _COMMON_CONNECTION_TOKENS:
+        drop = drop | tokens
+    if client_subject is not None:
+        drop = drop | {client_subject[0]}
+    index = head.index
+    fields = b"".join([b"%s: %s\r\n" % f for f in head.headers if f[0].lower() not in drop])
+    xff = index.get(b"x-forwarded-for")
+    ip = client_ip.encode()
+    host = index.get(b"host")
+    framing = b""  # (with the client certificate's subject first, when there is one)
+    if client_subject is not None and client_subject[1] is not None:
+        framing = b"%s: %s\r\n" % client_subject
+    if host is None:
+        framing += b"host: %s\r\n" % default_host
+    if head.chunked:
+        framing += b"transfer-encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing += b"content-length: %d\r\n" % head.content_length
+    if upgrade:
+        framing += b"connection: upgrade\r\nupgrade: %s\r\n" % index[b"upgrade"]
+    # One format for the whole head: this runs once per request on the hot path.
+    return (
+        b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+        b"%sx-request-id: %s\r\n%s\r\n"
+        % (
+            head.method.encode(),
+            head.target,
+            fields,
+            xff + b", " + ip if xff else ip,
+            proto,
+            b"x-forwarded-host: %s\r\n" % host if host is not None else b"",
+            request_id,
+            framing,
+        )
+    )
+
+
+_COMMON_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
+def response_to_client(
+    head: ResponseHead,
+    request_id: bytes,
+    *,
+    chunked: bool,
+    close: bool,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The response head as lb sends it to the client. `chunked` re-frames a body whose end
+    the client could not otherwise find (close-delimited or chunked upstream)."""
+    forward = head.forward
+    if forward is None:
+        forward = _forwarded_to_client(head.headers)
+    status = head.status
+    if status == 101:
+        upgrade = [b"upgrade: %s\r\n" % v for n, v in head.headers if n.lower() == b"upgrade"]
+        framing = b"connection: upgrade\r\n" + b"".join(upgrade)
+    elif chunked:
+        framing = b"transfer-encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing = b"content-length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    tail = b"".join([b"%s: %s\r\n" % field for field in extra]) if extra else b""
+    if close and status != 101:
+        tail += b"connection: close\r\n"
+    # One format for the whole head: this runs once per response on the hot path.
+    return b"HTTP/1.1 %d %s%s\r\n%sx-request-id: %s\r\n%s\r\n" % (
+        status,
+        head.reason,
+        forward,
+        framing,
+        request_id,
+        tail,
+    )
+
+
+def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The fields of a response head that go on to the client, each as b"\r\nName: value"."""
+    drop = _DROP_TO_CLIENT
+    # Found first: Connection may come after the fields it names (RFC 9110 §7.6.1). The
+    # length test spares a lower() per field.
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens = field_tokens(value) - _COMMON_CONNECTION_TOKENS
+            if tokens:
+                drop = drop | tokens
+    return b"".join([b"\r\n%s: %s" % field for field in headers if field[0].lower() not in drop])
+
+
+# Every field `_DROP_TO_CLIENT` names, with its value, in a raw field block: one regex pass
+# finds them all (case-insensitive, as field names are: RFC 9110 §5.1).
+_DROPPED_TO_CLIENT = re.compile(
+    rb"\r\n("
+    + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+
+
+def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
+    """For a parser that keeps a response's field block as it arrived (`raw`, every field as
+    b"\r\nName: value") and has validated it (CRLF line ends, no obs-fold, no space before a
+    colon, one Content-Length: llhttp's strict mode): the fields to forward to the client as
+    they are, or None when Connection names further fields to drop (`response_to_client`
+    then filters `headers`); the Content-Length; whether the body is chunked."""
+    parts = _DROPPED_TO_CLIENT.split(raw)  # [kept, name, value, kept, name, value, ..., kept]
+    if len(parts) == 1:
+        return raw, None, False
+    forward: bytes | None = b"".join(parts[::3])
+    content_length = None
+    chunked = False
+    # Only names `_DROPPED_TO_CLIENT` lists come here: the length tells most of them apart.
+    for name, value in zip(parts[1::3], parts[2::3], strict=True):
+        n = len(name)
+        if n == 14:  # content-length
+            content_length = int(value)
+        elif n == 17:  # transfer-encoding
+            chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
+        elif (
+            n == 10
+            and value.lower() not in _COMMON_CONNECTION_TOKENS
+            and name.lower() == b"connection"
+            and field_tokens(value) - _COMMON_CONNECTION_TOKENS
+        ):
+            forward = None
+    return forward, content_length, chunked
+
+
+def informational_to_client(head: ResponseHead) -> bytes:
+    """A 1xx other than 101 (e.g. 100 Continue, 103 Early Hints), passed on as it came."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+    for name, value in head.headers:
+        if name.lower() not in HOP_BY_HOP:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
