@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from lb.config.schema import Config
 from lb.core.router import CompiledRoute
 from lb.core.sticky import CookieSigner
-from lb.proxy.http.call import Upstreams
+from lb.proxy.http.sink import Upstreams
 
 if TYPE_CHECKING:
     from lb.access_log import AccessLog

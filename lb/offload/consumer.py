@@ -42,9 +42,9 @@ from lb.core.offload import (
 from lb.core.router import CompiledRoute
 from lb.metrics import JOB_DURATION, QUEUE_JOBS, QUEUE_LAG
 from lb.offload.policy import queue_policy
-from lb.proxy.http.call import Upstreams
 from lb.proxy.http.collect import Collected, TooLarge, collect
 from lb.proxy.http.session import Session
+from lb.proxy.http.sink import Upstreams
 from lb.stores.base import Job, QueuePolicy
 from lb.stores.errors import StoreError, StoreUnavailable
 

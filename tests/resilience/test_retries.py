@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from lb.config import ConfigError, load_config_text
 from lb.core.retry import MIN_PER_SECOND, WINDOW, RetryBudget, RetryPolicy
-from lb.proxy.http.call import REPLAY_BUFFER
+from lb.proxy.http.attempts import REPLAY_BUFFER
 from tests.conftest import Message, Origin, _record, handlers, one_pool
 from tests.integration.helpers import free_port
 

@@ -27,8 +27,9 @@ from lb.core.http import RequestHead
 from lb.core.proxy_protocol import ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
 from lb.protocols import request_parser
-from lb.proxy.http.exchange import PENDING, Exchange
+from lb.proxy.http.exchange import Exchange
 from lb.proxy.http.flow import PIPELINED, ReadGate
+from lb.proxy.http.request_body import PENDING, RequestBody
 from lb.proxy.tls.contexts import client_subject
 
 if TYPE_CHECKING:
@@ -280,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
         if corked and self.transport is not None and not self.closed:
             self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
 
-    def exchange_done(self, exchange: Exchange) -> None:
+    def exchange_done(self, exchange: RequestBody) -> None:
         if self.exchanges and self.exchanges[0] is exchange:
             self.exchanges.popleft()
         if self.closed:

@@ -15,8 +15,9 @@ from typing import Any
 from lb.core.errors import Reason
 from lb.core.http import ResponseHead
 from lb.core.retry import RetryPolicy
-from lb.proxy.http.call import NO_CLIENT, Client, UpstreamCall, Upstreams
+from lb.proxy.http.call import UpstreamCall
 from lb.proxy.http.session import Session
+from lb.proxy.http.sink import NO_CLIENT, Client, Upstreams
 from lb.proxy.pool.pool import PoolRuntime
 
 
