@@ -9,13 +9,17 @@ first log line and under `build` in /api/v1/status, so a benchmark or a bug repo
 from __future__ import annotations
 
 from importlib import metadata
+from importlib.util import find_spec
 
-# A module of setup.py's COMPILED list: it is an extension module when the build compiled them.
-import lb.proxy.http.exchange as _probe
+# A module of setup.py's COMPILED list: an extension module when the build compiled them.
+_PROBE = "lb.proxy.http.exchange"
 
 
 def compiled() -> bool:
-    return not (_probe.__file__ or "").endswith(".py")
+    # Found, not imported: importing the proxy would create lb.metrics' collectors before the
+    # supervisor has set up their multiprocess directory.
+    spec = find_spec(_PROBE)
+    return spec is not None and not (spec.origin or "").endswith(".py")
 
 
 def describe() -> str:

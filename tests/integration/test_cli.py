@@ -151,3 +151,15 @@ def test_demo_answers_from_both_backends_and_stops_on_sigint() -> None:
             proc.wait(5)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_version_says_which_build_runs() -> None:
+    """`lb --version` names the build: compiled when the hot path's modules are extension
+    modules (pip install . with a compiler, or the test script's compiled pass), else plain."""
+    import lb.proxy.http.exchange as probe
+
+    result = run_lb("--version")
+    assert result.returncode == 0, result.stderr
+    compiled = not (probe.__file__ or "").endswith(".py")
+    expected = "hot path compiled with mypyc" if compiled else "plain Python"
+    assert re.fullmatch(rf"lb \S+ \({expected}\)", result.stdout.strip()), result.stdout
