@@ -1,29 +1,17 @@
-"""JobQueue on Redis Streams: durable (with the server's AOF), shared by every lb and worker.
+"""RedisJobQueue: the JobQueue protocol on Redis (the layout: lb.stores.redis_jobs).
 
-Layout, under the configured `key_prefix` P:
-  P q:{queue}        a stream of jobs waiting or in flight, entries {id, payload}; one consumer
-                     group, `lb`, whose pending list (PEL) is the jobs in flight
-  P q:{queue}:dead   the dead letters, entries {id, payload, reason}
-  P q:{queue}:later  retries waiting out their backoff: a sorted set of job ids by due time
-                     (ms, the server's clock); the job's payload waits in its record meanwhile,
-                     and `claim` moves due ones back to the stream first
-  P j:{id}           the job's record, a hash {queue, status, attempt, reason, result, created,
-                     updated, msg (its stream entry while queued)}; it expires `result_ttl`
-                     after the job finished, was cancelled or died
-  P i:{queue}:{key}  idempotency key -> "{job id}|{fingerprint}" (`idempotency_ttl`)
-
-Every change of state is one Lua script (atomic, on the server's clock): enqueue checks
-`max_length` (XLEN: acknowledged entries are deleted, so it counts waiting and in flight)
-before XADD; `complete` writes the result, then XACKs and deletes the entry, in that order, in
-one script; a delivery idle for `ack_timeout` is taken over by the next `claim` (XAUTOCLAIM)
-and counts as a new attempt. The script bodies are loaded once and run by EVALSHA (redis-py
-falls back to EVAL on NOSCRIPT).
+Each state change is one script (lb.stores.redis_jobs.scripts) given its keys and arguments
+here; reads that change nothing (`get`) are plain commands. `claim` is the one loop: due
+retries back to the stream, then a delivery whose worker went silent (XAUTOCLAIM), else a
+blocking XREADGROUP of at most a fraction of `ack_timeout`, so silent deliveries are looked
+for again soon enough. A consumer group lost with the server's data (a restart without
+persistence) is made again on the spot. Every call goes through `RedisConnection.call`:
+within the configured timeout, or StoreUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,189 +20,22 @@ from redis.asyncio import Redis
 
 from lb.stores.base import Enqueued, Job, JobRecord, JobStatus, QueuePolicy, QueueStats
 from lb.stores.errors import QueueFull
+from lb.stores.job_rules import new_job_id, repeated, silent_reason
 from lb.stores.redis_client import RedisConnection
+from lb.stores.redis_jobs.scripts import (
+    CANCEL,
+    COMPLETE,
+    ENQUEUE,
+    FAIL,
+    PROMOTE,
+    REPLAY,
+    START,
+    STATS,
+)
 
 GROUP = "lb"
 Entry = tuple[str, dict[bytes, bytes]]  # a stream entry: its id, its fields
 _REPLAY_BATCH = 100
-
-_NOW = """
-local function now()
-  local t = redis.call('TIME')
-  return string.format('%d.%06d', t[1], t[2])
-end
-"""
-# KEYS: stream, job, idempotency, later; ARGV: max_length, id, payload, idem_ttl_ms, has_idem,
-# queue, fingerprint, owner
-_ENQUEUE = (
-    _NOW
-    + """
-if ARGV[5] == '1' then
-  local known = redis.call('GET', KEYS[3])
-  if known then return {0, known} end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[1], 'lb', '0', 'MKSTREAM')
-end
-local length = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[4])
-if length >= tonumber(ARGV[1]) then return {-1, ''} end
-local msg = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'payload', ARGV[3])
-local t = now()
-redis.call('HSET', KEYS[2], 'queue', ARGV[6], 'status', 'queued', 'attempt', 0,
-  'created', t, 'updated', t, 'msg', msg)
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[8]) end
-if ARGV[5] == '1' then
-  redis.call('SET', KEYS[3], ARGV[2] .. '|' .. ARGV[7], 'PX', ARGV[4])
-end
-return {1, ARGV[2]}
-"""
-)
-# A delivery arrived: run it, or drop it (cancelled, finished), or bury it (out of attempts).
-# KEYS: stream, job, dead; ARGV: msg, max_attempts, reason if buried, result_ttl_ms, id,
-# payload. Returns {1, attempt} to run, {0, 0} dropped, {-1, attempt} buried.
-_START = (
-    _NOW
-    + """
-local status = redis.call('HGET', KEYS[2], 'status')
-if (not status) or status == 'cancelled' or status == 'done' or status == 'failed' then
-  redis.call('XACK', KEYS[1], 'lb', ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {0, 0}
-end
-local attempt = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') + 1
-if attempt > tonumber(ARGV[2]) then
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[5], 'payload', ARGV[6], 'reason', ARGV[3])
-  redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', ARGV[3], 'updated', now())
-  redis.call('HDEL', KEYS[2], 'msg')
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  redis.call('XACK', KEYS[1], 'lb', ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {-1, attempt - 1}
-end
-redis.call('HSET', KEYS[2], 'status', 'running', 'attempt', attempt, 'updated', now())
-return {1, attempt}
-"""
-)
-# KEYS: stream, job; ARGV: msg, result, result_ttl_ms, queue. The result first, then the ack.
-_COMPLETE = (
-    _NOW
-    + """
-redis.call('HSET', KEYS[2], 'queue', ARGV[4], 'status', 'done', 'result', ARGV[2],
-  'updated', now())
-redis.call('HDEL', KEYS[2], 'msg', 'reason')
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('XACK', KEYS[1], 'lb', ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-"""
-)
-# KEYS: stream, job, dead, later; ARGV: msg, reason, retry, max_attempts, result_ttl_ms, id,
-# payload, delay_ms (0: queued again at once)
-_FAIL = (
-    _NOW
-    + """
-if redis.call('XACK', KEYS[1], 'lb', ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-local attempt = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
-if ARGV[3] == '1' and attempt < tonumber(ARGV[4]) and tonumber(ARGV[8]) > 0 then
-  local t = redis.call('TIME')
-  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[8])
-  redis.call('ZADD', KEYS[4], due, ARGV[6])
-  redis.call('HSET', KEYS[2], 'status', 'retrying', 'reason', ARGV[2], 'updated', now(),
-    'payload', ARGV[7])
-  redis.call('HDEL', KEYS[2], 'msg')
-  return 1
-end
-if ARGV[3] == '1' and attempt < tonumber(ARGV[4]) then
-  local msg = redis.call('XADD', KEYS[1], '*', 'id', ARGV[6], 'payload', ARGV[7])
-  redis.call('HSET', KEYS[2], 'status', 'retrying', 'reason', ARGV[2], 'updated', now(),
-    'msg', msg)
-  return 1
-end
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[6], 'payload', ARGV[7], 'reason', ARGV[2])
-redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', ARGV[2], 'updated', now())
-redis.call('HDEL', KEYS[2], 'msg')
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return 2
-"""
-)
-# KEYS: job; ARGV: key prefix, result_ttl_ms, id
-_CANCEL = (
-    _NOW
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'retrying' then return 0 end
-local msg = redis.call('HGET', KEYS[1], 'msg')
-local stream = ARGV[1] .. 'q:' .. redis.call('HGET', KEYS[1], 'queue')
-if msg then
-  redis.call('XACK', stream, 'lb', msg)
-  redis.call('XDEL', stream, msg)
-end
-redis.call('ZREM', stream .. ':later', ARGV[3])
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated', now())
-redis.call('HDEL', KEYS[1], 'msg', 'payload')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-)
-# KEYS: stream, dead; ARGV: key prefix, queue, batch. Returns how many it moved.
-_REPLAY = (
-    _NOW
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[1], 'lb', '0', 'MKSTREAM')
-end
-local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', ARGV[3])
-local t = now()
-for _, entry in ipairs(entries) do
-  local f = {}
-  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-  local msg = redis.call('XADD', KEYS[1], '*', 'id', f['id'], 'payload', f['payload'])
-  local job = ARGV[1] .. 'j:' .. f['id']
-  redis.call('HSETNX', job, 'created', t)
-  redis.call('HSET', job, 'queue', ARGV[2], 'status', 'queued', 'attempt', 0, 'updated', t,
-    'msg', msg)
-  redis.call('HDEL', job, 'reason', 'result')
-  redis.call('PERSIST', job)
-  redis.call('XDEL', KEYS[2], entry[1])
-end
-return #entries
-"""
-)
-# Retries whose backoff is over go back to the stream. KEYS: stream, later; ARGV: key prefix,
-# batch. Returns how many it moved.
-_PROMOTE = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  local job = ARGV[1] .. 'j:' .. id
-  redis.call('ZREM', KEYS[2], id)
-  if redis.call('HGET', job, 'status') == 'retrying' then
-    local payload = redis.call('HGET', job, 'payload') or ''
-    local msg = redis.call('XADD', KEYS[1], '*', 'id', id, 'payload', payload)
-    redis.call('HSET', job, 'msg', msg)
-    redis.call('HDEL', job, 'payload')
-  end
-end
-return #due
-"""
-# KEYS: stream, dead, later. Returns {depth, in flight, oldest age ms (-1: none), dead}.
-_STATS = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local depth, pending, oldest = 0, 0, -1
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local ok, summary = pcall(redis.call, 'XPENDING', KEYS[1], 'lb')
-  if ok then pending = summary[1] end
-  depth = redis.call('XLEN', KEYS[1]) - pending
-  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-  if #first > 0 then
-    oldest = now_ms - tonumber(string.match(first[1][1], '^(%d+)'))
-  end
-end
-depth = depth + redis.call('ZCARD', KEYS[3])
-return {depth, pending, oldest, redis.call('XLEN', KEYS[2])}
-"""
 
 
 class RedisJobQueue:
@@ -222,14 +43,14 @@ class RedisJobQueue:
         self._conn = connection
         self._prefix = connection.prefix
         register = connection.client.register_script
-        self._enqueue = register(_ENQUEUE)
-        self._start = register(_START)
-        self._complete = register(_COMPLETE)
-        self._fail = register(_FAIL)
-        self._cancel = register(_CANCEL)
-        self._replay = register(_REPLAY)
-        self._stats = register(_STATS)
-        self._promote = register(_PROMOTE)
+        self._enqueue = register(ENQUEUE)
+        self._start = register(START)
+        self._complete = register(COMPLETE)
+        self._fail = register(FAIL)
+        self._cancel = register(CANCEL)
+        self._replay = register(REPLAY)
+        self._stats = register(STATS)
+        self._promote = register(PROMOTE)
 
     def _stream(self, queue: str) -> str:
         return f"{self._prefix}q:{queue}"
@@ -253,7 +74,7 @@ class RedisJobQueue:
         fingerprint: str = "",
         owner: str | None = None,
     ) -> Enqueued:
-        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
+        job_id = new_job_id()
         idem = f"{self._prefix}i:{queue}:{idempotency_key or ''}"
         keys = [self._stream(queue), self._job(job_id), idem, self._later(queue)]
         args: list[Any] = [
@@ -273,7 +94,7 @@ class RedisJobQueue:
             raise QueueFull(queue, policy.max_length)
         if outcome == 0:
             known_id, _, known_print = _text(known).partition("|")
-            return Enqueued(known_id, created=False, conflict=known_print != fingerprint)
+            return repeated(known_id, known_print, fingerprint)
         return Enqueued(_text(known), created=True)
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -334,12 +155,11 @@ class RedisJobQueue:
         msg, fields = entry
         job_id = _text(fields.get(b"id", b""))
         payload = fields.get(b"payload", b"")
-        reason = f"no acknowledgement within {policy.ack_timeout:g}s"
         keys = [self._stream(queue), self._job(job_id), self._dead(queue)]
         args: list[Any] = [
             msg,
             policy.max_attempts,
-            reason,
+            silent_reason(policy),
             _ms(policy.result_ttl),
             job_id,
             payload,
