@@ -12,6 +12,7 @@ within the configured timeout, or StoreUnavailable.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from lb.stores.base import Enqueued, Job, JobRecord, JobStatus, QueuePolicy, Que
 from lb.stores.errors import QueueFull
 from lb.stores.job_rules import new_job_id, repeated, silent_reason
 from lb.stores.redis_client import RedisConnection
+from lb.stores.redis_jobs.batch import ScriptBatcher
 from lb.stores.redis_jobs.scripts import (
     CANCEL,
     COMPLETE,
@@ -51,6 +53,8 @@ class RedisJobQueue:
         self._replay = register(REPLAY)
         self._stats = register(STATS)
         self._promote = register(PROMOTE)
+        # Enqueues are the hot path (every 202): those of one event-loop tick share a pipeline.
+        self._enqueues = ScriptBatcher(connection, self._enqueue)
 
     def _stream(self, queue: str) -> str:
         return f"{self._prefix}q:{queue}"
@@ -64,7 +68,7 @@ class RedisJobQueue:
     def _job(self, job_id: str) -> str:
         return f"{self._prefix}j:{job_id}"
 
-    async def enqueue(
+    def enqueue(
         self,
         queue: str,
         payload: bytes,
@@ -73,7 +77,9 @@ class RedisJobQueue:
         idempotency_key: str | None = None,
         fingerprint: str = "",
         owner: str | None = None,
-    ) -> Enqueued:
+    ) -> asyncio.Future[Enqueued]:
+        """(Not a coroutine: the job leaves with the next batch whether or not the future is
+        awaited; a request path waits on it without a task of its own.)"""
         job_id = new_job_id()
         idem = f"{self._prefix}i:{queue}:{idempotency_key or ''}"
         keys = [self._stream(queue), self._job(job_id), idem, self._later(queue)]
@@ -87,15 +93,9 @@ class RedisJobQueue:
             fingerprint,
             owner or "",
         ]
-        outcome, known = await self._conn.call(
-            lambda r: self._enqueue(keys=keys, args=args, client=r)
+        return self._enqueues.submit(
+            keys, args, functools.partial(_enqueued, queue, policy.max_length, fingerprint)
         )
-        if outcome == -1:
-            raise QueueFull(queue, policy.max_length)
-        if outcome == 0:
-            known_id, _, known_print = _text(known).partition("|")
-            return repeated(known_id, known_print, fingerprint)
-        return Enqueued(_text(known), created=True)
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields: Any = await self._conn.call(lambda r: r.hgetall(self._job(job_id)))
@@ -262,6 +262,17 @@ async def _read(r: Redis, stream: str, consumer: str, wait: float) -> Entry | No
         for msg, fields in entries:
             return _text(msg), fields
     return None
+
+
+def _enqueued(queue: str, max_length: int, fingerprint: str, reply: Any) -> Enqueued:
+    """The ENQUEUE script's reply as the caller's answer."""
+    outcome, known = reply
+    if outcome == -1:
+        raise QueueFull(queue, max_length)
+    if outcome == 0:
+        known_id, _, known_print = _text(known).partition("|")
+        return repeated(known_id, known_print, fingerprint)
+    return Enqueued(_text(known), created=True)
 
 
 def _ms(seconds: float) -> int:

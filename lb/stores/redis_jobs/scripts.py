@@ -29,6 +29,9 @@ if ARGV[5] == '1' then
   local known = redis.call('GET', KEYS[3])
   if known then return {0, known} end
 end
+-- The same call again (redis-py sends a command once more when the connection broke before
+-- its reply came): the job is stored already, never queued twice.
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1, ARGV[2]} end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[1], 'lb', '0', 'MKSTREAM')
 end
