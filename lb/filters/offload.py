@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from collections.abc import Awaitable
 
 from lb.config.schema import Queue
 from lb.core.errors import Reason
 from lb.core.offload import (
+    JOBS_PREFIX,
     StoredRequest,
-    accepted_document,
+    accepted_body,
     end_to_end,
     fingerprint,
     idempotency_scope,
@@ -180,16 +180,15 @@ class Offload(Filter):
                 "this Idempotency-Key was used for a different request (method, target or body)",
             )
         self.counts["accepted" if queued.created else "duplicate"].inc()
-        document = accepted_document(queued.id)
         return Answer(
             202,
             b"Accepted",
             [
                 (b"content-type", b"application/json"),
-                (b"location", document["location"].encode()),
+                (b"location", (JOBS_PREFIX + queued.id).encode()),
                 (b"retry-after", b"1"),
             ],
-            json.dumps(document).encode() + b"\n",
+            accepted_body(queued.id),
         )
 
     def __repr__(self) -> str:
