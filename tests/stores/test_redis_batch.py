@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import SimpleNamespace
+
+from redis import exceptions as redis_errors
 
 from lb.stores.base import Enqueued, QueuePolicy
 from lb.stores.errors import QueueFull, StoreUnavailable
 from lb.stores.redis_client import RedisConnection
 from lb.stores.redis_jobs import RedisJobQueue
+from lb.stores.redis_jobs.batch import ScriptBatcher
 from lb.stores.redis_jobs.scripts import ENQUEUE
 from tests.conftest import RedisServer
 
@@ -85,3 +89,71 @@ async def test_every_caller_of_a_batch_without_an_answer_gets_store_unavailable(
     assert all(isinstance(r, StoreUnavailable) for r in results), results
     assert len({id(r) for r in results}) == 5  # each raised on its own
     assert not connection.up
+
+
+class _BreakingConnection:
+    """A pooled connection whose server answers `answered` calls, then is gone."""
+
+    def __init__(self, answered: int) -> None:
+        self.answered = answered
+        self.sent: list[bytes] = []
+
+    async def send_packed_command(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def read_response(self) -> object:
+        if self.answered == 0:
+            raise redis_errors.ConnectionError("Connection closed by server.")
+        self.answered -= 1
+        return [1, b"job%d" % self.answered]
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        pass
+
+
+class _Pool:
+    def __init__(self, *connections: _BreakingConnection) -> None:
+        self.connections = list(reversed(connections))  # handed out in this order
+
+    async def get_connection(self, *_: object) -> _BreakingConnection:
+        if not self.connections:
+            raise redis_errors.ConnectionError("Error 111 connecting. Connection refused.")
+        return self.connections.pop()
+
+    async def release(self, connection: object) -> None:
+        pass
+
+
+async def test_callers_answered_before_the_connection_broke_keep_their_jobs(
+    redis_connection: Connect,
+) -> None:
+    connection = redis_connection()
+    broken = _BreakingConnection(answered=2)
+    real, connection.client.connection_pool = connection.client.connection_pool, _Pool(broken)
+    batcher = ScriptBatcher(connection, SimpleNamespace(sha="0" * 40, script=""))  # type: ignore[arg-type]
+    calls = [batcher.submit(["k"], [i], lambda reply: reply[1]) for i in range(5)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    connection.client.connection_pool = real
+    # Two replies came: those jobs are stored, and their callers get them (not a 503 that
+    # would have the client send the request again). The other three get StoreUnavailable.
+    assert results[:2] == [b"job1", b"job0"]
+    assert all(isinstance(r, StoreUnavailable) for r in results[2:])
+    assert len(broken.sent) == 1 and not connection.up
+
+
+async def test_calls_unanswered_when_the_connection_broke_are_sent_again_on_a_fresh_one(
+    redis_connection: Connect,
+) -> None:
+    connection = redis_connection()
+    broken, fresh = _BreakingConnection(answered=2), _BreakingConnection(answered=10)
+    real, connection.client.connection_pool = (
+        connection.client.connection_pool,
+        _Pool(broken, fresh),
+    )
+    batcher = ScriptBatcher(connection, SimpleNamespace(sha="0" * 40, script=""))  # type: ignore[arg-type]
+    calls = [batcher.submit(["k"], [i], lambda reply: reply[1]) for i in range(5)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    connection.client.connection_pool = real
+    assert results == [b"job1", b"job0", b"job9", b"job8", b"job7"]
+    assert fresh.sent[0].count(b"EVALSHA") == 3  # only the three calls not answered
+    assert connection.up

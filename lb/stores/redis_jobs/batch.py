@@ -13,12 +13,15 @@ Invariants.
 - Each caller gets its own script's reply (made into its result by its `convert`, which may
   raise, e.g. QueueFull), or its own error: a reply that is an error (the script failed) fails
   that caller alone with StoreError, as a lone call would.
-- A batch that fails as a whole (Redis down, no answer within the timeout) fails every caller
-  in it with StoreUnavailable, as each lone call would have, and marks Redis down once.
-- A batch whose connection broke (a server restarted since the connection was last used) is
-  written once more on a fresh connection, as redis-py retries its own calls; so is a call
-  answered NOSCRIPT (the server lost its scripts). The script must therefore be safe to run
-  twice with the same arguments: ENQUEUE is (a job id already stored is not queued again).
+- A batch that fails (Redis down, no answer within the timeout) fails every caller in it whose
+  reply had not come with StoreUnavailable, as each lone call would have, and marks Redis down
+  once; a caller whose reply came has its result (its job is stored: a 503 would have the
+  client send it again, and the job run twice).
+- The calls of a batch whose connection broke (a server restarted since the connection was
+  last used) that had no reply yet are written once more on a fresh connection, as redis-py
+  retries its own calls; so is a call answered NOSCRIPT (the server lost its scripts). The
+  script must therefore be safe to run twice with the same arguments: ENQUEUE is (a job id
+  already stored is not queued again).
 - A caller that stops waiting (its future cancelled) does not cancel the batch: the others
   still get their replies. Its call is left out if its batch has not left yet; otherwise its
   script may still run, as with a lone call cancelled after it was sent.
@@ -96,12 +99,17 @@ class ScriptBatcher:
         batch = [call for call in batch if not call[1].done()]  # (a caller that gave up)
         if not batch:
             return
+        replies: list[Any] = []  # in the order of `batch`, as they come
         try:
-            replies = await self._conn.call(lambda r: self._execute(r, batch))
+            await self._conn.call(lambda r: self._execute(r, batch, replies))
         except StoreError as e:
+            # The calls answered before it failed are stored: their callers get their jobs
+            # (a 503 would have them sent again, and run twice). The others get the error.
             down = isinstance(e, StoreUnavailable)
-            for _, future, _ in batch:
-                if not future.done():  # each its own exception: they are raised separately
+            for i, (_, future, convert) in enumerate(batch):
+                if i < len(replies) and not isinstance(replies[i], redis_errors.RedisError):
+                    _answer(future, convert, replies[i])
+                elif not future.done():  # each its own exception: they are raised separately
                     future.set_exception(StoreUnavailable(str(e)) if down else StoreError(str(e)))
             return
         except asyncio.CancelledError:  # (the loop is closing)
@@ -109,47 +117,54 @@ class ScriptBatcher:
                 future.cancel()
             raise
         for (_, future, convert), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue  # its caller stopped waiting
-            if isinstance(reply, redis_errors.RedisError):
-                future.set_exception(StoreError(f"redis: {reply}"))
-                continue
-            try:
-                future.set_result(convert(reply))
-            except Exception as e:  # e.g. QueueFull
-                future.set_exception(e)
+            _answer(future, convert, reply)
 
-    async def _execute(self, r: Redis, batch: list[Call]) -> list[Any]:
-        replies = await _round_trip(r, [packed for packed, _, _ in batch])
+    async def _execute(self, r: Redis, batch: list[Call], replies: list[Any]) -> None:
+        """Fill `replies`, one per call of `batch`."""
+        await _round_trip(r, [packed for packed, _, _ in batch], replies)
         missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
         if missing:
             await r.script_load(self._script.script)
-            again = await _round_trip(r, [batch[i][0] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
+            again: list[Any] = []
+            try:
+                await _round_trip(r, [batch[i][0] for i in missing], again)
+            finally:
+                for i, reply in zip(missing, again, strict=False):  # (all, unless it failed)
+                    replies[i] = reply
         for reply in replies:
             # e.g. READONLY: we reached a replica (a failover): Redis is down for us.
             if isinstance(reply, redis_errors.RedisError) and is_unavailable(reply):
                 raise reply
-        return replies
 
 
-async def _round_trip(r: Redis, commands: list[bytes]) -> list[Any]:
-    """Write `commands` at once on a connection of the pool, then read one reply for each (an
-    error reply as its exception); once more on a fresh connection if that one was broken."""
+def _answer(future: asyncio.Future[Any], convert: Callable[[Any], Any], reply: Any) -> None:
+    if future.done():
+        return  # its caller stopped waiting
+    if isinstance(reply, redis_errors.RedisError):
+        future.set_exception(StoreError(f"redis: {reply}"))
+        return
+    try:
+        future.set_result(convert(reply))
+    except Exception as e:  # e.g. QueueFull
+        future.set_exception(e)
+
+
+async def _round_trip(r: Redis, commands: list[bytes], replies: list[Any]) -> None:
+    """Write `commands` at once on a connection of the pool, then append to `replies` one
+    reply for each (an error reply as its exception). If the connection turns out broken (the
+    server restarted since it was last used), the commands not answered yet are written once
+    more on a fresh one."""
     pool = r.connection_pool
-    data = b"".join(commands)
     for last in (False, True):
         conn = await (pool.get_connection("EVALSHA") if _NAMED else pool.get_connection())
         try:
-            await conn.send_packed_command(data)
-            replies: list[Any] = []
-            for _ in commands:
+            await conn.send_packed_command(b"".join(commands[len(replies) :]))
+            while len(replies) < len(commands):
                 try:
                     replies.append(await conn.read_response())
                 except redis_errors.ResponseError as e:
                     replies.append(e)
-            return replies
+            return
         except (redis_errors.ConnectionError, redis_errors.TimeoutError):
             await conn.disconnect()
             if last:
@@ -161,7 +176,6 @@ async def _round_trip(r: Redis, commands: list[bytes]) -> list[Any]:
             raise
         finally:
             await pool.release(conn)
-    raise AssertionError("unreachable")
 
 
 def _no_script(reply: Any) -> bool:
