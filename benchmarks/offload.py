@@ -2,7 +2,9 @@
 
 1. enqueue: wrk against an offloaded route of `lb run --workers 1` (Redis queues): 202s per
    second per lb worker (no consumer runs on that queue, so this is the accept path alone:
-   whole request read, envelope, one Lua script on Redis, the 202).
+   whole request read, envelope, one Lua script on Redis, the 202), and the CPU time the lb
+   processes and redis-server spent per 202 (from /proc: steadier than the rate when other
+   programs share the CPUs).
 2. end-to-end: one `lb worker` on another queue; for each of N no-op jobs (GET /small on the
    origin), the time from sending the request to the 202, and from sending it to the moment
    GET /_lb/jobs/{id} first returns the stored response (polled back to back, one client).
@@ -46,7 +48,8 @@ access_log: {{enabled: false}}
 """
 
 
-def wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[float, str]:
+def wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[float, int, str]:
+    """Requests per second, how many requests, and wrk's report."""
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -57,7 +60,8 @@ def wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[float, 
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(match.group(1)), out
+    total = re.search(r"(\d+) requests in", out)
+    return float(match.group(1)), int(total.group(1)) if total else 0, out
 
 
 def end_to_end(port: int, jobs: int) -> tuple[list[float], list[float]]:
@@ -137,10 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         started.append(lb)
         procs.wait_for_port(lb, "127.0.0.1", port, 20)
 
-        rate, out = wrk(
+        before = procs.cpu_snapshot([lb.pid]), procs.cpu_snapshot([redis.pid])
+        rate, total, out = wrk(
             f"http://127.0.0.1:{port}/bulk/small", args.duration, args.connections, args.threads
         )
+        lb_cpu = procs.cpu_delta(before[0], procs.cpu_snapshot([lb.pid]))
+        redis_cpu = procs.cpu_delta(before[1], procs.cpu_snapshot([redis.pid]))
         print(f"enqueue: {rate:,.0f} 202s/s with 1 lb worker ({args.connections} connections)")
+        if total:
+            print(
+                f"  CPU per 202: lb {lb_cpu / total * 1e6:.0f} us, "
+                f"redis-server {redis_cpu / total * 1e6:.0f} us "
+                f"({total:,} requests; lb {lb_cpu:.1f} s, redis-server {redis_cpu:.1f} s)"
+            )
         print("\n".join("  " + line for line in out.strip().splitlines()[1:8]))
 
         worker = procs.start(

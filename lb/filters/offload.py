@@ -14,14 +14,17 @@ affected: every other route keeps proxying.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import time
+from collections.abc import Awaitable
 
 from lb.config.queues import Queue
 from lb.core.errors import Reason
 from lb.core.offload import (
+    JOBS_PREFIX,
     StoredRequest,
-    accepted_document,
+    accepted_body,
     end_to_end,
     fingerprint,
     idempotency_scope,
@@ -32,6 +35,7 @@ from lb.metrics import QUEUE_JOBS
 from lb.offload.policy import queue_policy, request_owner
 from lb.proxy.http.pipeline import Answer, Filter, RequestResult
 from lb.proxy.http.session import BodyTooLarge, Session
+from lb.stores.base import Enqueued
 from lb.stores.errors import QueueFull, StoreUnavailable
 
 RETRY_AFTER_FULL = b"5"  # seconds: a full queue drains at the pace of its workers
@@ -69,24 +73,54 @@ class Offload(Filter):
                 f"body of {head.content_length} bytes over queue {self.queue_name}'s "
                 f"max_body_size ({limit})",
             )
-        return self._accept(session)
+        # Callbacks, not a coroutine: the body (usually here already), then the store's
+        # enqueue (a future already on its way with Redis), then the answer; a task per
+        # request cost more than the rest of this filter at thousands of 202s a second.
+        answer: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
+        body = asyncio.ensure_future(session.read_body(limit))  # (a future: as it is)
+        if body.done():
+            self._store(session, answer, body)
+        else:
+            body.add_done_callback(functools.partial(self._store, session, answer))
+        return answer
 
     def on_wait_timeout(self, session: Session) -> Answer | None:
         return Answer.refuse(
             Reason.request_timeout, f"request body not received within {self.wait_timeout:g}s"
         )
 
-    async def _accept(self, session: Session) -> Answer:
+    def _store(
+        self, session: Session, answer: asyncio.Future[Answer | None], body: asyncio.Future[bytes]
+    ) -> None:
+        """The body is here (or over the limit): queue the job."""
+        if answer.done():
+            return  # the exchange stopped waiting (wait_timeout, or the client left)
+        if body.cancelled():
+            answer.cancel()
+            return
+        error = body.exception()
+        if isinstance(error, BodyTooLarge):
+            answer.set_result(
+                Answer.refuse(
+                    Reason.body_too_large,
+                    f"body over queue {self.queue_name}'s max_body_size "
+                    f"({self.queue.max_body_size})",
+                )
+            )
+            return
+        if error is not None:
+            answer.set_exception(error)
+            return
+        try:
+            queued = asyncio.ensure_future(self._enqueue(session, body.result()))
+        except Exception as e:
+            answer.set_exception(e)
+            return
+        queued.add_done_callback(functools.partial(self._answer, answer))
+
+    def _enqueue(self, session: Session, body: bytes) -> Awaitable[Enqueued]:
         head = session.head
         assert head is not None
-        limit = self.queue.max_body_size
-        try:
-            body = await session.read_body(limit)
-        except BodyTooLarge:
-            return Answer.refuse(
-                Reason.body_too_large,
-                f"body over queue {self.queue_name}'s max_body_size ({limit})",
-            )
         owner = request_owner(self.queue_name, self.queue, head)
         key = head.index.get(b"idempotency-key")
         stored = StoredRequest(
@@ -100,46 +134,61 @@ class Offload(Filter):
             request_id=session.request_id,
             created=time.time(),
         )
-        try:
-            queued = await self.services.stores.jobs.enqueue(
-                self.queue_name,
-                stored.encode(),
-                self.policy,
-                idempotency_key=idempotency_scope(self.route, owner, key) if key else None,
-                fingerprint=fingerprint(head.method, head.target, body) if key else "",
-                owner=owner,
-            )
-        except QueueFull:
+        return self.services.stores.jobs.enqueue(
+            self.queue_name,
+            stored.encode(),
+            self.policy,
+            idempotency_key=idempotency_scope(self.route, owner, key) if key else None,
+            fingerprint=fingerprint(head.method, head.target, body) if key else "",
+            owner=owner,
+        )
+
+    def _answer(
+        self, answer: asyncio.Future[Answer | None], queued: asyncio.Future[Enqueued]
+    ) -> None:
+        """The store answered: 202, or why not."""
+        if answer.done():
+            return  # the exchange stopped waiting
+        if queued.cancelled():
+            answer.cancel()
+            return
+        error = queued.exception()
+        if error is None:
+            answer.set_result(self._accepted(queued.result()))
+        elif isinstance(error, QueueFull):
             self.counts["rejected_full"].inc()
-            answer = Answer.refuse(
+            refusal = Answer.refuse(
                 Reason.queue_full,
                 f"queue {self.queue_name} holds its max_length of {self.queue.max_length} jobs",
             )
-            answer.fields.append((b"retry-after", RETRY_AFTER_FULL))
-            return answer
-        except StoreUnavailable as e:
+            refusal.fields.append((b"retry-after", RETRY_AFTER_FULL))
+            answer.set_result(refusal)
+        elif isinstance(error, StoreUnavailable):
             self.counts["unavailable"].inc()
-            answer = Answer.refuse(
-                Reason.queue_unavailable, f"queue {self.queue_name} cannot be reached: {e}"
+            refusal = Answer.refuse(
+                Reason.queue_unavailable, f"queue {self.queue_name} cannot be reached: {error}"
             )
-            answer.fields.append((b"retry-after", RETRY_AFTER_DOWN))
-            return answer
+            refusal.fields.append((b"retry-after", RETRY_AFTER_DOWN))
+            answer.set_result(refusal)
+        else:
+            answer.set_exception(error)
+
+    def _accepted(self, queued: Enqueued) -> Answer:
         if queued.conflict:
             return Answer.refuse(
                 Reason.idempotency_conflict,
                 "this Idempotency-Key was used for a different request (method, target or body)",
             )
         self.counts["accepted" if queued.created else "duplicate"].inc()
-        document = accepted_document(queued.id)
         return Answer(
             202,
             b"Accepted",
             [
                 (b"content-type", b"application/json"),
-                (b"location", document["location"].encode()),
+                (b"location", (JOBS_PREFIX + queued.id).encode()),
                 (b"retry-after", b"1"),
             ],
-            json.dumps(document).encode() + b"\n",
+            accepted_body(queued.id),
         )
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ values, payloads and results are `bytes`. Durations are float seconds.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -166,7 +166,7 @@ class JobQueue(Protocol):
     `replay_dead` queues them all again.
     """
 
-    async def enqueue(
+    def enqueue(
         self,
         queue: str,
         payload: bytes,
@@ -175,10 +175,14 @@ class JobQueue(Protocol):
         idempotency_key: str | None = None,
         fingerprint: str = "",
         owner: str | None = None,
-    ) -> Enqueued:
+    ) -> Awaitable[Enqueued]:
         """Queue a job (raises QueueFull); with `idempotency_key`, a key seen before within
         `policy.idempotency_ttl` returns that job instead of queueing another (`conflict` when
-        it was queued with another `fingerprint`). `owner` is kept on the job's record."""
+        it was queued with another `fingerprint`). `owner` is kept on the job's record.
+
+        A coroutine, or a future (Redis: the job is already on its way to the server when
+        the call returns, in a batch with the other enqueues of this event-loop tick); either
+        way the job is stored once it resolves."""
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 

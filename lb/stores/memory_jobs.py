@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 
 from lb.stores.base import Enqueued, Job, JobRecord, JobStatus, QueuePolicy, QueueStats
 from lb.stores.errors import QueueFull
+from lb.stores.job_rules import WAITING, new_job_id, repeated, silent_reason
 
 
 @dataclass(slots=True)
@@ -96,11 +96,11 @@ class MemoryJobQueue:
         if idempotency_key is not None:
             known = self._idempotency.get((queue, idempotency_key))
             if known is not None:
-                return Enqueued(known[0], created=False, conflict=known[2] != fingerprint)
+                return repeated(known[0], known[2], fingerprint)
         q = self._queue(queue)
         if len(q.waiting) + len(q.in_flight) + len(q.delayed) >= policy.max_length:
             raise QueueFull(queue, policy.max_length)
-        job_id = secrets.token_hex(16)  # 128 random bits: a job URL is its only secret
+        job_id = new_job_id()
         wall = self._wall()
         record = _Record(job_id, queue, bytes(payload), JobStatus.QUEUED, wall, wall)
         record.owner = owner
@@ -183,7 +183,7 @@ class MemoryJobQueue:
     async def cancel(self, job_id: str, policy: QueuePolicy) -> bool:
         self._expire()
         record = self._records.get(job_id)
-        if record is None or record.status not in (JobStatus.QUEUED, JobStatus.RETRYING):
+        if record is None or record.status not in WAITING:
             return False
         if record.handle is not None:
             self._queue(record.queue).waiting.pop(record.handle, None)
@@ -260,8 +260,7 @@ class MemoryJobQueue:
                 continue
             if record.attempt >= policy.max_attempts:  # its workers kept dying on it
                 q.in_flight.pop(handle, None)
-                reason = f"no acknowledgement within {policy.ack_timeout:g}s"
-                self._bury(q, record, reason, policy)
+                self._bury(q, record, silent_reason(policy), policy)
                 continue
             record.attempt += 1
             record.status, record.updated_at = JobStatus.RUNNING, self._wall()

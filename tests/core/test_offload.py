@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from lb.core.offload import (
     EnvelopeError,
     StoredRequest,
     StoredResponse,
+    accepted_body,
     accepted_document,
     backoff_delay,
     end_to_end,
@@ -33,8 +37,28 @@ REQUEST = StoredRequest(
 )
 
 
-def test_a_stored_request_comes_back_byte_for_byte() -> None:
-    assert StoredRequest.decode(REQUEST.encode()) == REQUEST
+def fields(*parts: bytes) -> bytes:
+    """An `lb-job-request/2` envelope of these metadata fields (and no body)."""
+    meta = b"\0".join(parts)
+    return b"lb-job-request/2\n%d\n%s" % (len(meta), meta)
+
+
+PLAIN = dataclasses.replace(REQUEST, headers=[(b"Host", b"example.com"), (b"X-Odd", b"\xff")])
+
+
+@pytest.mark.parametrize(
+    ("request_", "tag"),
+    [
+        (PLAIN, b"lb-job-request/2\n"),  # every request a parser lets through
+        (REQUEST, b"lb-job-request/1\n"),  # a NUL byte in a field: JSON
+        (dataclasses.replace(PLAIN, headers=[]), b"lb-job-request/2\n"),
+        (dataclasses.replace(PLAIN, route="r\0"), b"lb-job-request/1\n"),
+    ],
+)
+def test_a_stored_request_comes_back_byte_for_byte(request_: StoredRequest, tag: bytes) -> None:
+    data = request_.encode()
+    assert data.startswith(tag)
+    assert StoredRequest.decode(data) == request_
 
 
 def test_a_stored_response_comes_back_byte_for_byte() -> None:
@@ -52,6 +76,13 @@ def test_a_stored_response_comes_back_byte_for_byte() -> None:
         b'lb-job-request/1\n{"route": "r"}\n',
         b"lb-job-request/1\n{not json\n",
         b"lb-job-response/1\n{}\n",  # a response is not a request
+        b"lb-job-request/2\n",
+        b"lb-job-request/2\nx\n",
+        b"lb-job-request/2\n99\nshorter than that",
+        b"lb-job-request/2\n3\na\0b",  # fewer fields than a request has
+        fields(b"r", b"GET", b"/", b"ip", b"http", b"id", b"x"),  # created is no number
+        fields(b"r", b"GET", b"/", b"ip", b"http", b"id", b"1", b"Host"),  # a name, no value
+        fields(b"\xff", b"GET", b"/", b"ip", b"http", b"id", b"1"),  # a route name no UTF-8
     ],
 )
 def test_what_is_not_a_stored_request_is_refused(data: bytes) -> None:
@@ -162,6 +193,11 @@ def test_hop_by_hop_fields_are_not_stored() -> None:
         (b"Accept", b"*/*"),
     ]
     assert end_to_end(headers) == [(b"Host", b"h"), (b"Accept", b"*/*")]
+
+
+@pytest.mark.parametrize("job_id", ["60e6b015bdf4eb231d69e8f1c83fb764", 'odd"id', "\u00e9"])
+def test_the_202_body_is_the_accepted_document_as_json(job_id: str) -> None:
+    assert accepted_body(job_id) == json.dumps(accepted_document(job_id)).encode() + b"\n"
 
 
 def test_documents() -> None:

@@ -4,6 +4,7 @@ worker's own consumers, its result served from /_lb/jobs/{id}; and what the rout
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -81,6 +82,30 @@ async def test_an_offloaded_request_gets_202_then_its_response(
     assert len(o.requests) == 1
     # The other route is proxied as usual.
     assert (await client.request(get("/other"))).status == 200
+
+
+async def test_a_body_sent_after_its_head_is_stored_whole_and_one_that_stops_is_408(
+    proxy: Start, origin: Callable[..., Awaitable[Origin]], connect: Connect
+) -> None:
+    o = await origin(handlers.echo())
+    config = offload_config(o)
+    config["routes"][0]["timeouts"] = {"request": "500ms"}  # the wait for the body
+    worker = await proxy(config)
+    client = await connect(worker)
+    head = b"POST /reports/late HTTP/1.1\r\nhost: example.com\r\ncontent-length: 8\r\n\r\n"
+    await client.send(head + b"the ")
+    accepted = await client.request(b"body")
+    assert accepted.status == 202
+    location = accepted.header("location")
+    assert location is not None
+    sent = json.loads((await job_result(client, location)).body)
+    assert sent["body_len"] == 8 and sent["body_sha256"] == hashlib.sha256(b"the body").hexdigest()
+
+    client = await connect(worker)
+    await client.send(head + b"the ")  # and no more
+    stalled = await client.response(timeout=5)
+    assert stalled.status == 408 and stalled.header("x-lb-error") == "request_timeout"
+    assert len(o.requests) == 1  # the stalled one was neither queued nor proxied
 
 
 async def test_prefer_mode_offloads_only_when_asked(

@@ -72,8 +72,8 @@ async def test_a_job_whose_claimer_died_is_taken_over_at_once(tmp_path: Path) ->
         text=True,
     )
     dead_pid = int(dead.stdout)  # (exited: a pid nobody has, most likely)
-    lost, other = FileJobQueue(str(tmp_path)), FileJobQueue(str(tmp_path))
-    lost._pid = dead_pid  # as if that process had claimed it
+    # `lost` names that pid in its deliveries: as if that process had claimed the job.
+    lost, other = FileJobQueue(str(tmp_path), pid=dead_pid), FileJobQueue(str(tmp_path))
     queued = await lost.enqueue("q", b"work", POLICY)
     first = await lost.claim("q", "w1", POLICY, block=1)
     assert first is not None and first.attempt == 1
