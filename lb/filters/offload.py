@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable
 
@@ -37,6 +38,8 @@ from lb.proxy.http.pipeline import Answer, Filter, RequestResult
 from lb.proxy.http.session import BodyTooLarge, Session
 from lb.stores.base import Enqueued
 from lb.stores.errors import QueueFull, StoreUnavailable
+
+log = logging.getLogger("lb.offload")
 
 RETRY_AFTER_FULL = b"5"  # seconds: a full queue drains at the pace of its workers
 RETRY_AFTER_DOWN = b"2"  # Redis comes back on its own; the probe runs every second or so
@@ -109,12 +112,12 @@ class Offload(Filter):
             )
             return
         if error is not None:
-            answer.set_exception(error)
+            self._failed(answer, error)
             return
         try:
             queued = asyncio.ensure_future(self._enqueue(session, body.result()))
         except Exception as e:
-            answer.set_exception(e)
+            self._failed(answer, e)
             return
         queued.add_done_callback(functools.partial(self._answer, answer))
 
@@ -171,7 +174,19 @@ class Offload(Filter):
             refusal.fields.append((b"retry-after", RETRY_AFTER_DOWN))
             answer.set_result(refusal)
         else:
-            answer.set_exception(error)
+            self._failed(answer, error)
+
+    def _failed(self, answer: asyncio.Future[Answer | None], error: BaseException) -> None:
+        """An error the store did not name (a bug, a malformed reply): the job was not stored,
+        so the client hears 503 queue_unavailable. Never proxied instead: an offloaded route's
+        requests are too slow, or too unsafe to repeat, to run while the client waits."""
+        log.error("offload to queue %s failed: %r", self.queue_name, error, exc_info=error)
+        self.counts["unavailable"].inc()
+        refusal = Answer.refuse(
+            Reason.queue_unavailable, f"queue {self.queue_name} failed to store the job: {error}"
+        )
+        refusal.fields.append((b"retry-after", RETRY_AFTER_DOWN))
+        answer.set_result(refusal)
 
     def _accepted(self, queued: Enqueued) -> Answer:
         if queued.conflict:

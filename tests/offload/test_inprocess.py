@@ -9,6 +9,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from lb.proxy.proxy import Proxy
 from tests.conftest import Message, Origin, RawClient, handlers, wait_until
 
@@ -192,6 +194,28 @@ async def test_refusals(
     unknown = await client.request(get("/_lb/jobs/" + "0" * 32))
     assert unknown.status == 404 and unknown.header("x-lb-error") == "job_not_found"
     assert b"result_ttl" in unknown.body
+
+
+async def test_a_store_error_it_does_not_name_is_503_and_never_proxied(
+    proxy: Start,
+    origin: Callable[..., Awaitable[Origin]],
+    connect: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug or a malformed store reply: the job was not stored, so 503 queue_unavailable; the
+    request never goes to the pool while the client waits (it may be slow, or unsafe twice)."""
+    o = await origin(handlers.echo())
+    worker = await proxy(offload_config(o))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a reply the store did not expect")
+
+    monkeypatch.setattr(worker.stores.jobs, "enqueue", broken)
+    client = await connect(worker)
+    refused = await client.request(post("/reports/1", b"x"))
+    assert refused.status == 503 and refused.header("x-lb-error") == "queue_unavailable"
+    assert b"did not expect" in refused.body and refused.header("retry-after") is not None
+    assert o.requests == []
 
 
 async def test_an_expired_result_answers_404(
