@@ -221,7 +221,7 @@ class Ejection(NamedTuple):
 K = TypeVar("K", bound=Hashable)
 
 
-class _Record:
+class _Ejection:
     __slots__ = ("capped", "ejections", "failures", "returned_at", "until")
 
     def __init__(self) -> None:
@@ -239,7 +239,7 @@ class OutlierDetector(Generic[K]):
 
     def __init__(self, policy: PassivePolicy, servers: Iterable[K]) -> None:
         self.policy = policy
-        self._records: dict[K, _Record] = {s: _Record() for s in servers}
+        self._records: dict[K, _Ejection] = {s: _Ejection() for s in servers}
         self.ejected_count = 0
 
     def is_ejected(self, server: K) -> bool:
@@ -302,7 +302,7 @@ class OutlierDetector(Generic[K]):
         for server, record in old._records.items():
             mine = self._records.get(server)
             if mine is not None:
-                for name in _Record.__slots__:
+                for name in _Ejection.__slots__:
                     setattr(mine, name, getattr(record, name))
         self.ejected_count = sum(1 for r in self._records.values() if r.until > 0.0)
 

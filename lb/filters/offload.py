@@ -45,7 +45,7 @@ RETRY_AFTER_FULL = b"5"  # seconds: a full queue drains at the pace of its worke
 RETRY_AFTER_DOWN = b"2"  # Redis comes back on its own; the probe runs every second or so
 
 
-class Offload(Filter):
+class OffloadRequests(Filter):
     name = "offload"
     reads_body = True
 
@@ -207,7 +207,7 @@ class Offload(Filter):
         )
 
     def __repr__(self) -> str:
-        return f"<Offload route={self.route} queue={self.queue_name}>"
+        return f"<OffloadRequests route={self.route} queue={self.queue_name}>"
 
 
 def build(ctx: BuildContext) -> Filter | None:
@@ -219,6 +219,6 @@ def build(ctx: BuildContext) -> Filter | None:
         return None
     offload = config_route.offload
     queue = ctx.config.queues[offload.queue]
-    return Offload(
+    return OffloadRequests(
         route.name, offload.queue, queue, offload.mode, ctx.services, route.timeouts.request
     )

@@ -58,7 +58,7 @@ MAX_RESULT = 64 * 1024 * 1024  # a response larger than this is not stored: the 
 STORE_RETRY = 0.5  # seconds between tries while the store is down
 
 
-class Host(Upstreams, Protocol):
+class ConsumerHost(Upstreams, Protocol):
     """What consumers use of their process: a `Proxy`, listening or not."""
 
     runtime: Runtime
@@ -78,7 +78,7 @@ class Consumers:
     """The consumer loops of one process, for some or all of the config's queues."""
 
     def __init__(
-        self, host: Host, queues: list[str] | None = None, concurrency: int | None = None
+        self, host: ConsumerHost, queues: list[str] | None = None, concurrency: int | None = None
     ) -> None:
         self.host = host
         self.only = queues  # None: every queue of the running config

@@ -17,18 +17,18 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from lb.offload.consumer import Consumers, Host
+from lb.offload.consumer import ConsumerHost, Consumers
 from lb.offload.stats import publish_forever
 
 
-class Owner(Host, Protocol):
+class OffloadOwner(ConsumerHost, Protocol):
     """The `Proxy` whose in-process queues these consumers serve."""
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
 class InProcessOffload:
-    def __init__(self, proxy: Owner) -> None:
+    def __init__(self, proxy: OffloadOwner) -> None:
         self.proxy = proxy
         self.consumers: Consumers | None = None
         self.stats: asyncio.Task[None] | None = None

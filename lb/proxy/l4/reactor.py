@@ -11,8 +11,8 @@ stays so until a read comes back short or empty), as nginx does.
 Theory of operation. The epoll's own descriptor is one reader of the event loop; when it is
 readable, `_dispatch` takes a batch of events and calls each socket's handler with the event
 mask. Two invariants:
-- a handler that raises ends only its own connection (`Owner.abort`), and the rest of the batch
-  is still delivered: with edge triggering an undelivered event never comes again;
+- a handler that raises ends only its own connection (`ReactorOwner.abort`), and the rest of the
+  batch is still delivered: with edge triggering an undelivered event never comes again;
 - the batch names descriptors as they were when it was taken, so an event for a descriptor
   that a handler of the same batch closed and reused (a new server socket after a failed
   connect takes the lowest free number) is not given to the new socket.
@@ -36,7 +36,7 @@ _MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 BATCH = 256  # events taken per epoll_wait; more wait for the loop's next turn
 
 
-class Owner(Protocol):
+class ReactorOwner(Protocol):
     def abort(self) -> None: ...
 
 
@@ -49,11 +49,11 @@ class Reactor:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._epoll = select.epoll()
-        self._handlers: dict[int, tuple[Handler, Owner]] = {}
+        self._handlers: dict[int, tuple[Handler, ReactorOwner]] = {}
         self._born: set[int] | None = None  # descriptors registered during this batch
         loop.add_reader(self._epoll.fileno(), self._dispatch)
 
-    def register(self, fd: int, handler: Handler, owner: Owner) -> None:
+    def register(self, fd: int, handler: Handler, owner: ReactorOwner) -> None:
         """Deliver `fd`'s events to `handler` until `forget(fd)`; a socket that is ready
         already gets its first event at once."""
         self._epoll.register(fd, _MASK)
