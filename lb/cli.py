@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML file [%(default)s]")
     worker.add_argument("--queue", help="consume only this queue [all of them]")
     worker.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve this process's Prometheus metrics (jobs, lag, durations, servers) at "
+        "http://HOST:PORT/metrics [off]",
+    )
+    worker.add_argument(
         "--concurrency", type=_positive, default=None, help="jobs at once per queue [its own]"
     )
 
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.config, args.workers)
     from lb.offload.command import main as worker_main
 
-    return worker_main(args.config, args.queue, args.concurrency)
+    return worker_main(args.config, args.queue, args.concurrency, args.metrics)
 
 
 def _version() -> str:

@@ -1,10 +1,14 @@
-"""`lb worker [-c FILE] [--queue NAME] [--concurrency N]`: consume the config's queues on
-Redis, sending each job to its route's pool.
+"""`lb worker [-c FILE] [--queue NAME] [--concurrency N] [--metrics HOST:PORT]`: consume the
+config's queues on Redis, sending each job to its route's pool.
 
 The process builds a `Proxy` for the config without listening (`start_upstreams`): the
 pools, their balancing, active health checks (probed here), TLS to servers and kept-alive
 connections are those of `lb run`. Any number of `lb worker` processes, on any host, share
 the queues through Redis Streams consumer groups.
+
+`--metrics` serves the process's own Prometheus metrics (lb_queue_jobs_total, the
+lb_queue_lag_seconds and lb_queue_job_duration_seconds histograms, its pools' servers) at
+/metrics, for a scrape job of its own: an `lb worker` is no part of `lb run`'s /metrics.
 
 Signals: SIGTERM/SIGINT stop claiming and let the jobs under way finish for
 `defaults.shutdown_grace` (a job cut short is run again by another worker after its
@@ -41,7 +45,7 @@ def usable(config: Config, queue: str | None) -> str | None:
     return None
 
 
-def main(path: str, queue: str | None, concurrency: int | None) -> int:
+def main(path: str, queue: str | None, concurrency: int | None, metrics: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(path)
@@ -54,9 +58,29 @@ def main(path: str, queue: str | None, concurrency: int | None) -> int:
     if refusal is not None:
         print(f"lb worker: {refusal}", file=sys.stderr)
         return 2
+    if metrics is not None:
+        refused = serve_metrics(metrics)
+        if refused is not None:
+            print(f"lb worker: --metrics {metrics}: {refused}", file=sys.stderr)
+            return 1
     install_best_loop()
     asyncio.run(serve(path, config, queue, concurrency))
     return 0
+
+
+def serve_metrics(bind: str) -> str | None:
+    """prometheus-client's exposition server, on a thread of its own; why it cannot, or None."""
+    from prometheus_client import start_http_server
+
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return "give HOST:PORT, e.g. 127.0.0.1:9902"
+    try:
+        start_http_server(int(port), addr=host.strip("[]"))
+    except OSError as err:
+        return err.strerror or str(err)
+    log.info("metrics on http://%s/metrics", bind)
+    return None
 
 
 async def serve(path: str, config: Config, queue: str | None, concurrency: int | None) -> None:

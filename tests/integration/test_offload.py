@@ -189,6 +189,27 @@ def test_a_job_whose_worker_is_killed_mid_run_completes_on_another(
         assert origin.hits["/slow?s=1"] == 2
 
 
+def test_lb_worker_serves_its_own_metrics(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`lb worker --metrics HOST:PORT`: the jobs it ran, by outcome, and how long they took."""
+    metrics_port = free_port()
+    with offload_lb(tmp_path, **offload_yaml(redis_server)) as (lb, _origin):
+        status, _, doc = offload(lb.port, "/reports/1")
+        assert status == 202
+        with lb_worker(lb.config, "--metrics", f"127.0.0.1:{metrics_port}") as worker:
+            assert result(lb.port, doc["location"])[0] == 200, worker.log()
+
+            def scraped() -> str | None:
+                status, _, body = request(metrics_port, "/metrics")
+                text = body.decode()
+                return text if status == 200 and "lb_queue_jobs_total{" in text else None
+
+            text = wait_for(scraped, what=f"the worker's /metrics:\n{worker.log()}")
+        assert 'lb_queue_jobs_total{outcome="done",queue="reports"} 1.0' in text
+        assert 'lb_queue_job_duration_seconds_count{outcome="done",queue="reports"} 1.0' in text
+        taken = LbWorker(lb.config, "--metrics", f"127.0.0.1:{lb.port}")  # lb's own port
+        assert taken.proc.wait(20) == 1 and "--metrics" in taken.log()
+
+
 def test_jobs_accepted_before_a_redis_restart_all_run(
     tmp_path: Path, redis_server_durable: RedisServer
 ) -> None:
