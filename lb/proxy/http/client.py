@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lb.proxy")
 
+# Corked writes are joined into one buffer up to this size of their last piece; larger ones
+# (a body chunk of a big response) go to writev as they are.
+COPY_LIMIT = 16 * 1024
+
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
@@ -279,7 +283,14 @@ class ClientConnection(asyncio.Protocol):
         corked = self.corked
         self.corked = None
         if corked and self.transport is not None and not self.closed:
-            self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
+            if len(corked) == 1:
+                self.transport.write(corked[0])
+            elif len(corked[-1]) < COPY_LIMIT:
+                self.transport.write(b"".join(corked))
+            else:
+                # A large body chunk is not copied again to join a head to it: the loop hands
+                # the pieces to one writev.
+                self.transport.writelines(corked)
 
     def exchange_done(self, exchange: RequestBody) -> None:
         if self.exchanges and self.exchanges[0] is exchange:
