@@ -1,4 +1,5 @@
-"""Cache policy as tables of cases; each names its rule and cites the RFC section it checks.
+"""Cache policy (lb.core.cache_*) as tables of cases; each names its rule and cites the RFC
+section it checks.
 
 RFC 9111 sections are written "§n"; other RFCs by number. All times are Unix seconds.
 """
@@ -21,6 +22,13 @@ from lb.core.cache_fields import (
     parse_http_date,
     parse_targeted_field,
 )
+from lb.core.cache_freshness import (
+    Decision,
+    current_age,
+    freshness_lifetime,
+    lookup_decision,
+    may_serve_stale_on_error,
+)
 from lb.core.cache_keys import (
     invalidates,
     invalidation_targets,
@@ -28,25 +36,13 @@ from lb.core.cache_keys import (
     uri_key,
     variant_key,
 )
-from lb.core.cache_policy import (
-    CacheSettings,
-    Decision,
-    RequestDirectives,
-    StoredMeta,
+from lb.core.cache_policy import CacheSettings, StoredMeta, fields_to_strip
+from lb.core.cache_request import RequestDirectives, request_directives, request_is_cacheable
+from lb.core.cache_storing import headers_never_stored, storable, stored_meta, vary_names
+from lb.core.cache_validation import (
     client_conditional_matches,
     conditional_request_fields,
-    current_age,
-    fields_to_strip,
     freshen,
-    freshness_lifetime,
-    headers_never_stored,
-    lookup_decision,
-    may_serve_stale_on_error,
-    request_directives,
-    request_is_cacheable,
-    storable,
-    stored_meta,
-    vary_names,
 )
 from lb.core.http import RequestHead, ResponseHead
 
