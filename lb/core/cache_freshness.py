@@ -26,6 +26,7 @@ __all__ = [
     "HEURISTIC_STATUSES",
     "Decision",
     "current_age",
+    "fresh_age",
     "freshness_lifetime",
     "lookup_decision",
     "may_serve_stale_on_error",
@@ -91,10 +92,18 @@ def current_age(meta: StoredMeta, now: float) -> float:
     resident_time = now - response_time
     current_age = corrected_initial_age + resident_time
     """
-    apparent_age = max(0.0, meta.response_time - meta.date_value)
-    response_delay = max(0.0, meta.response_time - meta.request_time)
-    corrected_initial_age = max(apparent_age, meta.age_value + response_delay)
-    return corrected_initial_age + max(0.0, now - meta.response_time)
+    # Comparisons rather than max(): this runs on every hit, and they cost a quarter as much.
+    response_time = meta.response_time
+    apparent_age = response_time - meta.date_value
+    response_delay = response_time - meta.request_time
+    corrected_age_value = meta.age_value + (response_delay if response_delay > 0.0 else 0.0)
+    corrected_initial_age = (
+        corrected_age_value if corrected_age_value > apparent_age else apparent_age
+    )
+    if corrected_initial_age < 0.0:
+        corrected_initial_age = 0.0
+    resident_time = now - response_time
+    return corrected_initial_age + (resident_time if resident_time > 0.0 else 0.0)
 
 
 def lookup_decision(
@@ -140,6 +149,16 @@ def lookup_decision(
         # §4.2.4: stale is allowed when "explicitly permitted by the client" (max-stale).
         return Decision.STALE_WHILE_REVALIDATE
     return forward()
+
+
+def fresh_age(meta: StoredMeta, now: float) -> float | None:
+    """The current age of a stored response that may answer as is a request with no
+    directives of its own, else None: `lookup_decision(meta, NO_DIRECTIVES, ...)` is FRESH
+    exactly when this is not None. The test of a hit, done once per hit."""
+    if meta.no_cache:
+        return None  # §5.2.2.4: not reused "without successful validation"
+    age = current_age(meta, now)
+    return age if age < meta.freshness_lifetime else None  # §4.2
 
 
 def may_serve_stale_on_error(meta: StoredMeta, now: float) -> bool:

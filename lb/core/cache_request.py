@@ -15,11 +15,22 @@ from lb.core.cache_fields import delta_seconds, normal_authority, parse_cache_co
 from lb.core.cache_policy import CacheSettings
 from lb.core.http import RequestHead
 
-__all__ = ["NO_DIRECTIVES", "RequestDirectives", "request_directives", "request_is_cacheable"]
+__all__ = [
+    "NO_DIRECTIVES",
+    "RequestDirectives",
+    "is_plain",
+    "request_directives",
+    "request_is_cacheable",
+]
 
 # Request preconditions a cache does not evaluate (§4.3.2: If-Match and If-Unmodified-Since
 # "are not applicable to a cache"), and Range (not implemented): such requests bypass.
 _BYPASS_REQUEST_FIELDS = (b"if-match", b"if-unmodified-since", b"if-range", b"range")
+# A request with none of these asks nothing of the cache: no directives of its own (§5.2.1,
+# and Pragma, §5.4), no precondition (§4.3.2), no Range.
+_NOT_PLAIN = frozenset(
+    (b"cache-control", b"pragma", b"if-none-match", b"if-modified-since", *_BYPASS_REQUEST_FIELDS)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,14 @@ def request_is_cacheable(head: RequestHead, settings: CacheSettings) -> bool:
         ) != normal_authority(split.scheme, host):
             return False
     return True
+
+
+def is_plain(head: RequestHead) -> bool:
+    """Whether the request carries none of the fields that change what the cache does with
+    it: then its directives are `NO_DIRECTIVES`, the cache answers no precondition of its
+    own, and whether it is cacheable depends only on its method, target and Host. Most
+    requests are plain: the cache filter's fast path takes only those."""
+    return head.index.keys().isdisjoint(_NOT_PLAIN)
 
 
 def request_directives(head: RequestHead) -> RequestDirectives:

@@ -12,6 +12,12 @@ by the filter itself (REVALIDATED on a 304; a stale answer when the origin fails
 stale-if-error allows). A miss goes on to the server, behind the first concurrent miss for the
 same URL (collapsed). Redis down: BYPASS, after at most the Redis timeout.
 
+The fast path: most requests are plain (no Cache-Control, Pragma, conditional or Range of
+their own: lb.core.cache_request.is_plain). For those, a fresh entry of the in-process tier
+answers with the key remembered by scheme, Host and target, one freshness test (`fresh_age`),
+no per-request state (the hit is counted at once: no later phase has anything to do for it),
+and the stored fields already bytes. Anything else takes the way above.
+
 Response phase (this module): a storable response (RFC 9111 §3) is kept while it streams to
 the client, up to `max_object_size`, and stored when it ends; lb's targeted fields are taken
 off what the client gets. After an unsafe request succeeds, its target and
@@ -28,13 +34,13 @@ from typing import Any
 from lb.cache.cache import ResponseCache
 from lb.config.schema import CacheConfig, RouteCache
 from lb.core.cache_entry import Entry, decode_variants, variant_store_key
-from lb.core.cache_freshness import Decision, lookup_decision
+from lb.core.cache_freshness import Decision, fresh_age, lookup_decision
 from lb.core.cache_keys import invalidation_targets, primary_key, variant_key
 from lb.core.cache_policy import SAFE_METHODS, CacheSettings, fields_to_strip
-from lb.core.cache_request import request_directives, request_is_cacheable
+from lb.core.cache_request import is_plain, request_directives, request_is_cacheable
 from lb.core.cache_storing import storable
 from lb.core.http import RequestHead, ResponseHead
-from lb.filters.cache_answers import only_if_cached, serve
+from lb.filters.cache_answers import hit, only_if_cached, serve
 from lb.filters.cache_revalidation import Revalidator
 from lb.filters.cache_state import BYPASS, HIT, STALE, CacheState, set_state, state_of
 from lb.filters.cache_writes import store_collected
@@ -45,6 +51,11 @@ from lb.proxy.http.session import Session
 from lb.stores import StoreUnavailable
 
 log = logging.getLogger("lb.cache")
+
+# Plain requests' primary keys remembered per route (CacheFilter._keys): at most this many,
+# for targets at most this long (a few MB at worst, whatever URLs clients make up).
+_MAX_KEYS = 4096
+_MAX_REMEMBERED_TARGET = 512
 
 
 class CacheFilter(Filter):
@@ -75,6 +86,10 @@ class CacheFilter(Filter):
         self.collapse_timeout = top.collapse_timeout
         self.wait_timeout = wait  # a lookup, a collapsed wait, or a revalidation
         self.revalidator = Revalidator(services, s, self.strip, self.strip_hit)
+        # Primary keys of plain requests by (scheme, Host, target), unless keys also hold
+        # request headers or cookies (see _plain_key).
+        self._keys: dict[tuple[bytes, bytes | None, bytes], str] = {}
+        self._remember_keys = not (s.key_headers or s.key_cookies)
 
     @property
     def cache(self) -> ResponseCache:
@@ -91,15 +106,56 @@ class CacheFilter(Filter):
             state.unsafe = method not in SAFE_METHODS
             set_state(session, state)
             return None
-        if not request_is_cacheable(head, self.settings):
+        if not is_plain(head):
+            if not request_is_cacheable(head, self.settings):
+                set_state(session, CacheState(None, BYPASS))
+                return None
+            primary = primary_key(head, session.proto.decode(), self.settings)
+            return self._lookup(session, head, primary, self.cache.get_local(primary))
+        # The fast path: a plain request (no directives, no conditionals) for a fresh entry
+        # of the in-process tier is answered here, with no per-request state: it is counted
+        # now, as nothing is left for the later phases to do.
+        known = (session.proto, head.index.get(b"host"), head.target)
+        key = self._keys.get(known)
+        if key is None:
+            key = self._plain_key(session, head, known)
+        if not key:
             set_state(session, CacheState(None, BYPASS))
             return None
-        key = primary_key(head, session.proto.decode(), self.settings)
+        cache = self.services.cache
+        found = cache.local.get(key)
+        if isinstance(found, Entry):
+            age = fresh_age(found.meta, time.time())
+            if age is not None:
+                cache.count(self.route, HIT)
+                return hit(found, age, self.strip_hit)
+        return self._lookup(session, head, key, found)
+
+    def _plain_key(
+        self, session: Session, head: RequestHead, known: tuple[bytes, bytes | None, bytes]
+    ) -> str:
+        """The primary key of a plain request, "" when it may not use the cache (an
+        absolute-form target naming another host than Host). Both depend only on the scheme,
+        Host and target then (`known`): remembered by those, unless keys hold more."""
+        key = ""
+        if request_is_cacheable(head, self.settings):
+            key = primary_key(head, session.proto.decode(), self.settings)
+        if self._remember_keys and len(head.target) <= _MAX_REMEMBERED_TARGET:
+            if len(self._keys) >= _MAX_KEYS:
+                self._keys.clear()  # many URLs: start again rather than keep an LRU per request
+            self._keys[known] = key
+        return key
+
+    def _lookup(
+        self, session: Session, head: RequestHead, key: str, found: Entry | bytes | None
+    ) -> RequestResult:
+        """A cacheable request the fast path did not answer; `found`: the local tier's value
+        under its primary key."""
         state = CacheState(key)
         state.directives = request_directives(head)
         set_state(session, state)
         cache = self.cache
-        found = self._local(state, head, cache)
+        found = self._local(state, head, cache, found)
         if isinstance(found, Entry):
             result = self._decide(session, state, found)
             if result is not None:
@@ -110,9 +166,16 @@ class CacheFilter(Filter):
             return self._lookup_shared(session, state)
         return self._miss(session, state)
 
-    def _local(self, state: CacheState, head: RequestHead, cache: ResponseCache) -> Entry | None:
-        found = cache.get_local(state.stored_key or "")
-        if isinstance(found, bytes):  # a variants record: the entry is under a variant key
+    def _local(
+        self,
+        state: CacheState,
+        head: RequestHead,
+        cache: ResponseCache,
+        found: Entry | bytes | None,
+    ) -> Entry | None:
+        """The entry for this request in the local tier, given what is under its primary key:
+        an entry, or a variants record (bytes: the entry is under a variant key)."""
+        if isinstance(found, bytes):
             vary = decode_variants(found)
             if vary is None:
                 return None
@@ -194,7 +257,7 @@ class CacheFilter(Filter):
         head = session.head
         assert head is not None
         state.stored_key = state.key
-        found = self._local(state, head, self.cache)
+        found = self._local(state, head, self.cache, self.cache.get_local(state.key or ""))
         if found is None and self.cache.shared is not None:
             try:
                 value = await self.cache.get(state.stored_key or "")

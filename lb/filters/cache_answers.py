@@ -19,7 +19,7 @@ from lb.core.http import RequestHead
 from lb.filters.cache_state import MISS, CacheState
 from lb.proxy.http.pipeline import Answer
 
-__all__ = ["only_if_cached", "serve"]
+__all__ = ["hit", "only_if_cached", "serve"]
 
 # Fields a 304 carries from the 200 it stands for (RFC 9110 §15.4.5).
 _NOT_MODIFIED_FIELDS = frozenset(
@@ -43,13 +43,25 @@ def serve(
         fields = [f for f in entry.headers if f[0].lower() in _NOT_MODIFIED_FIELDS]
         fields += [(b"age", age), (b"x-cache", result)]
         return Answer(304, b"Not Modified", fields)
+    raw = b"%s\r\nage: %s\r\nx-cache: %s" % (_rendered(entry, strip_hit), age, result)
+    return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
+
+
+def hit(entry: Entry, age: float, strip_hit: Collection[bytes]) -> Answer:
+    """A fresh `entry`, `age` seconds old, as the answer to a request with no conditional of
+    its own (`cache_request.is_plain`): what `serve` gives it with X-Cache HIT, with one
+    format of bytes per answer."""
+    raw = b"%s\r\nage: %d\r\nx-cache: HIT" % (entry.rendered or _rendered(entry, strip_hit), age)
+    return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
+
+
+def _rendered(entry: Entry, strip_hit: Collection[bytes]) -> bytes:
     rendered = entry.rendered
     if rendered is None:  # once per entry: the fields a hit sends, as bytes
         entry.rendered = rendered = b"".join(
             [b"\r\n%s: %s" % f for f in entry.headers if f[0].lower() not in strip_hit]
         )
-    raw = b"%s\r\nage: %s\r\nx-cache: %s" % (rendered, age, result)
-    return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
+    return rendered
 
 
 def only_if_cached() -> Answer:
