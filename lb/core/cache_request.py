@@ -16,6 +16,7 @@ from lb.core.cache_policy import CacheSettings
 from lb.core.http import RequestHead
 
 __all__ = [
+    "NOT_PLAIN",
     "NO_DIRECTIVES",
     "RequestDirectives",
     "is_plain",
@@ -28,7 +29,7 @@ __all__ = [
 _BYPASS_REQUEST_FIELDS = (b"if-match", b"if-unmodified-since", b"if-range", b"range")
 # A request with none of these asks nothing of the cache: no directives of its own (§5.2.1,
 # and Pragma, §5.4), no precondition (§4.3.2), no Range.
-_NOT_PLAIN = frozenset(
+NOT_PLAIN = frozenset(
     (b"cache-control", b"pragma", b"if-none-match", b"if-modified-since", *_BYPASS_REQUEST_FIELDS)
 )
 
@@ -74,7 +75,7 @@ def is_plain(head: RequestHead) -> bool:
     it: then its directives are `NO_DIRECTIVES`, the cache answers no precondition of its
     own, and whether it is cacheable depends only on its method, target and Host. Most
     requests are plain: the cache filter's fast path takes only those."""
-    return head.index.keys().isdisjoint(_NOT_PLAIN)
+    return head.index.keys().isdisjoint(NOT_PLAIN)
 
 
 def request_directives(head: RequestHead) -> RequestDirectives:

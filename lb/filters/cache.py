@@ -37,7 +37,7 @@ from lb.core.cache_entry import Entry, decode_variants, variant_store_key
 from lb.core.cache_freshness import Decision, fresh_age, lookup_decision
 from lb.core.cache_keys import invalidation_targets, primary_key, variant_key
 from lb.core.cache_policy import SAFE_METHODS, CacheSettings, fields_to_strip
-from lb.core.cache_request import is_plain, request_directives, request_is_cacheable
+from lb.core.cache_request import NOT_PLAIN, request_directives, request_is_cacheable
 from lb.core.cache_storing import storable
 from lb.core.http import RequestHead, ResponseHead
 from lb.filters.cache_answers import hit, only_if_cached, serve
@@ -90,6 +90,7 @@ class CacheFilter(Filter):
         # request headers or cookies (see _plain_key).
         self._keys: dict[tuple[bytes, bytes | None, bytes], str] = {}
         self._remember_keys = not (s.key_headers or s.key_cookies)
+        self._hit = (route, HIT)  # its count's key (ResponseCache.count_key)
 
     @property
     def cache(self) -> ResponseCache:
@@ -106,7 +107,7 @@ class CacheFilter(Filter):
             state.unsafe = method not in SAFE_METHODS
             set_state(session, state)
             return None
-        if not is_plain(head):
+        if not head.index.keys().isdisjoint(NOT_PLAIN):  # is_plain, inlined: every hit asks
             if not request_is_cacheable(head, self.settings):
                 set_state(session, CacheState(None, BYPASS))
                 return None
@@ -127,7 +128,7 @@ class CacheFilter(Filter):
         if isinstance(found, Entry):
             age = fresh_age(found.meta, time.time())
             if age is not None:
-                cache.count(self.route, HIT)
+                cache.count_key(self._hit)
                 return hit(found, age, self.strip_hit)
         return self._lookup(session, head, key, found)
 
