@@ -219,6 +219,15 @@ class LbCache(Lb):
     cache = True
 
 
+class LbCacheNoLog(LbCache):
+    """`lb-cache` with `access_log: {enabled: false}`: like for like with `nginx-cache`, which
+    logs nothing either (only when named in `--subjects`)."""
+
+    name = "lb-cache-nolog"
+    title = "lb run --workers 1, access log off, route cache: {default_ttl: 1h}"
+    access_log = False
+
+
 class LbCacheRedis(LbCache):
     """`lb-cache` with `redis:` at a redis-server of its own (`--save "" --appendonly no`, on
     the load's CPU): the shared tier, with lb's in-process tier (`local_ttl`, 5s) in front."""
@@ -346,6 +355,7 @@ SUBJECTS: dict[str, Subject] = {
         LbWorkers2(),
         LbHealth(),
         LbCache(),
+        LbCacheNoLog(),
         LbCacheRedis(),
         Nginx(),
         NginxCache(),
