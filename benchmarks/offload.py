@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = workdir / "logs"
     started: list[procs.Process] = []
     try:
-        redis_port, origin_port = procs.free_port(), procs.free_port()
-        port, admin = procs.free_port(), procs.free_port()
+        redis_port, origin_port, port, admin = procs.free_ports(4)
         redis = procs.start(
             "redis",
             [

@@ -103,6 +103,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` ports free right now, all different: bound together, so the kernel cannot hand out
+    one twice (separate `free_port` calls can, and a listener and the admin API then collide)."""
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)
+        ]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def raise_nofile_limit() -> None:
     """Raise our soft open-files limit to the hard one; children inherit it."""
     import resource

@@ -145,10 +145,10 @@ class Lb(Subject):
         return running
 
     def _start_lb(self, ctx: RunContext, redis_port: int | None) -> Running:
-        port, admin = procs.free_port(), procs.free_port()
+        port, admin, tls_port = procs.free_ports(3)
         log = ctx.workdir / f"{self.name}-access.log" if self.access_log else None
         conf = ctx.workdir / f"{self.name}.yaml"
-        tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
+        files = tls.certificate(ctx.workdir)
         conf.write_text(
             configs.lb_http(
                 port,
@@ -218,6 +218,15 @@ class LbCache(Lb):
     kinds = frozenset({"cache"})
     cache_status = "X-Cache"
     cache = True
+
+
+class LbCacheNoLog(LbCache):
+    """`lb-cache` with `access_log: {enabled: false}`: like for like with `nginx-cache`, which
+    logs nothing either (only when named in `--subjects`)."""
+
+    name = "lb-cache-nolog"
+    title = "lb run --workers 1, access log off, route cache: {default_ttl: 1h}"
+    access_log = False
 
 
 class LbCacheRedis(LbCache):
@@ -295,10 +304,10 @@ class Haproxy(Subject):
         return None if shutil.which("haproxy") else "haproxy is not installed"
 
     def start(self, ctx: RunContext) -> Running:
-        port = procs.free_port()
+        port, tls_port = procs.free_ports(2)
         conf = ctx.workdir / "haproxy.cfg"
         maxconn = procs.max_proxied_connections()
-        tls_port, files = procs.free_port(), tls.certificate(ctx.workdir)
+        files = tls.certificate(ctx.workdir)
         conf.write_text(
             configs.haproxy_http(port, ctx.origin.port, maxconn, tls=(tls_port, files.pem))
         )
@@ -314,7 +323,7 @@ class LbTcp(Subject):
     layer = "L4"
 
     def start(self, ctx: RunContext) -> Running:
-        port, admin = procs.free_port(), procs.free_port()
+        port, admin = procs.free_ports(2)
         conf = ctx.workdir / "lb-tcp.yaml"
         conf.write_text(configs.lb_tcp(port, ctx.origin.port, admin))
         argv = [sys.executable, "-m", "lb", "run", "-c", str(conf), "--workers", "1"]
@@ -347,6 +356,7 @@ SUBJECTS: dict[str, Subject] = {
         LbWorkers2(),
         LbHealth(),
         LbCache(),
+        LbCacheNoLog(),
         LbCacheRedis(),
         Nginx(),
         NginxCache(),

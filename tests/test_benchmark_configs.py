@@ -102,7 +102,7 @@ def test_cache_cases_run_only_for_cache_subjects_and_their_references() -> None:
         name: {c for c in CASES if subject.skips(CASES[c]) is None}
         for name, subject in SUBJECTS.items()
     }
-    for name in ("lb-cache", "lb-cache-redis", "nginx-cache"):
+    for name in ("lb-cache", "lb-cache-nolog", "lb-cache-redis", "nginx-cache"):
         assert runs[name] == set(CACHE_CASES), name
         assert SUBJECTS[name].cache_status is not None
     for name in ("lb", "nginx"):

@@ -303,7 +303,10 @@ class ResponseCache:
         task.add_done_callback(self._tasks.discard)
 
     def count(self, route: str, result: bytes) -> None:
-        key = (route, result)
+        self.count_key((route, result))
+
+    def count_key(self, key: tuple[str, bytes]) -> None:
+        """`count` with its (route, result) key made once by the caller (a cache hit's)."""
         self._results[key] = self._results.get(key, 0) + 1
 
     def flush_metrics(self) -> None:

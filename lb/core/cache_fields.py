@@ -2,9 +2,10 @@
 cache-control fields, HTTP-dates, delta-seconds, entity-tags.
 
 Every parser here is tolerant: a malformed value never raises, it comes back as "invalid"
-(None, or an empty directive value) and `lb.core.cache_policy` decides what invalid means,
-which for freshness is always the conservative reading (RFC 9111 §4.2.1: "caches are
-encouraged to consider responses that have invalid freshness information ... to be stale").
+(None, or an empty directive value) and the policy (lb.core.cache_policy and its rule modules)
+decides what invalid means, which for freshness is always the conservative reading (RFC 9111
+§4.2.1: "caches are encouraged to consider responses that have invalid freshness information
+... to be stale"). It also reads a head's fields by name, for the rule modules.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import calendar
 import re
 import time
 from email.utils import formatdate
+from typing import Any
 
 __all__ = [
     "DELTA_MAX",
     "Directives",
+    "date_value",
     "delta_seconds",
+    "fields_by_name",
+    "first_value",
     "format_http_date",
     "normal_authority",
     "normalize_field_value",
@@ -285,3 +290,27 @@ def normal_authority(scheme: str, authority: str) -> str:
     if sep and port == _DEFAULT_PORTS.get(scheme):
         return host
     return authority
+
+
+# --- reading a head's fields ------------------------------------------------------------
+
+
+def fields_by_name(headers: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """A head's field values by lower-case name, in the order they came."""
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
+
+
+def first_value(fields: dict[bytes, list[bytes]], name: bytes, default: Any = None) -> Any:
+    values = fields.get(name)
+    return values[0] if values else default
+
+
+def date_value(fields: dict[bytes, list[bytes]], received: float) -> float:
+    """A response's Date, or the time it was received when Date is absent, repeated with
+    different values, or invalid (RFC 9110 §6.6.1: a recipient with a clock adds one)."""
+    values = fields.get(b"date")
+    date = parse_http_date(values[0], received) if values and len(set(values)) == 1 else None
+    return received if date is None else date

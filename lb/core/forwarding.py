@@ -10,13 +10,7 @@ import os
 import re
 from itertools import count
 
-from lb.core.http import (
-    FORWARDING,
-    HOP_BY_HOP,
-    RequestHead,
-    ResponseHead,
-    field_tokens,
-)
+from lb.core.http import FORWARDING, HOP_BY_HOP, RequestHead, ResponseHead, field_tokens
 
 _DROP_TO_SERVER = HOP_BY_HOP | FORWARDING
 _DROP_TO_CLIENT = HOP_BY_HOP | {b"x-request-id"}

@@ -4,9 +4,12 @@ what a client sees (X-Cache, Age, bodies) and how many requests reach the origin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
+from lb.filters import cache as cache_filter
 from lb.proxy.proxy import Proxy
 from tests.conftest import Message, Origin, RawClient, handlers, one_pool, response
 
@@ -196,3 +199,36 @@ async def test_stale_if_error_answers_stale_when_the_origin_fails(proxy, origin,
     state["fail"] = True
     msg = await get(connect, lb)
     assert (msg.status, msg.body, msg.header("x-cache")) == (200, b"good", "STALE")
+
+
+async def test_a_hit_is_as_old_as_its_stored_age_plus_its_time_here(
+    proxy, origin, connect, monkeypatch
+) -> None:
+    # RFC 9111 §4.2.3: a hit's Age is the Age it came with plus the time it has been stored,
+    # computed for each answer.
+    o = await origin(counting(b"old", [("cache-control", "max-age=600"), ("age", "100")]))
+    lb = await proxy(cached(o))
+    await get(connect, lb)
+    first = await get(connect, lb)
+    later = time.time() + 30
+    monkeypatch.setattr(
+        cache_filter, "time", SimpleNamespace(time=lambda: later, monotonic=time.monotonic)
+    )
+    second = await get(connect, lb)
+    assert first.header("x-cache") == "HIT" and first.header("age") in ("100", "101")
+    assert second.header("x-cache") == "HIT" and second.header("age") in ("130", "131")
+    assert len(o.requests) == 1
+
+
+async def test_a_clients_own_directives_still_reach_a_fresh_entry(proxy, origin, connect) -> None:
+    # §5.2.1.4 and §5.4: a client's no-cache (or Pragma: no-cache) is honoured by default, so
+    # a fresh entry does not answer it as a plain request's hit; max-stale does not stop one.
+    o = await origin(counting(b"x", [("cache-control", "max-age=60")]))
+    lb = await proxy(cached(o))
+    await get(connect, lb)
+    no_cache = await get(connect, lb, extra="Cache-Control: no-cache\r\n")
+    pragma = await get(connect, lb, extra="Pragma: no-cache\r\n")
+    max_stale = await get(connect, lb, extra="Cache-Control: max-stale\r\n")
+    assert (no_cache.header("x-cache"), pragma.header("x-cache")) == ("MISS", "MISS")
+    assert max_stale.header("x-cache") == "HIT"
+    assert len(o.requests) == 3

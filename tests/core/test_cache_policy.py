@@ -1,4 +1,5 @@
-"""Cache policy as tables of cases; each names its rule and cites the RFC section it checks.
+"""Cache policy (lb.core.cache_*) as tables of cases; each names its rule and cites the RFC
+section it checks.
 
 RFC 9111 sections are written "§n"; other RFCs by number. All times are Unix seconds.
 """
@@ -21,6 +22,14 @@ from lb.core.cache_fields import (
     parse_http_date,
     parse_targeted_field,
 )
+from lb.core.cache_freshness import (
+    Decision,
+    current_age,
+    fresh_age,
+    freshness_lifetime,
+    lookup_decision,
+    may_serve_stale_on_error,
+)
 from lb.core.cache_keys import (
     invalidates,
     invalidation_targets,
@@ -28,25 +37,19 @@ from lb.core.cache_keys import (
     uri_key,
     variant_key,
 )
-from lb.core.cache_policy import (
-    CacheSettings,
-    Decision,
+from lb.core.cache_policy import CacheSettings, StoredMeta, fields_to_strip
+from lb.core.cache_request import (
+    NO_DIRECTIVES,
     RequestDirectives,
-    StoredMeta,
-    client_conditional_matches,
-    conditional_request_fields,
-    current_age,
-    fields_to_strip,
-    freshen,
-    freshness_lifetime,
-    headers_never_stored,
-    lookup_decision,
-    may_serve_stale_on_error,
+    is_plain,
     request_directives,
     request_is_cacheable,
-    storable,
-    stored_meta,
-    vary_names,
+)
+from lb.core.cache_storing import headers_never_stored, storable, stored_meta, vary_names
+from lb.core.cache_validation import (
+    client_conditional_matches,
+    conditional_request_fields,
+    freshen,
 )
 from lb.core.http import RequestHead, ResponseHead
 
@@ -188,6 +191,28 @@ REQUEST_DIRECTIVES = [
 @pytest.mark.parametrize(("headers", "expected"), REQUEST_DIRECTIVES)
 def test_request_directives(headers, expected):
     assert request_directives(req(headers=headers)) == expected
+
+
+PLAIN = [
+    pytest.param([], True, id="no-fields"),
+    pytest.param([(b"User-Agent", b"wrk"), (b"Accept", b"*/*")], True, id="ordinary-fields"),
+    pytest.param([(b"Cache-Control", b"max-age=5")], False, id="cache-control"),  # §5.2.1
+    pytest.param([(b"Pragma", b"no-cache")], False, id="pragma"),  # §5.4
+    pytest.param([(b"If-None-Match", b'"a"')], False, id="if-none-match"),  # §4.3.2
+    pytest.param([(b"if-modified-since", DATE)], False, id="if-modified-since"),  # §4.3.2
+    pytest.param([(b"If-Match", b'"a"')], False, id="if-match"),
+    pytest.param([(b"Range", b"bytes=0-1")], False, id="range"),
+]
+
+
+@pytest.mark.parametrize(("headers", "expected"), PLAIN)
+def test_is_plain(headers, expected):
+    # A plain request asks nothing of the cache: its directives are the defaults, and it is
+    # cacheable as any GET is (the filter's fast path relies on both).
+    head = req(headers=headers)
+    assert is_plain(head) is expected
+    if expected:
+        assert request_directives(head) is NO_DIRECTIVES and request_is_cacheable(head, S)
 
 
 # --- storing -----------------------------------------------------------------------------
@@ -934,6 +959,40 @@ def test_current_age_never_negative(request_time, response_time, date_value, age
         age_value=age_value,
     )
     assert current_age(m, now) >= 0
+
+
+@given(
+    times,
+    times,
+    times,
+    st.floats(0, 2**31),
+    st.floats(0, 2**31),
+    st.booleans(),
+    st.booleans(),
+    st.floats(0, 1e6),
+    times,
+)
+def test_fresh_age_is_lookup_decision_fresh(
+    request_time, response_time, date_value, age_value, lifetime, no_cache, must, swr, now
+):
+    # The filter's fast path (fresh_age) and the full decision agree for a plain request,
+    # whether or not the route honours the client's directives.
+    m = meta(
+        request_time=request_time,
+        response_time=response_time,
+        date_value=date_value,
+        age_value=age_value,
+        freshness_lifetime=lifetime,
+        no_cache=no_cache,
+        must_revalidate=must,
+        stale_while_revalidate=swr,
+        etag=b'"e"',
+    )
+    for settings in (S, CacheSettings(honour_client_no_cache=False)):
+        fresh = lookup_decision(m, NO_DIRECTIVES, settings, now) is Decision.FRESH
+        assert (fresh_age(m, now) is not None) is fresh
+    age = fresh_age(m, now)
+    assert age is None or age == current_age(m, now)
 
 
 header_values = st.binary(max_size=40)
