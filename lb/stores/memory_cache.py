@@ -28,7 +28,7 @@ class _Entry:
     tags: tuple[str, ...]
 
 
-class _Subscription:
+class _Callbacks:
     def __init__(self, callbacks: list[InvalidationCallback], callback: InvalidationCallback):
         self._callbacks = callbacks
         self._callback = callback
@@ -119,9 +119,9 @@ class MemoryCacheStore:
     async def publish_invalidation(self, invalidation: Invalidation) -> None:
         self._notify(invalidation)
 
-    async def subscribe_invalidations(self, callback: InvalidationCallback) -> _Subscription:
+    async def subscribe_invalidations(self, callback: InvalidationCallback) -> _Callbacks:
         self._callbacks.append(callback)
-        return _Subscription(self._callbacks, callback)
+        return _Callbacks(self._callbacks, callback)
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -126,8 +126,8 @@ class RedisCacheStore:
         message = _encode(invalidation)
         await self._conn.call(lambda r: r.publish(self.channel, message))
 
-    async def subscribe_invalidations(self, callback: InvalidationCallback) -> _Subscription:
-        subscription = _Subscription(self._conn, self.channel, callback)
+    async def subscribe_invalidations(self, callback: InvalidationCallback) -> _ChannelSubscription:
+        subscription = _ChannelSubscription(self._conn, self.channel, callback)
         await subscription.start()
         return subscription
 
@@ -159,7 +159,7 @@ class RedisCacheStore:
             await self.publish_invalidation(invalidation)
 
 
-class _Subscription:
+class _ChannelSubscription:
     """A task holding a SUBSCRIBE on its own connection, resubscribing after Redis returns.
     After a lost subscription it calls back with `everything` once: messages were missed."""
 
