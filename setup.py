@@ -1,11 +1,11 @@
 """Builds lb's request hot path with mypyc when it can, and installs plain Python otherwise.
 
-`pip install .` compiles the modules in `COMPILED` (the per-request path: parsing, the exchange,
-the upstream call, the access log line) into C extensions when a C compiler and mypyc are there;
-each is the same module, so anything else still imports it by name. Without a compiler, or with
-LB_COMPILE=0, or for an editable install (whose .py files must stay the code that runs), the
-package is the plain Python source. `python -c "import lb.build; print(lb.build.compiled())"` says
-which one is installed.
+`pip install .` compiles the modules in `COMPILED` (the per-request path: parsing, routing, the
+exchange, the upstream call, the access log line, a cache hit) into C extensions when a C
+compiler and mypyc are there; each is the same module, so anything else still imports it by
+name. Without a compiler, or with LB_COMPILE=0, or for an editable install (whose .py files must
+stay the code that runs), the package is the plain Python source. `lb --version` says which one
+is installed.
 """
 
 from __future__ import annotations
@@ -31,6 +31,19 @@ COMPILED = [
     "lb/proxy/http/client.py",
     "lb/filters/access_log.py",
     "lb/filters/metrics.py",
+    "lb/filters/cache.py",
+    "lb/filters/cache_state.py",
+    "lb/filters/cache_answers.py",
+    "lb/core/cache_policy.py",
+    "lb/core/cache_fields.py",
+    "lb/core/cache_freshness.py",
+    "lb/core/cache_request.py",
+    "lb/core/cache_keys.py",
+    "lb/core/cache_entry.py",
+    "lb/cache/local.py",
+    "lb/cache/cache.py",
+    "lb/proxy/pool/pool.py",
+    "lb/core/router.py",
 ]
 
 
