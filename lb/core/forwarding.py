@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from itertools import count
 
+from lb.core.cache_fields import format_http_date
 from lb.core.http import FORWARDING, HOP_BY_HOP, RequestHead, ResponseHead, field_tokens
 
 _DROP_TO_SERVER = HOP_BY_HOP | FORWARDING
@@ -128,6 +130,10 @@ def response_to_client(
     else:
         framing = b""
     tail = b"".join([b"%s: %s\r\n" % field for field in extra]) if extra else b""
+    if b"\r\nDate:" not in forward and b"\r\ndate:" not in forward and not _has_date(forward):
+        # RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a
+        # Date header field MUST add one if the message is cached or forwarded downstream."
+        tail = _date_field() + tail
     if close and status != 101:
         tail += b"connection: close\r\n"
     # One format for the whole head: this runs once per response on the hot path.
@@ -139,6 +145,24 @@ def response_to_client(
         request_id,
         tail,
     )
+
+
+def _has_date(fields: bytes) -> bool:
+    return b"\r\ndate:" in fields.lower()  # any other spelling of the name: rare
+
+
+_date_second = -1
+_date_bytes = b""
+
+
+def _date_field() -> bytes:
+    """b"date: <IMF-fixdate>\r\n" for now, formatted once a second."""
+    global _date_second, _date_bytes
+    second = int(time.time())
+    if second != _date_second:
+        _date_second = second
+        _date_bytes = b"date: " + format_http_date(second) + b"\r\n"
+    return _date_bytes
 
 
 def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lb.core.errors import HTTPError, Reason, closes_connection, error_response
@@ -230,6 +232,18 @@ def headers_of(data: bytes) -> list[tuple[bytes, bytes]]:
     return [(n.lower(), v.strip()) for n, _, v in (line.partition(b":") for line in lines)]
 
 
+IMF_FIXDATE = re.compile(
+    rb"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"
+)
+
+
+def without_date(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The fields but the one Date lb adds to a response that came without (RFC 9110 §6.6.1)."""
+    dates = [v for n, v in fields if n == b"date"]
+    assert len(dates) == 1 and IMF_FIXDATE.fullmatch(dates[0]), fields
+    return [f for f in fields if f[0] != b"date"]
+
+
 def test_request_to_server_forwarding_and_hop_by_hop() -> None:
     h = req(
         (b"Host", b"Site.test:81"),
@@ -337,7 +351,7 @@ def test_response_to_client_hop_by_hop(connection_first: bool) -> None:
     )
     data = response_to_client(h, b"rid", chunked=True, close=False)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert headers_of(data) == [
+    assert without_date(headers_of(data)) == [
         (b"set-cookie", b"a=1"),
         (b"set-cookie", b"b=2"),
         (b"transfer-encoding", b"chunked"),
@@ -357,7 +371,23 @@ def test_response_to_client_framing(
     chunked: bool, close: bool, cl: int | None, expected: list
 ) -> None:
     h = resp((b"Content-Length", b"5"), cl=cl)
-    assert headers_of(response_to_client(h, b"r", chunked=chunked, close=close)) == expected
+    got = headers_of(response_to_client(h, b"r", chunked=chunked, close=close))
+    assert without_date(got) == expected
+
+
+@pytest.mark.parametrize("name", [None, b"Date", b"date", b"DATE"])
+def test_a_response_without_date_gets_one(name: bytes | None) -> None:
+    """RFC 9110 §6.6.1: a recipient with a clock MUST add Date to a response it forwards
+    without one; one that has it (any spelling) goes on as it came, with no second."""
+    date = b"Thu, 26 Nov 2026 15:00:00 GMT"
+    fields = [(b"Server", b"s")] + ([(name, date)] if name else [])
+    for head in (resp(*fields, cl=0), raw_resp(*fields)):
+        got = headers_of(response_to_client(head, b"r", chunked=False, close=False))
+        dates = [v for n, v in got if n == b"date"]
+        if name is None:
+            assert len(dates) == 1 and IMF_FIXDATE.fullmatch(dates[0])
+        else:
+            assert dates == [date]
 
 
 def test_response_101_keeps_upgrade() -> None:
