@@ -94,9 +94,7 @@ def _check(path: str, print_config: bool = False) -> int:
     try:
         config = load_config(path)
     except ConfigError as err:
-        print(f"{path}: {len(err.problems)} problem(s)", file=sys.stderr)
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+        print(err.report(path), file=sys.stderr)
         return 1
     if print_config:
         # The YAML on stdout, loadable as it is; the summary goes to stderr.

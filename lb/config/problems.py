@@ -42,6 +42,10 @@ class ConfigError(Exception):
         self.source = source
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def report(self, path: str) -> str:
+        """What a command prints for a refused file: `PATH: N problem(s)`, then one a line."""
+        return "\n".join([f"{path}: {len(self.problems)} problem(s)", *map(str, self.problems)])
+
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 # The last component of a formatted path: ".key", "[3]", '["odd.key"]', or a bare first key.

@@ -50,9 +50,7 @@ def main(path: str, queue: str | None, concurrency: int | None, metrics: str | N
     try:
         config = load_config(path)
     except ConfigError as err:
-        print(f"{path}: {len(err.problems)} problem(s)", file=sys.stderr)
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+        print(err.report(path), file=sys.stderr)
         return 1
     refusal = usable(config, queue)
     if refusal is not None:
