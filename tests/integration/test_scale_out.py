@@ -167,8 +167,10 @@ def test_the_scale_out_example_shares_cache_rate_limit_and_jobs(
         shop = {"host": "shop.example"}
         status, headers, body = request(lb1.port, "/products/42", headers=shop)
         assert (status, headers["x-cache"]) == (200, "MISS")
+        # The stored value's key (c:v:), not the collapsed-miss lock's (c:l:), which holds the
+        # same URI while lb1 is still fetching it.
         wait_for(
-            lambda: redis_server.command("KEYS", "*shop.example/products/42*") != b"*0",
+            lambda: redis_server.command("KEYS", "*c:v:*shop.example/products/42*") != b"*0",
             what="the entry in redis",
         )
         status, headers, again = request(lb2.port, "/products/42", headers=shop)
