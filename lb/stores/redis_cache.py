@@ -187,6 +187,7 @@ class _ChannelSubscription:
 
     async def _run(self) -> None:
         lost = False
+        watched: Any = None
         while True:
             if not await self._conn.wait_up(self._conn.settings.probe_interval):
                 continue
@@ -194,6 +195,10 @@ class _ChannelSubscription:
             try:
                 async with asyncio.timeout(self._conn.timeout):
                     await pubsub.subscribe(self._channel)
+                # redis-py reconnects and resubscribes a pubsub by itself when Redis comes back
+                # quickly, without raising: hear of that too, or missed messages go unnoticed.
+                watched = pubsub.connection
+                watched.register_connect_callback(self._reconnected)
                 self._subscribed.set()
                 if lost:
                     self._deliver(Invalidation(everything=True))
@@ -210,8 +215,15 @@ class _ChannelSubscription:
                     self._conn.mark_down(str(e) or type(e).__name__)
                 lost = True
             finally:
+                if watched is not None:  # pooled after this: its next reconnect is not ours
+                    watched.deregister_connect_callback(self._reconnected)
+                    watched = None
                 with contextlib.suppress(Exception):
                     await _close_pubsub(pubsub)
+
+    def _reconnected(self, _connection: Any) -> None:
+        log.warning("redis invalidation listener reconnected; dropping the in-process tier")
+        self._deliver(Invalidation(everything=True))
 
     def _deliver(self, invalidation: Invalidation) -> None:
         try:

@@ -97,3 +97,20 @@ async def test_status_never_shows_the_password(redis_server: RedisServer) -> Non
         assert "hunter2" not in repr(connection)
     finally:
         await connection.aclose()
+
+
+async def test_a_quick_restart_that_redis_py_hides_still_drops_the_local_tier(
+    redis_server: RedisServer, redis_connection: Callable[..., RedisConnection]
+) -> None:
+    """redis-py reconnects and resubscribes a pubsub without raising when Redis is back
+    before it notices; the messages published meanwhile are gone all the same."""
+    connection = redis_connection()
+    cache = RedisCacheStore(connection)
+    seen: list[Invalidation] = []
+    subscription = await cache.subscribe_invalidations(seen.append)
+    redis_server.stop()
+    redis_server.start()
+    await wait_until(lambda: Invalidation(everything=True) in seen)
+    await cache.delete(["k"])
+    await wait_until(lambda: Invalidation(("k",)) in seen)
+    await subscription.close()
