@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -87,6 +88,27 @@ def test_json_line_has_the_fields_in_order_and_the_values_a_client_sent(tmp_path
         "10.0.0.2:9001",
     )
     assert isinstance(second["time"], float) and second["duration_ms"] >= 0
+
+
+def test_times_have_three_decimals_from_whole_milliseconds(tmp_path: Path) -> None:
+    """Numbers are formatted from integers: a time and a duration always read `N.DDD`."""
+    log, services = log_to(tmp_path / "a.log")
+    f = LogRequests(services, "web", "api")
+    quick, slow = session(), session()
+    quick.started = time.perf_counter()
+    slow.started = time.perf_counter() - 2.0075
+    before = time.time()
+    f.on_log(quick)
+    f.on_log(slow)
+    log.close(wait=10)
+    lines = lines_of(tmp_path / "a.log")
+    for line in lines:
+        assert re.search(r'"time":\d{10}\.\d{3},', line), line
+        assert re.search(r'"duration_ms":\d+\.\d{3}}$', line), line
+    first, second = (json.loads(line) for line in lines)
+    assert before - 0.001 <= first["time"] <= time.time()
+    assert 0 <= first["duration_ms"] < 1000
+    assert 2007 <= second["duration_ms"] < 3007
 
 
 def test_combined_line_escapes_what_a_client_sent_as_hex(tmp_path: Path) -> None:
