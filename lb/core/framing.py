@@ -111,10 +111,10 @@ def check_raw_head(raw: bytes) -> None:
     blank line, must use CRLF only, have no obs-fold (RFC 9112 §5.2), and no NUL."""
     if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
         raise HTTPError(Reason.bad_request, "bare CR or LF in request head")
-    if b"\r\n " in raw or b"\r\n\t" in raw:
+    if raw.find(b"\r\n ") >= 0 or raw.find(b"\r\n\t") >= 0:
         raise HTTPError(Reason.bad_request, "obs-fold line folding in request head")
     for bad in _FORBIDDEN_IN_HEAD:
-        if bad in raw:
+        if raw.find(bad) >= 0:
             raise HTTPError(Reason.bad_request, "NUL byte in request head")
     for byte in raw:
         if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D):
