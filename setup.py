@@ -44,6 +44,8 @@ COMPILED = [
     "lb/cache/cache.py",
     "lb/proxy/pool/pool.py",
     "lb/core/router.py",
+    "lb/core/balancer.py",
+    "lb/core/retry.py",
 ]
 
 

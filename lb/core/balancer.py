@@ -99,13 +99,13 @@ class ServerState:
         self.address = address
         # The weight balancing uses: the configured one, except while the server slow-starts
         # (lb.core.slow_start), when it is a growing share of it. Setting `weight` resets it.
-        self.effective: float = weight
+        self.effective: float = float(weight)
         self._weight = weight
         self.backup = backup
         self.in_flight = 0  # requests/connections using it now; the shell counts them
         self.healthy = True  # set by health checks
         self.drained = False  # set by the admin API
-        self._current: float = 0  # smooth weighted round robin's running weight
+        self._current: float = 0.0  # smooth weighted round robin's running weight
 
     @property
     def weight(self) -> int:
@@ -115,7 +115,7 @@ class ServerState:
     @weight.setter
     def weight(self, weight: int) -> None:
         self._weight = weight
-        self.effective = weight
+        self.effective = float(weight)
 
     @property
     def available(self) -> bool:
@@ -196,8 +196,8 @@ def _smooth_rr(group: list[ServerState], exclude: Collection[ServerState]) -> Se
             return None
         return s
     best: ServerState | None = None
-    best_current: float = 0
-    total: float = 0
+    best_current: float = 0.0
+    total: float = 0.0
     for s in group:
         w = s.effective
         if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
@@ -250,8 +250,8 @@ class LeastConnBalancer(Balancer):
         # Pass 2 (nginx least_conn): smooth weighted round robin among the tied servers only.
         conns, weight = best.in_flight, best.effective
         chosen = best
-        chosen_current: float = 0
-        total: float = 0
+        chosen_current: float = 0.0
+        total: float = 0.0
         first = True
         for s in group:
             w = s.effective
@@ -276,7 +276,7 @@ class RandomBalancer(Balancer):
     def _pick_from(
         self, group: list[ServerState], key: bytes | None, exclude: Collection[ServerState]
     ) -> ServerState | None:
-        total: float = 0
+        total: float = 0.0
         for s in group:
             w = s.effective
             if not s.healthy or s.drained or w <= 0 or (exclude and s in exclude):
@@ -312,7 +312,7 @@ class P2CBalancer(Balancer):
     def _pick_from(
         self, group: list[ServerState], key: bytes | None, exclude: Collection[ServerState]
     ) -> ServerState | None:
-        total: float = 0
+        total: float = 0.0
         count = 0
         only: ServerState | None = None
         for s in group:

@@ -42,7 +42,7 @@ class SlowStart:
     def begin(self, state: ServerState, now: float) -> None:
         """`state` just went from DOWN to UP."""
         self.since[state] = now
-        state.effective = state.weight * START
+        state.effective = float(state.weight) * START
 
     def update(self, now: float) -> bool:
         """Set every ramping server's effective weight for `now`; True while any still ramps."""
@@ -51,7 +51,7 @@ class SlowStart:
             share = ramp(now - since, self.duration)
             if share >= 1.0 or not state.healthy:
                 done.append(state)
-                state.effective = state.weight
+                state.effective = float(state.weight)
             else:
                 state.effective = state.weight * share
         for state in done:

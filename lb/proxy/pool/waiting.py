@@ -147,7 +147,7 @@ class SlowStartTimer:
             self._handle.cancel()
             self._handle = None
         for state in self.ramp.since:
-            state.effective = state.weight
+            state.effective = float(state.weight)
         self.ramp.since.clear()
 
     def __repr__(self) -> str:
