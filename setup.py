@@ -27,6 +27,7 @@ COMPILED = [
     "lb/proxy/http/call.py",
     "lb/proxy/http/connection.py",
     "lb/proxy/http/request_body.py",
+    "lb/proxy/http/answer.py",
     "lb/proxy/http/exchange.py",
     "lb/proxy/http/client.py",
     "lb/filters/access_log.py",
