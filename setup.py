@@ -47,6 +47,7 @@ COMPILED = [
     "lb/core/router.py",
     "lb/core/balancer.py",
     "lb/core/retry.py",
+    "lb/request_metrics.py",
 ]
 
 

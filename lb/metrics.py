@@ -8,8 +8,6 @@ counting a request, and the set of label tuples is small.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -72,50 +70,6 @@ SPLIT_ROLLBACKS = Counter(
 
 # Rate limits (issue 16): requests answered 429, counted by the filter (lb.filters.rate_limit).
 RATE_LIMITED = Counter("lb_rate_limited", "Requests refused 429 by a rate limit", ["route"])
-
-
-class RequestMetrics:
-    """Counts finished requests in a plain dict and hands them to prometheus-client in one
-    batch per `flush` (a few times a second). Its `.labels()`, locked `.inc()` and
-    `Histogram.observe()` per request were ~5% of a small proxied request's CPU. Durations are
-    bucketed here with the histogram's own bounds, then added to its buckets at flush time
-    (prometheus-client keeps them as `_buckets`/`_sum`; the version range is pinned).
-
-    One entry per (listener, route, pool, server, code) holds the bucket counts and the sum of
-    seconds: a request costs one tuple and one dict lookup; `flush` derives the request,
-    upstream and duration series from it."""
-
-    __slots__ = ("_pending",)
-
-    def __init__(self) -> None:
-        # (listener, route, pool, server, code) -> [count per bucket..., sum of seconds]
-        self._pending: dict[tuple[str, str, str, str, int], list[float]] = {}
-
-    def observe(
-        self, listener: str, route: str, pool: str, server: str, code: int, seconds: float
-    ) -> None:
-        key = (listener, route, pool, server, code)
-        slots = self._pending.get(key)
-        if slots is None:
-            slots = self._pending[key] = [0.0] * (len(_BOUNDS) + 1)
-        slots[bisect_left(_BOUNDS, seconds)] += 1
-        slots[-1] += seconds
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for (listener, route, pool, server, code), slots in pending.items():
-            n = int(sum(slots[:-1]))
-            REQUESTS.labels(listener, route, pool, str(code)).inc(n)
-            if server:
-                UPSTREAM_REQUESTS.labels(pool, server, str(code)).inc(n)
-            child = REQUEST_DURATION.labels(listener, route)
-            for i, count in enumerate(slots[:-1]):
-                if count:
-                    child._buckets[i].inc(count)
-            child._sum.inc(slots[-1])
-
-
-_BOUNDS: list[float] = list(REQUEST_DURATION._upper_bounds)
 
 
 # lb_redis_up (issue 12): made on first use, by a process whose config has `redis:`. A gauge

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from lb.cache.cache import ResponseCache
     from lb.filters.affinity import PoolSticky
     from lb.filters.splits import RouteSplit
-    from lb.metrics import RequestMetrics
     from lb.proxy.listeners import ListenerSettings
     from lb.proxy.pool.pool import PoolRuntime
+    from lb.request_metrics import RequestMetrics
     from lb.stores import Stores
 
 

@@ -31,7 +31,6 @@ from lb.metrics import (
     CONNECTION_ERRORS,
     SERVER_IN_FLIGHT,
     UPSTREAM_CONNECT_ERRORS,
-    RequestMetrics,
 )
 from lb.offload.inprocess import InProcessOffload
 from lb.protocols import parser_kind as default_parser_kind
@@ -47,6 +46,7 @@ from lb.proxy.sockets import listening_socket
 from lb.proxy.timers import Ticker
 from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
 from lb.proxy.tls.listener import TlsServer
+from lb.request_metrics import RequestMetrics
 from lb.stores import CacheStore, Stores, build_stores, retire
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from lb.config import load_config_text
-from lb.metrics import RequestMetrics
 from lb.proxy.runtime import Runtime
+from lb.request_metrics import RequestMetrics
 from tests.conftest import config_problems
 
 problems = config_problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from lb.metrics import RequestMetrics
+from lb.request_metrics import RequestMetrics
 
 
 def value(name: str, **labels: str) -> float:
@@ -44,3 +44,23 @@ def test_flush_adds_requests_upstream_and_durations() -> None:
     assert value("lb_request_duration_seconds_count", listener=ls, route=route) == (
         before["count"] + 4
     )
+
+
+def test_a_duration_goes_in_the_first_bucket_not_below_it() -> None:
+    """Prometheus buckets are `le`: a duration equal to a bound counts in that bound's bucket;
+    one past the last finite bound counts only in +Inf."""
+    ls, route = "edge-web", "edge-route"
+
+    def bucket(le: str) -> float:
+        return value("lb_request_duration_seconds_bucket", listener=ls, route=route, le=le)
+
+    before = {le: bucket(le) for le in ("0.001", "0.0025", "30.0", "+Inf")}
+    metrics = RequestMetrics()
+    metrics.observe(ls, route, "p", "", 200, 0.001)  # exactly a bound
+    metrics.observe(ls, route, "p", "", 200, 0.0010001)  # just past it
+    metrics.observe(ls, route, "p", "", 200, 90.0)  # past the last finite bound
+    metrics.flush()
+    assert bucket("0.001") == before["0.001"] + 1
+    assert bucket("0.0025") == before["0.0025"] + 2  # buckets are cumulative
+    assert bucket("30.0") == before["30.0"] + 2
+    assert bucket("+Inf") == before["+Inf"] + 3
