@@ -110,8 +110,10 @@ async def test_accepted_addresses_drive_ip_hash(tcp_backend, lb):
         )
     )
     chosen: dict[int, set[bytes]] = {}
-    for i in range(12):
-        client = i % 6
+    # 30 clients, twice each: all of them on one of 3 servers is a 1-in-3^29 chance, where 6
+    # clients on a ring named by random ports landed together about once in a few hundred runs.
+    for i in range(60):
+        client = i % 30
         reader, writer = await open_to(worker)
         writer.write(b"PROXY TCP4 10.0.0.%d 10.0.0.254 1000 80\r\n" % client)
         chosen.setdefault(client, set()).add(await reader.readexactly(1))
