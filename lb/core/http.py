@@ -217,6 +217,20 @@ class ResponseHead:
         self._headers = [f for f in self.headers if f[0].lower() != lname]
         self.forward = None
 
+    def remove_fields(self, lnames: frozenset[bytes], raw_names: tuple[bytes, ...]) -> None:
+        """Drop every field whose lower-case name is in `lnames`, in one pass over the fields;
+        `raw_names`: the same names as b"\r\nname:", to look for them in a raw block that was
+        never split (the usual case then: none is there, and the block stays forwardable)."""
+        if self._headers is None and self.raw is not None:
+            low = self.raw.lower()
+            if not any(low.find(n) >= 0 for n in raw_names):
+                return
+        headers = self.headers
+        kept = [f for f in headers if f[0].lower() not in lnames]
+        if len(kept) != len(headers):
+            self._headers = kept
+            self.forward = None
+
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"
 
