@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from time import perf_counter
 from time import time as now
+from typing import cast
 
 from lb.access_log import (
     MAX_BUFFERED,
@@ -58,36 +59,30 @@ _MILLIS = tuple(f"{n:03d}" for n in range(1000))
 Glue = tuple[str, str, str, str, str, str, str, str, str, str, str]
 
 
-def _json_glue(listener: str, route: str) -> Glue:
-    return (
-        '{"time":',
-        ',"client":"',
-        '","listener":' + json_quote(listener) + ',"request_id":',
-        ',"method":"',
-        '","path":',
-        ',"host":',
-        ',"route":' + json_quote(route) + ',"pool":',
-        ',"server":',
-        ',"status":',
-        ',"bytes":',
-        ',"duration_ms":',
-    )
+# What json writes between quotes itself: values lb makes (an IP address, a method token).
+_JSON_BARE = frozenset({"client", "method"})
 
 
-def _text_glue(listener: str, route: str) -> Glue:
-    return (
-        "time=",
-        " client=",
-        " listener=" + logfmt_quote(listener) + " request_id=",
-        " method=",
-        " path=",
-        " host=",
-        " route=" + logfmt_quote(route) + " pool=",
-        " server=",
-        " status=",
-        " bytes=",
-        " duration_ms=",
-    )
+def _glue(fmt: str, listener: str, route: str) -> Glue:
+    """The pieces before each value of `FIELDS` but the listener and route, which are put in
+    them already quoted: `{"time":`, `,"client":"`, ... for json; `time=`, ` client=`, ... for
+    text (logfmt)."""
+    text = fmt == "text"
+    names = {"listener": listener, "route": route}
+    pieces: list[str] = []
+    piece = "" if text else "{"
+    for i, field in enumerate(FIELDS):
+        if i:
+            piece += " " if text else ","
+        piece += f"{field}=" if text else f'"{field}":'
+        if field in names:
+            piece += logfmt_quote(names[field]) if text else json_quote(names[field])
+            continue
+        bare = not text and field in _JSON_BARE
+        pieces.append(piece + '"' if bare else piece)
+        piece = '"' if bare else ""
+    assert len(pieces) == 11
+    return cast(Glue, tuple(pieces))
 
 
 class LogRequests(Filter):
@@ -102,9 +97,9 @@ class LogRequests(Filter):
         self.listener = listener
         self.route = route
         text = fmt == "text"
-        self._glue = _text_glue(listener, route) if text else _json_glue(listener, route)
+        self._glue = _glue(fmt, listener, route)
         self._error = " error=" if text else ',"error":'
-        self._end = "" if text else "}"
+        self._end = "" if text else "}"  # after `error`, when there is one
         self._quote = logfmt_quote if text else json_quote
         self._second = -1  # the whole seconds of the last line's time, and as text
         self._second_text = ""
@@ -123,6 +118,7 @@ class LogRequests(Filter):
         if second != self._second:
             self._second, self._second_text = second, str(second)
         micros = int((perf_counter() - session.started) * 1_000_000)
+        detail = session.detail
         t, c, rid, m, path, host, pool, server, status, sent, took = self._glue
         line = (
             f"{t}{self._second_text}.{_MILLIS[millis % 1000]}{c}{session.client_ip}"
@@ -130,12 +126,10 @@ class LogRequests(Filter):
             f"{path}{q(head.path)}{host}{q(head.host)}{pool}{q(session.pool or '-')}"
             f"{server}{q(session.server or '-')}{status}{session.status}{sent}{session.bytes_out}"
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
+            f"{f'{self._error}{q(detail)}' if detail else ''}{self._end}"
         )
-        detail = session.detail
-        if detail:
-            line = f"{line}{self._error}{q(detail)}"
         lines = writer.lines  # AccessLog.add, inlined: this runs once per request
-        lines.append(line + self._end)
+        lines.append(line)
         if len(lines) >= MAX_BUFFERED:
             writer.flush()
 
