@@ -217,13 +217,13 @@ class ResponseHead:
         self._headers = [f for f in self.headers if f[0].lower() != lname]
         self.forward = None
 
-    def remove_fields(self, lnames: frozenset[bytes], raw_names: tuple[bytes, ...]) -> None:
-        """Drop every field whose lower-case name is in `lnames`, in one pass over the fields;
-        `raw_names`: the same names as b"\r\nname:", to look for them in a raw block that was
-        never split (the usual case then: none is there, and the block stays forwardable)."""
+    def remove_fields(self, lnames: frozenset[bytes]) -> None:
+        """Drop every field whose lower-case name is in `lnames`, in one pass over the fields.
+        A raw block that was never split is searched first: usually none is there, and the
+        block stays forwardable as it came."""
         if self._headers is None and self.raw is not None:
             low = self.raw.lower()
-            if not any(low.find(n) >= 0 for n in raw_names):
+            if not any(low.find(b"\r\n" + n + b":") >= 0 for n in lnames):
                 return
         headers = self.headers
         kept = [f for f in headers if f[0].lower() not in lnames]

@@ -83,7 +83,6 @@ class CacheFilter(Filter):
         # Off every answer: lb's targeted fields, and a server's own X-Cache (lb sets it).
         self.strip = (*fields_to_strip(s), b"x-cache")
         self._strip_names = frozenset(self.strip)
-        self._strip_raw = tuple(b"\r\n" + name + b":" for name in self.strip)
         self.strip_hit = frozenset((*self.strip, b"age"))  # a hit's Age is lb's alone
         self.collapse_timeout = top.collapse_timeout
         self.wait_timeout = wait  # a lookup, a collapsed wait, or a revalidation
@@ -294,7 +293,7 @@ class CacheFilter(Filter):
                     # other (Varnish's hit-for-pass).
                     self.cache.mark_pass(state.key)
             session.add_response_field(b"x-cache", state.result)
-        head.remove_fields(self._strip_names, self._strip_raw)
+        head.remove_fields(self._strip_names)
 
     def on_response_body(self, session: Session, data: bytes) -> bytes:
         state = state_of(session)

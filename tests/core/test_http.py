@@ -466,7 +466,7 @@ def test_remove_fields_drops_each_named_field_in_any_case(
     make: Callable[..., ResponseHead],
 ) -> None:
     h = make((b"Server", b"s"), (b"CDN-Cache-Control", b"max-age=60"), (b"X-Cache", b"HIT"))
-    h.remove_fields(frozenset(STRIP), tuple(b"\r\n" + n + b":" for n in STRIP))
+    h.remove_fields(frozenset(STRIP))
     got = headers_of(response_to_client(h, b"r", chunked=False, close=False))
     assert (b"server", b"s") in got
     assert not [n for n, _ in got if n in STRIP]
@@ -475,5 +475,5 @@ def test_remove_fields_drops_each_named_field_in_any_case(
 def test_remove_fields_leaves_a_raw_block_without_them_forwardable() -> None:
     h = raw_resp((b"Server", b"s"), (b"Content-Type", b"text/plain"))
     forward = h.forward
-    h.remove_fields(frozenset(STRIP), tuple(b"\r\n" + n + b":" for n in STRIP))
+    h.remove_fields(frozenset(STRIP))
     assert h.forward is forward is not None  # not split into fields: sent on as it came
