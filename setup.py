@@ -50,6 +50,8 @@ COMPILED = [
     "lb/core/balancer.py",
     "lb/core/retry.py",
     "lb/request_metrics.py",
+    "lb/proxy/timers.py",
+    "lb/proxy/listeners.py",
 ]
 
 

@@ -10,12 +10,16 @@ import os
 import re
 import time
 from itertools import count
+from typing import Final
 
 from lb.core.cache_fields import format_http_date
 from lb.core.http import FORWARDING, HOP_BY_HOP, RequestHead, ResponseHead, field_tokens
 
-_DROP_TO_SERVER = HOP_BY_HOP | FORWARDING
-_DROP_TO_CLIENT = HOP_BY_HOP | {b"x-request-id"}
+# A Final alias: compiled code holds it in a C static, not a module-attribute lookup per call.
+now: Final = time.time
+
+_DROP_TO_SERVER: Final = HOP_BY_HOP | FORWARDING
+_DROP_TO_CLIENT: Final = HOP_BY_HOP | {b"x-request-id"}
 
 _id_prefix = os.urandom(4).hex()
 _id_counter = count(1)
@@ -37,7 +41,7 @@ def reseed_request_ids() -> None:
     _id_format = b"%s-%%x" % _id_prefix.encode()
 
 
-_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+_REQUEST_ID: Final = re.compile(rb"[\x21-\x7e]{1,200}")
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -103,7 +107,7 @@ def request_to_server(
     )
 
 
-_COMMON_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_COMMON_CONNECTION_TOKENS: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 def response_to_client(
@@ -160,7 +164,7 @@ _date_bytes = b""
 def _date_field() -> bytes:
     """b"date: <IMF-fixdate>\r\n" for now, formatted once a second."""
     global _date_second, _date_bytes
-    second = int(time.time())
+    second = int(now())
     if second != _date_second:
         _date_second = second
         _date_bytes = b"date: " + format_http_date(second) + b"\r\n"
@@ -182,7 +186,7 @@ def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 # Every field `_DROP_TO_CLIENT` names, with its value, in a raw field block: one regex pass
 # finds them all (case-insensitive, as field names are: RFC 9110 §5.1).
-_DROPPED_TO_CLIENT = re.compile(
+_DROPPED_TO_CLIENT: Final = re.compile(
     rb"\r\n("
     + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT, key=len, reverse=True))
     + rb"):[ \t]*([^\r]*)",
@@ -233,4 +237,4 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -7,6 +7,7 @@ from lb is refused with the status the error table gives (request smuggling).
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from lb.core.errors import HTTPError, Reason
 from lb.core.http import RequestHead
@@ -74,7 +75,7 @@ def check_transfer_coding(value: bytes) -> None:
 
 # RFC 9112 §3.2.2 absolute-form: an http(s) URI. The authority is host[:port] without
 # userinfo (RFC 9110 §4.2.4: "treat its presence as an error").
-_ABSOLUTE_FORM = re.compile(
+_ABSOLUTE_FORM: Final = re.compile(
     rb"(?i:https?)://((?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::[0-9]*)?)([/?][^#]*)?"
 )
 
@@ -103,7 +104,7 @@ def _absolute_form(head: RequestHead) -> None:
     head.index[b"host"] = authority
 
 
-_FORBIDDEN_IN_HEAD = (b"\0",)
+_FORBIDDEN_IN_HEAD: Final = (b"\0",)
 
 
 def check_raw_head(raw: bytes) -> None:

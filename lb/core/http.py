@@ -10,12 +10,13 @@ then asks `lb.core.forwarding` for the bytes to send on. Here: the heads, what r
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import unquote
 
 # RFC 9110 §7.6.1: "Connection" and the fields it lists are for this hop only, as are these
 # legacy names a proxy must not forward. Content-Length and Transfer-Encoding are dropped too,
 # because lb re-frames every body it forwards.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -28,12 +29,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Set by lb itself; whatever the client sent under these names is replaced (XFF is appended to).
-FORWARDING = frozenset(
+FORWARDING: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 )
 
 # RFC 9110 §9.2.2: methods a proxy may retry on its own without changing what the user meant.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class RequestHead:
@@ -249,7 +250,7 @@ def response_has_body(method: str, status: int) -> bool:
     return not (method == "HEAD" or status < 200 or status in (204, 304))
 
 
-_NO_TOKENS: frozenset[bytes] = frozenset()
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 def field_tokens(value: bytes | None) -> frozenset[bytes]:

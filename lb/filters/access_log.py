@@ -11,9 +11,8 @@ when a route matched on them); a combined line has the raw request target, as NC
 
 from __future__ import annotations
 
-from time import perf_counter
-from time import time as now
-from typing import cast
+import time
+from typing import Final, cast
 
 from lb.access_log import (
     MAX_BUFFERED,
@@ -52,7 +51,7 @@ COMBINED = '%s - - [%s] "%s" %d %d "%s" "%s"'
 
 # Milliseconds as the three digits after the point: a number is formatted from integers (no
 # float formatting, the costliest part of a line), so a time reads 1764860400.123.
-_MILLIS = tuple(f"{n:03d}" for n in range(1000))
+_MILLIS: Final = tuple(f"{n:03d}" for n in range(1000))
 
 # A line is its values between fixed pieces ("glue"), built once per (listener, route) with the
 # listener and route names already in them; per request, one string is built from the pieces.
@@ -60,7 +59,12 @@ Glue = tuple[str, str, str, str, str, str, str, str, str, str, str]
 
 
 # What json writes between quotes itself: values lb makes (an IP address, a method token).
-_JSON_BARE = frozenset({"client", "method"})
+_JSON_BARE: Final = frozenset({"client", "method"})
+
+
+# Final aliases: compiled code holds them in C statics, not a module-dict lookup per call.
+now: Final = time.time
+perf_counter: Final = time.perf_counter
 
 
 def _glue(fmt: str, listener: str, route: str) -> Glue:

@@ -4,10 +4,14 @@ lb_upstream_requests_total): in the log phase, so whatever ended a request it is
 from __future__ import annotations
 
 import time
+from typing import Final
 
 from lb.filters.context import BuildContext, Services
 from lb.proxy.http.pipeline import Filter
 from lb.proxy.http.session import Session
+
+# A Final alias: compiled code holds it in a C static, not a module-attribute lookup per call.
+perf_counter: Final = time.perf_counter
 
 
 class CountRequests(Filter):
@@ -24,7 +28,7 @@ class CountRequests(Filter):
             session.pool or "-",
             session.server,
             session.status,
-            time.perf_counter() - session.started,
+            perf_counter() - session.started,
         )
 
 

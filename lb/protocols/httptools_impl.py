@@ -9,6 +9,8 @@ Host, Transfer-Encoding in HTTP/1.0).
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from lb.core.errors import HTTPError, Reason
@@ -17,7 +19,7 @@ from lb.core.framing import check_request_framing
 from lb.core.http import RequestHead, ResponseHead
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
-_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 
 
 class _StopParsing(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 TICK = 0.05
@@ -26,6 +27,8 @@ class HasDeadline(Protocol):
 class Ticker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # Loop time, as deadlines are kept: the bound method, looked up once.
+        self.now: Callable[[], float] = loop.time
         self.watched: set[HasDeadline] = set()
         self._handle: asyncio.TimerHandle | None = None
 
@@ -41,7 +44,7 @@ class Ticker:
         # Rescheduled first, and each expiry on its own: one handler's bug must not stop
         # every deadline of the worker (nothing would ever time out again).
         self._handle = self.loop.call_later(TICK, self._tick)
-        now = self.loop.time()
+        now = self.now()
         expired = [c for c in self.watched if 0.0 < c.deadline <= now]
         for conn in expired:
             conn.deadline = 0.0

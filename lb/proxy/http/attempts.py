@@ -14,7 +14,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import cast
+from typing import Final, cast
 
 from lb.core.balancer import ServerState
 from lb.core.errors import Reason
@@ -30,15 +30,22 @@ from lb.proxy.pool.waiting import WaitingRoom, full_servers
 log = logging.getLogger("lb.proxy")
 
 # Request body bytes held while the server connection opens, before the source is paused.
-CONNECT_BUFFER = 256 * 1024
+CONNECT_BUFFER: Final = 256 * 1024
 # A request body up to this size is kept so the request can be sent again on a new
 # connection when a kept-alive one turns out to be stale, or to another server on a retry.
-REPLAY_BUFFER = 64 * 1024
+REPLAY_BUFFER: Final = 64 * 1024
 
-IDLE, WAITING, CONNECTING, SENT, RECEIVING, TUNNEL, DONE = range(7)
+# Final ints, not `range(7)` unpacked: compiled code then reads them as constants.
+IDLE: Final = 0
+WAITING: Final = 1
+CONNECTING: Final = 2
+SENT: Final = 3
+RECEIVING: Final = 4
+TUNNEL: Final = 5
+DONE: Final = 6
 STATES = ("idle", "waiting", "connecting", "sent", "receiving", "tunnel", "done")
 
-_NONE_EXCLUDED: frozenset[ServerState] = frozenset()
+_NONE_EXCLUDED: Final[frozenset[ServerState]] = frozenset()
 
 
 class Attempts:

@@ -60,7 +60,7 @@ class UpstreamCall(Attempts):
         if body is None:  # streaming: nothing kept
             if upstream is not None and upstream.transport is not None:
                 upstream.transport.write(encode_chunk(data) if self.chunked else data)
-                upstream.deadline = self.upstreams.loop.time() + self.timeout
+                upstream.expire_in(self.timeout)
             return
         body.append(data)
         self.body_buffered += len(data)
@@ -81,7 +81,7 @@ class UpstreamCall(Attempts):
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(data)
-            upstream.deadline = self.upstreams.loop.time() + self.tunnel_timeout
+            upstream.expire_in(self.tunnel_timeout)
 
     def tunnel_eof(self) -> bool:
         """The client half-closed a tunnel: passed on. False when it cannot be (close)."""
@@ -141,14 +141,14 @@ class UpstreamCall(Attempts):
             passive.observe(self.server.state, status >= 500)
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.upstreams.loop.time() + self.timeout
+            upstream.expire_in(self.timeout)
         self.keep_alive = head.keep_alive
         self.sink.call_head(head)
 
     def on_response_body(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.upstreams.loop.time() + self.timeout
+            upstream.expire_in(self.timeout)
         self.sink.call_body(data)
 
     def on_response_end(self) -> None:
@@ -171,13 +171,13 @@ class UpstreamCall(Attempts):
         self.state = TUNNEL
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.upstreams.loop.time() + self.tunnel_timeout
+            upstream.expire_in(self.tunnel_timeout)
         self.sink.call_tunnel(head)
 
     def on_upgrade_data(self, data: bytes) -> None:  # parser delegate, after a 101
         upstream = self.upstream
         if upstream is not None:
-            upstream.deadline = self.upstreams.loop.time() + self.tunnel_timeout
+            upstream.expire_in(self.tunnel_timeout)
         self.sink.call_tunnel_data(data)
 
     # The connection's signals --------------------------------------------------------------

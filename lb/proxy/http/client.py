@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from lb.core.errors import HTTPError, Reason, error_response
 from lb.core.http import RequestHead
@@ -35,12 +35,13 @@ from lb.proxy.tls.contexts import client_subject
 if TYPE_CHECKING:
     from lb.proxy.host import Host
     from lb.proxy.listeners import ListenerSettings
+    from lb.proxy.timers import Ticker
 
 log = logging.getLogger("lb.proxy")
 
 # Corked writes are joined into one buffer up to this size of their last piece; larger ones
 # (a body chunk of a big response) go to writev as they are.
-COPY_LIMIT = 16 * 1024
+COPY_LIMIT: Final = 16 * 1024
 
 
 class ClientConnection(asyncio.Protocol):
@@ -51,6 +52,8 @@ class ClientConnection(asyncio.Protocol):
         "deadline",
         "exchanges",
         "gate",
+        "header_timeout",
+        "idle_timeout",
         "listener",
         "next_pending",
         "parser",
@@ -61,6 +64,7 @@ class ClientConnection(asyncio.Protocol):
         "receiving",
         "starting",
         "subject",
+        "ticker",
         "transport",
         "write_paused",
     )
@@ -68,6 +72,10 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, proxy: Host, listener: ListenerSettings) -> None:
         self.proxy = proxy
         self.listener = listener
+        # Read per request: kept here, where compiled code reads them directly.
+        self.ticker: Ticker = proxy.ticker
+        self.header_timeout: float = listener.timeouts.client_header
+        self.idle_timeout: float = listener.timeouts.idle
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
         self.parser = request_parser(self, listener.max_header_size, proxy.parser_kind)
@@ -105,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
         if self.listener.subject_header is not None:
             self.subject = (self.listener.subject_header, client_subject(transport))
         self.proxy.connection_opened(self)
-        self.deadline = self.proxy.loop.time() + self.listener.timeouts.client_header
+        self.deadline = self.ticker.now() + self.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -118,7 +126,7 @@ class ClientConnection(asyncio.Protocol):
             # A new request is arriving: the client now has `client_header` to finish its head.
             # Set once per head, not per read: a client trickling a byte at a time must not
             # keep pushing the deadline out (slowloris).
-            self.deadline = self.proxy.loop.time() + self.listener.timeouts.client_header
+            self.deadline = self.ticker.now() + self.header_timeout
         try:
             self.parser.feed(data)
         except HTTPError as err:
@@ -311,7 +319,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self.gate.reasons:
                 self.gate.resume(PIPELINED)
-            self.deadline = self.proxy.loop.time() + self.listener.timeouts.idle
+            self.deadline = self.ticker.now() + self.idle_timeout
 
     def _start_next(self) -> None:
         self.next_pending = False

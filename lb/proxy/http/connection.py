@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from lb.core.balancer import ServerState
 from lb.core.errors import HTTPError
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lb.upstream")
 
-MAX_RESPONSE_HEAD = 64 * 1024
-MAX_IDLE_PER_SERVER = 128
+MAX_RESPONSE_HEAD: Final = 64 * 1024
+MAX_IDLE_PER_SERVER: Final = 128
 
 
 class UpstreamServer:
@@ -204,9 +204,13 @@ class UpstreamConnection(asyncio.Protocol):
         # per event on the hot path); `_detach` points it back here afterwards.
         self.parser.delegate = call
         self.parser.expect(method, upgrade)
-        self.deadline = self.ticker.loop.time() + timeout
+        self.deadline = self.ticker.now() + timeout
         assert self.transport is not None
         self.transport.write(data)
+
+    def expire_in(self, seconds: float) -> None:
+        """The call now waits on the server (again): its deadline is `seconds` from now."""
+        self.deadline = self.ticker.now() + seconds
 
     def _detach(self) -> None:
         self.call = None
@@ -223,7 +227,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         transport.resume_reading()
-        self.deadline = self.ticker.loop.time() + server.idle_timeout
+        self.deadline = self.ticker.now() + server.idle_timeout
         server.idle.append(self)
 
     def close(self) -> None:

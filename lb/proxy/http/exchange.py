@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from lb.core.errors import Reason, error_response
 from lb.core.forwarding import (
@@ -52,9 +53,11 @@ from lb.proxy.http.request_body import (
     STATUS_CLIENT_CLOSED,
     TUNNEL,
     UPSTREAM,
-    ClientSide,
     RequestBody,
 )
+
+if TYPE_CHECKING:
+    from lb.proxy.http.client import ClientConnection
 
 log = logging.getLogger("lb.proxy")
 
@@ -307,7 +310,7 @@ class Exchange(RequestBody):
     # Sink: flow control ----------------------------------------------------------------------
 
     @property
-    def client(self) -> ClientSide:
+    def client(self) -> ClientConnection:
         return self.conn
 
     def client_pause_writing(self) -> None:

@@ -8,12 +8,13 @@ is gone. Calls are idempotent, so callers need not track what they already asked
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
-SERVER_FULL = 1  # the peer's write buffer is above its high-water mark
-PIPELINED = 2  # a request is queued behind one whose response is not finished
-CONNECTING = 4  # body bytes are buffered while the upstream connection is being opened
-CLIENT_FULL = 8
-UPGRADING = 16  # bytes after an Upgrade request wait for the server's 101
+SERVER_FULL: Final = 1  # the peer's write buffer is above its high-water mark
+PIPELINED: Final = 2  # a request is queued behind one whose response is not finished
+CONNECTING: Final = 4  # body bytes are buffered while the upstream connection is being opened
+CLIENT_FULL: Final = 8
+UPGRADING: Final = 16  # bytes after an Upgrade request wait for the server's 101
 
 
 class ReadGate:

@@ -11,47 +11,34 @@ sides). When the server cannot take more, the client is not read (`pause_request
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Final
 
 from lb.core.errors import HTTPError, Reason
 from lb.core.forwarding import new_request_id, valid_request_id
 from lb.core.http import RequestHead
-from lb.proxy.host import Host
 from lb.proxy.http.attempts import CONNECT_BUFFER
 from lb.proxy.http.call import UpstreamCall
-from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL, ReadGate
+from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL
 from lb.proxy.http.pipeline import Answer, Chain
 from lb.proxy.http.session import BodyTooLarge, Session
-from lb.proxy.listeners import ListenerSettings
 
-STATUS_CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+if TYPE_CHECKING:
+    # The concrete class, not a Protocol: compiled code reads its fields and calls its
+    # methods directly (a Protocol costs a generic lookup per access). Imported only for
+    # types: client.py imports this module.
+    from lb.proxy.http.client import ClientConnection
 
-PENDING, FILTERING, UPSTREAM, RESPONDING, TUNNEL, COMPLETE, DONE = range(7)
+STATUS_CLIENT_CLOSED: Final = 499  # nginx's convention for "the client went away first"
+
+# Final ints, not `range(7)` unpacked: compiled code then reads them as constants.
+PENDING: Final = 0
+FILTERING: Final = 1
+UPSTREAM: Final = 2
+RESPONDING: Final = 3
+TUNNEL: Final = 4
+COMPLETE: Final = 5
+DONE: Final = 6
 STATES = ("pending", "filtering", "upstream", "responding", "tunnel", "complete", "done")
-
-
-class ClientSide(Protocol):
-    """What an exchange uses of its client connection (lb.proxy.http.client)."""
-
-    proxy: Host
-    listener: ListenerSettings
-    client_ip: str
-    proto: bytes
-    subject: tuple[bytes, bytes | None] | None
-    gate: ReadGate
-    write_paused: bool
-
-    @property
-    def local_authority(self) -> bytes:
-        """HOST:PORT the client connected to: the Host for a request that sent none."""
-        ...
-
-    def write(self, data: bytes) -> None: ...
-    def cork(self) -> None: ...
-    def uncork(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-    def exchange_done(self, exchange: RequestBody) -> None: ...
 
 
 class RequestBody:
@@ -78,7 +65,7 @@ class RequestBody:
         "waiting",
     )
 
-    def __init__(self, conn: ClientSide, head: RequestHead | None) -> None:
+    def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
         self.conn = conn
         self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
         request_id = b"-"
