@@ -31,6 +31,7 @@ COMPILED = [
     "lb/proxy/http/request_body.py",
     "lb/proxy/http/answer.py",
     "lb/proxy/http/exchange.py",
+    "lb/proxy/http/chain.py",
     "lb/proxy/http/client.py",
     "lb/filters/access_log.py",
     "lb/filters/metrics.py",

@@ -32,6 +32,14 @@ class CompiledRoute:
     conditions: tuple[Predicate, ...] = field(repr=False)
     retry: RetryPolicy = DEFAULT_POLICY  # route `retries` (lb.core.retry)
     cache: RouteCache | None = None  # route `cache` (lb.filters.cache)
+    # timeouts.request and .tunnel, read by every request: kept as plain floats here, where
+    # compiled code reads them without a lookup in the (pydantic) timeouts.
+    request_timeout: float = field(init=False, repr=False)
+    tunnel_timeout: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.request_timeout = self.timeouts.request
+        self.tunnel_timeout = self.timeouts.tunnel
 
     def matches(self, head: RequestHead) -> bool:
         # A plain loop, not all(...): no generator per route per request on the hot path.

@@ -14,7 +14,7 @@ from lb.filters.affinity import PoolSticky, build_pool_sticky, signer_for
 from lb.filters.chain import filters_for
 from lb.filters.context import BuildContext, Services
 from lb.filters.splits import RouteSplit, build_splits
-from lb.proxy.http.pipeline import Chain
+from lb.proxy.http.chain import Chain
 from lb.proxy.listeners import ListenerSettings
 from lb.proxy.pool.pool import PoolRuntime
 

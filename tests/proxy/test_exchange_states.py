@@ -257,7 +257,8 @@ async def test_exchange_states(
 async def test_a_request_filter_may_wait_and_then_answer() -> None:
     """A filter that returns an awaitable holds the request until it resolves; its Answer is
     then sent, and no server is asked."""
-    from lb.proxy.http.pipeline import Answer, Chain, Filter
+    from lb.proxy.http.chain import Chain
+    from lb.proxy.http.pipeline import Answer, Filter
 
     class Gate(Filter):
         name = "gate"
@@ -284,7 +285,8 @@ async def test_a_request_filter_may_wait_and_then_answer() -> None:
 
 
 async def test_a_filter_wait_past_its_timeout_goes_on_to_the_server() -> None:
-    from lb.proxy.http.pipeline import Chain, Filter
+    from lb.proxy.http.chain import Chain
+    from lb.proxy.http.pipeline import Filter
 
     class Slow(Filter):
         name = "slow"

@@ -169,7 +169,6 @@ class Exchange(RequestBody):
             conn.subject,
             conn.local_authority if b"host" not in head.index else b"",
         )
-        timeouts = route.timeouts
         call = UpstreamCall(
             conn.proxy,
             self.runtime.pools[pool_name],
@@ -177,8 +176,8 @@ class Exchange(RequestBody):
             data,
             self,
             route.retry,
-            timeouts.request,
-            timeouts.tunnel,
+            route.request_timeout,
+            route.tunnel_timeout,
             tunnel,
         )
         self.call = call

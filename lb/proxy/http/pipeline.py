@@ -5,11 +5,11 @@ Theory of operation. A request goes through named phases (Pingora's model, DESIG
     route -> request filters -> choose upstream -> forward
           -> response-head filters -> response-body filters -> response end -> log
 
-A `Filter` overrides only the hooks it needs; every hook has a no-op default. A `Chain` is
-compiled once per (listener, route) when a config is loaded and keeps, per phase, only the
-filters that override that phase's hook, so a phase no filter uses is an empty tuple and costs
-one falsy test. The exchange (lb.proxy.http.exchange) drives the phases; filters see only a
-`Session` (lb.proxy.http.session), never sockets.
+A `Filter` overrides only the hooks it needs; every hook has a no-op default. A `Chain`
+(lb.proxy.http.chain) is compiled once per (listener, route) when a config is loaded and keeps,
+per phase, only the filters that override that phase's hook, so a phase no filter uses is an
+empty tuple and costs one falsy test. The exchange (lb.proxy.http.exchange) drives the phases;
+filters see only a `Session` (lb.proxy.http.session), never sockets.
 
 What a hook may do:
 - `on_request` lets the request go on (None), answers it itself (an `Answer`: an error, a
@@ -29,14 +29,13 @@ What a hook may do:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
 
 from lb.core.http import ResponseHead
 from lb.proxy.http.answer import Answer
 from lb.proxy.http.session import Session
 
-__all__ = ["Answer", "Chain", "Filter", "RequestResult"]
+__all__ = ["Answer", "Filter", "RequestResult"]
 
 HOOKS = ("on_request", "on_response_head", "on_response_body", "on_response_end", "on_log")
 
@@ -72,41 +71,3 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
-
-
-def overrides(f: Filter, hook: str) -> bool:
-    return getattr(type(f), hook) is not getattr(Filter, hook)
-
-
-class Chain:
-    """A route's filters, per phase: only those that override the phase's hook, in order."""
-
-    __slots__ = (
-        "filters",
-        "log",
-        "reads_body",
-        "request",
-        "response_body",
-        "response_end",
-        "response_head",
-    )
-
-    def __init__(self, filters: list[Filter]) -> None:
-        self.filters = tuple(filters)
-        self.reads_body = any(f.reads_body for f in filters)
-        self.request: tuple[Filter, ...] = tuple(f for f in filters if overrides(f, "on_request"))
-        self.response_head: tuple[Callable[[Session, ResponseHead, bool], None], ...] = tuple(
-            f.on_response_head for f in filters if overrides(f, "on_response_head")
-        )
-        self.response_body: tuple[Callable[[Session, bytes], bytes], ...] = tuple(
-            f.on_response_body for f in filters if overrides(f, "on_response_body")
-        )
-        self.response_end: tuple[Callable[[Session], None], ...] = tuple(
-            f.on_response_end for f in filters if overrides(f, "on_response_end")
-        )
-        self.log: tuple[Callable[[Session], Any], ...] = tuple(
-            f.on_log for f in filters if overrides(f, "on_log")
-        )
-
-    def __repr__(self) -> str:
-        return f"<Chain {' '.join(f.name for f in self.filters) or '(empty)'}>"

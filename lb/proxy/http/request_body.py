@@ -18,8 +18,9 @@ from lb.core.forwarding import new_request_id, valid_request_id
 from lb.core.http import RequestHead
 from lb.proxy.http.attempts import CONNECT_BUFFER
 from lb.proxy.http.call import UpstreamCall
+from lb.proxy.http.chain import Chain
 from lb.proxy.http.flow import CONNECTING, PIPELINED, SERVER_FULL
-from lb.proxy.http.pipeline import Answer, Chain
+from lb.proxy.http.pipeline import Answer
 from lb.proxy.http.session import BodyTooLarge, Session
 
 if TYPE_CHECKING:
