@@ -184,14 +184,9 @@ def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"\r\n%s: %s" % field for field in headers if field[0].lower() not in drop])
 
 
-# Every field `_DROP_TO_CLIENT` names, with its value, in a raw field block: one regex pass
-# finds them all (case-insensitive, as field names are: RFC 9110 §5.1).
-_DROPPED_TO_CLIENT: Final = re.compile(
-    rb"\r\n("
-    + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT, key=len, reverse=True))
-    + rb"):[ \t]*([^\r]*)",
-    re.IGNORECASE,
-)
+# The lengths of the names `_DROP_TO_CLIENT` lists: most fields are told apart by length alone,
+# with no lower() and no set lookup.
+_DROP_LENGTHS: Final = frozenset(len(name) for name in _DROP_TO_CLIENT)
 
 
 def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
@@ -199,28 +194,45 @@ def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
     b"\r\nName: value") and has validated it (CRLF line ends, no obs-fold, no space before a
     colon, one Content-Length: llhttp's strict mode): the fields to forward to the client as
     they are, or None when Connection names further fields to drop (`response_to_client`
-    then filters `headers`); the Content-Length; whether the body is chunked."""
-    parts = _DROPPED_TO_CLIENT.split(raw)  # [kept, name, value, kept, name, value, ..., kept]
-    if len(parts) == 1:
-        return raw, None, False
-    forward: bytes | None = b"".join(parts[::3])
+    then filters `headers`); the Content-Length; whether the body is chunked.
+
+    One split and a length test per field: a regex over the block cost four times as much."""
+    lines = raw.split(b"\r\n")  # [b"", field, field, ...]
+    kept: list[bytes] | None = None  # the fields up to the last dropped one, once one is
     content_length = None
     chunked = False
-    # Only names `_DROPPED_TO_CLIENT` lists come here: the length tells most of them apart.
-    for name, value in zip(parts[1::3], parts[2::3], strict=True):
-        n = len(name)
+    rebuild = False
+    lengths = _DROP_LENGTHS
+    for i in range(1, len(lines)):
+        line = lines[i]
+        n = line.find(b":")
+        if n not in lengths:
+            if kept is not None:
+                kept.append(line)
+            continue
+        name = line[:n].lower()
+        if name not in _DROP_TO_CLIENT:
+            if kept is not None:
+                kept.append(line)
+            continue
+        if kept is None:
+            kept = lines[1:i]
         if n == 14:  # content-length
-            content_length = int(value)
+            content_length = int(line[n + 1 :])
         elif n == 17:  # transfer-encoding
-            chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
-        elif (
-            n == 10
-            and value.lower() not in _COMMON_CONNECTION_TOKENS
-            and name.lower() == b"connection"
-            and field_tokens(value) - _COMMON_CONNECTION_TOKENS
-        ):
-            forward = None
-    return forward, content_length, chunked
+            chunked = line[n + 1 :].rstrip(b" \t").lower().endswith(b"chunked")
+        elif n == 10 and name == b"connection":
+            value = line[n + 1 :].strip(b" \t")
+            if (
+                value.lower() not in _COMMON_CONNECTION_TOKENS
+                and field_tokens(value) - _COMMON_CONNECTION_TOKENS
+            ):
+                rebuild = True
+    if kept is None:
+        return raw, None, False
+    if rebuild:
+        return None, content_length, chunked
+    return (b"\r\n" + b"\r\n".join(kept) if kept else b""), content_length, chunked
 
 
 def informational_to_client(head: ResponseHead) -> bytes:
