@@ -25,6 +25,7 @@ COMPILED = [
     "lb/proxy/http/flow.py",
     "lb/proxy/http/session.py",
     "lb/proxy/http/sink.py",
+    "lb/proxy/http/collect.py",
     "lb/proxy/http/attempts.py",
     "lb/proxy/http/call.py",
     "lb/proxy/http/connection.py",

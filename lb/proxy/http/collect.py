@@ -17,7 +17,7 @@ from lb.core.http import ResponseHead
 from lb.core.retry import RetryPolicy
 from lb.proxy.http.call import UpstreamCall
 from lb.proxy.http.session import Session
-from lb.proxy.http.sink import NO_CLIENT, Client, Upstreams
+from lb.proxy.http.sink import NO_CLIENT, Client, Sink, Upstreams
 from lb.proxy.pool.pool import PoolRuntime
 
 
@@ -34,7 +34,7 @@ class TooLarge(Exception):
     """The response is bigger than the collector takes."""
 
 
-class Collector:
+class Collector(Sink):
     """Collects the response of one call; `result` resolves once, with a `Collected`."""
 
     def __init__(self, limit: int) -> None:

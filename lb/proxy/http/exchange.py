@@ -55,6 +55,7 @@ from lb.proxy.http.request_body import (
     UPSTREAM,
     RequestBody,
 )
+from lb.proxy.http.sink import Sink
 
 if TYPE_CHECKING:
     from lb.proxy.http.client import ClientConnection
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lb.proxy")
 
 
-class Exchange(RequestBody):
+class Exchange(RequestBody, Sink):
     """One request and its response, from head to logged."""
 
     __slots__ = ()

@@ -10,14 +10,21 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Protocol
 
+from mypy_extensions import trait
+
 from lb.core.errors import Reason
 from lb.core.http import ResponseHead
 from lb.proxy.http.connection import UpstreamConnection, UpstreamServer
 from lb.proxy.timers import Ticker
 
 
-class Sink(Protocol):
-    """Where a call delivers its response; the exchange is one, a cache store another."""
+@trait
+class Sink:
+    """Where a call delivers its response; the exchange is one, a cache store another.
+
+    A mypyc trait, not a Protocol: compiled calls then go through a vtable, with no method
+    lookup by name (a call makes three to five of these per response). Implementations
+    inherit it (and are compiled with it)."""
 
     def call_head(self, head: ResponseHead) -> None: ...
     def call_informational(self, head: ResponseHead) -> None: ...
@@ -38,6 +45,7 @@ class Sink(Protocol):
     @property
     def client(self) -> Client:
         """Where the response goes: its writes are corked around each server read."""
+        raise NotImplementedError
 
 
 class Client(Protocol):
