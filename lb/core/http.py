@@ -110,8 +110,9 @@ class RequestHead:
     def underscored(self) -> list[bytes]:
         """Names of fields with an underscore (`Transfer_Encoding`), which some servers read
         as their dashed twin (CGI maps both to HTTP_TRANSFER_ENCODING): nginx ignores them by
-        default. One bytes search over the joined names when there are none, the usual case."""
-        if b"".join(self.index).find(b"_") < 0:  # find(): see forwarding.response_to_client
+        default. One search over the joined names when there are none, the usual case (as
+        text: see forwarding.response_to_client)."""
+        if "_" not in b"".join(self.index).decode("latin-1"):
             return []
         return [name for name, _ in self.headers if b"_" in name]
 
