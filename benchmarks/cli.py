@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=50, help="wrk connections [50]")
     p.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
     p.add_argument(
+        "--rounds",
+        type=_positive,
+        default=1,
+        help="run every subject x case this many times, interleaved (round after round), and "
+        "report the run with the median req/s [1]",
+    )
+    p.add_argument(
         "--cases",
         type=_names("case", dict(CASES)),
         default=list(DEFAULT_CASES),
@@ -147,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             subjects = [SUBJECTS[name] for name in names]
             cases = [CASES[name] for name in case_names]
-            rows = runner.run_all(ctx, subjects, cases, settings, log=_log)
+            rounds = []
+            for n in range(args.rounds):
+                if args.rounds > 1:
+                    _log(f"round {n + 1} of {args.rounds}")
+                rounds.append(runner.run_all(ctx, subjects, cases, settings, log=_log))
+            rows = runner.median_of_rounds(rounds)
         finally:
             origin.stop()
 
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": (
             f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration:g}s "
             f"(warm-up {settings.warmup:g}s)"
+            + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
         ),
         "command": shlex.join(["python", "-m", "benchmarks", *given]),
         "settings": dataclasses.asdict(settings),
@@ -180,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no chart: matplotlib is not installed (pip install 'lb[bench]')")
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}" + (f", {png}" if png else ""))
     return 1 if rows and all(m.error is not None for m in rows) else 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
 
 
 def _add_after(names: list[str], after: str, *extra: str) -> None:

@@ -26,6 +26,13 @@ def _gbits(m: Measurement) -> float | None:
     return m.wrk["bytes"] * 8 / m.wrk["duration_s"] / 1e9
 
 
+def _spread(m: Measurement) -> str:
+    """With --rounds: the lowest and highest req/s of the rounds."""
+    if not m.rounds_rps:
+        return "—"
+    return f"{min(m.rounds_rps):,.0f} to {max(m.rounds_rps):,.0f}"
+
+
 def _num(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -38,7 +45,8 @@ def ordered(rows: Sequence[Measurement]) -> list[Measurement]:
 
 
 def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
-    header = (*HEADER, f"req/s vs {baseline}")
+    spread = any(m.rounds_rps for m in rows)  # --rounds: a column for the rounds' range
+    header = (*HEADER, f"req/s vs {baseline}", *(("rounds: req/s",) if spread else ()))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in ordered(rows):
         if m.error is not None:
@@ -55,6 +63,8 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
                 _num(_gbits(m), ".2f"),
                 _ratio(m, rows, baseline),
             ]
+        if spread:
+            cells.append(_spread(m))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

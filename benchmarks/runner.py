@@ -44,6 +44,7 @@ class Measurement:
     error: str | None = None
     note: str = ""
     wrk: dict[str, float] | None = None
+    rounds_rps: list[float] | None = None  # with --rounds: every round's req/s, in run order
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -128,6 +129,28 @@ def run_all(
         finally:
             running.stop()
     return results
+
+
+def median_of_rounds(rounds: list[list[Measurement]]) -> list[Measurement]:
+    """One row per (subject, case) from several rounds of `run_all`: the round with the median
+    req/s, whole (its latencies and CPU are that run's, not medians taken apart), with every
+    round's req/s beside it. A pair that failed in any round is reported by its first error:
+    a median over the rounds that happened to work would hide it."""
+    if len(rounds) == 1:
+        return rounds[0]
+    rows: list[Measurement] = []
+    for first in rounds[0]:
+        runs = [m for r in rounds for m in r if m.subject == first.subject and m.case == first.case]
+        failed = next((m for m in runs if m.error is not None or m.rps is None), None)
+        if failed is not None:
+            rows.append(failed)
+            continue
+        ranked = sorted(runs, key=lambda m: m.rps or 0.0)
+        # An even count takes the lower middle: a real run, never an average of two.
+        median = ranked[(len(ranked) - 1) // 2]
+        median.rounds_rps = [m.rps or 0.0 for m in runs]
+        rows.append(median)
+    return rows
 
 
 def _measure(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 def test_direct_small_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     argv = [sys.executable, "-m", "benchmarks", "--subjects", "direct", "--cases", "small"]
-    argv += ["--duration", "1", "--warmup", "0", "--out", str(out)]
+    argv += ["--duration", "1", "--warmup", "0", "--rounds", "2", "--out", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -32,3 +32,4 @@ def test_direct_small_writes_results(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())["results"]
     assert [(r["subject"], r["case"], r["error"]) for r in results] == [("direct", "small", None)]
     assert results[0]["requests"] > 0
+    assert len(results[0]["rounds_rps"]) == 2  # the median of two rounds, both kept
