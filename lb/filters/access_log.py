@@ -65,6 +65,7 @@ _JSON_BARE: Final = frozenset({"client", "method"})
 # Final aliases: compiled code holds them in C statics, not a module-dict lookup per call.
 now: Final = time.time
 perf_counter: Final = time.perf_counter
+_MAX_BUFFERED: Final = MAX_BUFFERED
 
 
 def _glue(fmt: str, listener: str, route: str) -> Glue:
@@ -107,6 +108,8 @@ class LogRequests(Filter):
         self._quote = logfmt_quote if text else json_quote
         self._second = -1  # the whole seconds of the last line's time, and as text
         self._second_text = ""
+        # Pool and server names, quoted: a few per route, so each is quoted once.
+        self._quoted: dict[str, str] = {}
 
     def on_log(self, session: Session) -> None:
         writer = self.services.access_log  # read per request: SIGHUP swaps it
@@ -127,15 +130,26 @@ class LogRequests(Filter):
         line = (
             f"{t}{self._second_text}.{_MILLIS[millis % 1000]}{c}{session.client_ip}"
             f"{rid}{q(session.request_id.decode('latin-1'))}{m}{head.method}"
-            f"{path}{q(head.path)}{host}{q(head.host)}{pool}{q(session.pool or '-')}"
-            f"{server}{q(session.server or '-')}{status}{session.status}{sent}{session.bytes_out}"
+            f"{path}{q(head.path)}{host}{q(head.host)}{pool}{self._named(session.pool or '-')}"
+            f"{server}{self._named(session.server or '-')}{status}{session.status}"
+            f"{sent}{session.bytes_out}"
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
             f"{f'{self._error}{q(detail)}' if detail else ''}{self._end}"
         )
         lines = writer.lines  # AccessLog.add, inlined: this runs once per request
         lines.append(line)
-        if len(lines) >= MAX_BUFFERED:
+        if len(lines) >= _MAX_BUFFERED:
             writer.flush()
+
+    def _named(self, name: str) -> str:
+        """A pool or server name, quoted: from a small set (config, discovered addresses), so
+        kept once quoted; the memo is dropped if it ever grows past a few hundred."""
+        quoted = self._quoted.get(name)
+        if quoted is None:
+            if len(self._quoted) >= 512:
+                self._quoted.clear()
+            quoted = self._quoted[name] = self._quote(name)
+        return quoted
 
     def _log_refused(self, writer: AccessLog, session: Session) -> None:
         """A byte stream refused before any head: the fields there are, as a record."""
