@@ -188,7 +188,12 @@ def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
 # alone. (The block is scanned as latin-1 text: mypyc calls str's find, lower and split
 # directly, where bytes' go through a method lookup and argument parsing each.)
 _DROP_NAMES: Final = frozenset(name.decode("latin-1") for name in _DROP_TO_CLIENT)
-_DROP_LENGTHS: Final = frozenset(len(name) for name in _DROP_TO_CLIENT)
+# Indexed by a name's length: True where a name of that length is listed (an index, not a set
+# lookup, per field).
+_DROP_LENGTHS: Final = tuple(
+    any(len(name) == n for name in _DROP_TO_CLIENT)
+    for n in range(max(len(name) for name in _DROP_TO_CLIENT) + 1)
+)
 _COMMON_TOKENS: Final = frozenset(t.decode("latin-1") for t in _COMMON_CONNECTION_TOKENS)
 
 
@@ -206,10 +211,11 @@ def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
     chunked = False
     rebuild = False
     lengths = _DROP_LENGTHS
+    longest = len(lengths)
     for i in range(1, len(lines)):
         line = lines[i]
         n = line.find(":")
-        if n not in lengths:
+        if not 0 < n < longest or not lengths[n]:
             if kept is not None:
                 kept.append(line)
             continue
