@@ -8,6 +8,14 @@ config, not by replacing methods. Each is still the same module, so anything els
 by name. Without a compiler, or with LB_COMPILE=0, or for an editable install (whose .py files
 must stay the code that runs), the package is the plain Python source. `lb --version` says
 which one is installed.
+
+What makes compiled code fast is types it can see: a field or method of a compiled class is
+read directly, where one typed as a Protocol, or on a plain-Python object (a pydantic model,
+the Proxy), is looked up by name each time. So the hot path keeps what it reads per request on
+compiled objects (a connection's timeouts, a route's as floats), names concrete classes where
+there is one (the exchange's `ClientConnection`), makes an interface with several
+implementations a mypyc trait (`Sink`), keeps module constants `Final`, and searches text as
+`str` (whose find and `in` are direct calls) rather than `bytes`.
 """
 
 from __future__ import annotations

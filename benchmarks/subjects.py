@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,12 @@ class LbCacheRedis(LbCache):
     redis = True
 
 
+def fresh_dir(ctx: RunContext, name: str) -> Path:
+    """An empty directory of its own for one start of a subject's process: with --rounds a
+    subject starts once per round, and must not find the last round's files (a cache)."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.workdir))
+
+
 @dataclass
 class _Redis:
     port: int
@@ -248,8 +255,7 @@ def _start_redis(ctx: RunContext, owner: str) -> _Redis:
     """A private redis-server for one subject, on a free port, nothing persisted, pinned with
     the origin (another machine's work in a deployment); stopped by its PID with the subject."""
     port = procs.free_port()
-    rdir = ctx.workdir / f"{owner}-redis"
-    rdir.mkdir()
+    rdir = fresh_dir(ctx, f"{owner}-redis")
     argv = [
         *("redis-server", "--port", str(port), "--bind", HOST),
         *("--save", "", "--appendonly", "no", "--dir", str(rdir)),
@@ -275,8 +281,7 @@ class Nginx(Subject):
 
     def start(self, ctx: RunContext) -> Running:
         port = procs.free_port()
-        ndir = ctx.workdir / self.process_name
-        ndir.mkdir()
+        ndir = fresh_dir(ctx, self.process_name)
         conf = ndir / "nginx.conf"
         conf.write_text(configs.nginx_proxy(ndir, port, ctx.origin.port, cache=self.cache))
         argv = ["nginx", "-p", str(ndir), "-e", str(ndir / "error.log"), "-c", str(conf)]

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from benchmarks.backend import Origin
+from benchmarks.procs import Pinning
 from benchmarks.report import table
 from benchmarks.runner import Measurement, median_of_rounds
+from benchmarks.subjects import RunContext, fresh_dir
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def row(subject: str, rps: float | None, p99: float = 1.0, error: str | None = None) -> Measurement:
@@ -42,3 +56,27 @@ def test_one_round_is_left_as_it_is() -> None:
     only = [row("lb", 1.0)]
     assert median_of_rounds([only]) is only
     assert "rounds" not in table(only)
+
+
+def test_each_start_gets_a_fresh_directory(tmp_path: Path) -> None:
+    """A subject starts once per round: its second start must not meet the first's files."""
+    ctx = RunContext(tmp_path, tmp_path, cast(Origin, None), Pinning.detect(enabled=False))
+    first, second = fresh_dir(ctx, "nginx-proxy"), fresh_dir(ctx, "nginx-proxy")
+    assert first != second and first.parent == second.parent == tmp_path
+    assert first.name.startswith("nginx-proxy-") and not any(second.iterdir())
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("redis-server") is None,
+    reason="needs wrk and redis-server",
+)
+def test_two_rounds_of_a_subject_with_a_redis_of_its_own(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "benchmarks", "--subjects", "lb-cache-redis"]
+    argv += ["--cases", "cache-hit", "--rounds", "2", "--lb-build", "source"]
+    argv += ["--duration", "1", "--warmup", "1", "--out", str(out)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = json.loads((out / "results.json").read_text())["results"]
+    assert result["error"] is None, result
+    assert len(result["rounds_rps"]) == 2 and min(result["rounds_rps"]) > 0
