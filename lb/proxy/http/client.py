@@ -18,7 +18,9 @@ the parser rejects, answered in its turn and then closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +44,17 @@ log = logging.getLogger("lb.proxy")
 # Corked writes are joined into one buffer up to this size of their last piece; larger ones
 # (a body chunk of a big response) go to writev as they are.
 COPY_LIMIT: Final = 16 * 1024
+
+
+def _cork_socket(transport: asyncio.BaseTransport) -> None:
+    """The last response of a connection that closes after it: held in the kernel (TCP_CORK)
+    so that its last bytes and the FIN leave in one segment. One segment less per connection
+    for the client and the loopback to carry, and one wakeup less for the client. The close
+    flushes it (and Linux never holds corked bytes more than 200 ms)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the peer may be gone already: closing anyway
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -330,10 +343,13 @@ class ClientConnection(asyncio.Protocol):
             self.gate.resume(PIPELINED)
 
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            if self.corked and self.listener.tls is None:
+                _cork_socket(transport)
             self.uncork()
             self.closed = True
-            self.transport.close()
+            transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
