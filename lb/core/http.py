@@ -254,6 +254,14 @@ def response_has_body(method: str, status: int) -> bool:
 _NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
+# The Connection values clients send on most requests, as they write them, already split: a
+# new connection per request (`Connection: close`) would otherwise split and lower each one.
+_COMMON_VALUES: Final[dict[bytes, frozenset[bytes]]] = {
+    spelled: frozenset({spelled.lower()})
+    for spelled in (b"close", b"Close", b"keep-alive", b"Keep-Alive", b"upgrade", b"Upgrade")
+}
+
+
 def field_tokens(value: bytes | None) -> frozenset[bytes]:
     if not value:
         return frozenset()
@@ -261,14 +269,6 @@ def field_tokens(value: bytes | None) -> frozenset[bytes]:
     if common is not None:
         return common
     return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
-
-
-# The Connection values clients send on most requests, as they write them, already split: a
-# new connection per request (`Connection: close`) would otherwise split and lower each one.
-_COMMON_VALUES: Final[dict[bytes, frozenset[bytes]]] = {
-    spelled: frozenset({spelled.lower()})
-    for spelled in (b"close", b"Close", b"keep-alive", b"Keep-Alive", b"upgrade", b"Upgrade")
-}
 
 
 def _strip_port(host: str) -> str:

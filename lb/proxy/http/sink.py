@@ -26,21 +26,41 @@ class Sink:
     lookup by name (a call makes three to five of these per response). Implementations
     inherit it (and are compiled with it)."""
 
-    def call_head(self, head: ResponseHead) -> None: ...
-    def call_informational(self, head: ResponseHead) -> None: ...
-    def call_body(self, data: bytes) -> None: ...
-    def call_end(self) -> None: ...
+    # No defaults: an implementation that forgot a method fails loudly, not silently.
+    def call_head(self, head: ResponseHead) -> None:
+        raise NotImplementedError
+
+    def call_informational(self, head: ResponseHead) -> None:
+        raise NotImplementedError
+
+    def call_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def call_end(self) -> None:
+        raise NotImplementedError
+
     def call_failed(self, reason: Reason, detail: str) -> None:
         """No response head reached the sink, and none will: answer `reason` instead."""
+        raise NotImplementedError
 
     def call_broken(self, detail: str) -> None:
         """The response stopped after its head: the sink can only cut its own stream."""
+        raise NotImplementedError
 
-    def call_tunnel(self, head: ResponseHead) -> None: ...
-    def call_tunnel_data(self, data: bytes) -> None: ...
-    def call_tunnel_closed(self, detail: str) -> None: ...
-    def pause_request(self) -> None: ...
-    def resume_request(self) -> None: ...
+    def call_tunnel(self, head: ResponseHead) -> None:
+        raise NotImplementedError
+
+    def call_tunnel_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def call_tunnel_closed(self, detail: str) -> None:
+        raise NotImplementedError
+
+    def pause_request(self) -> None:
+        raise NotImplementedError
+
+    def resume_request(self) -> None:
+        raise NotImplementedError
 
     @property
     def client(self) -> Client:
