@@ -112,8 +112,8 @@ class RequestHead:
         as their dashed twin (CGI maps both to HTTP_TRANSFER_ENCODING): nginx ignores them by
         default. One search over the joined names when there are none, the usual case (as
         text: see forwarding.response_to_client)."""
-        if "_" not in b"".join(self.index).decode("latin-1"):
-            return []
+        if "_" not in b"".join([name for name, _ in self.headers]).decode("latin-1"):
+            return []  # (joined from a list: join copies any other iterable into one first)
         return [name for name, _ in self.headers if b"_" in name]
 
     def drop_fields(self, names: list[bytes]) -> None:

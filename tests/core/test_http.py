@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lb.core.errors import HTTPError, Reason, closes_connection, error_response
 from lb.core.forwarding import (
@@ -335,6 +337,98 @@ def test_raw_response_head_forwarded_as_rebuilt(headers: list, chunked: bool) ->
 )
 def test_scan_response_fields_framing(raw: bytes, framing: tuple) -> None:
     assert scan_response_fields(raw)[1:] == framing
+
+
+# Names a server sends, the listed hop-by-hop ones among them, and names that only begin or end
+# like one; any of them in any case.
+_NAMES = [
+    b"Server",
+    b"Date",
+    b"Content-Type",
+    b"Set-Cookie",
+    b"X-Hop",
+    b"Teapot",
+    b"X-Connection",
+    b"Content-Lengthy",
+    b"Connection",
+    b"Keep-Alive",
+    b"Proxy-Connection",
+    b"TE",
+    b"Trailer",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"X-Request-ID",
+]
+
+
+def _in_any_case(name: bytes) -> st.SearchStrategy[bytes]:
+    flips = st.lists(st.booleans(), min_size=len(name), max_size=len(name))
+    return flips.map(
+        lambda upper: "".join(
+            c.upper() if u else c.lower() for c, u in zip(name.decode(), upper, strict=True)
+        ).encode()
+    )
+
+
+_field = st.tuples(
+    st.sampled_from(_NAMES).flatmap(_in_any_case),
+    st.sampled_from(
+        [
+            b"",
+            b"1",
+            b" x ",
+            b"keep-alive",
+            b"close",
+            b"X-Hop, keep-alive",
+            b"chunked",
+            b"gzip, chunked",
+            b"chunked\t",
+            b"a=b; c",
+            b"\xe9t\xe9",
+            b"content-length: 1",
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(_field, max_size=8),
+    st.none() | st.integers(0, 10**12),
+    st.integers(0, 8),
+)
+def test_scan_response_fields_as_the_field_list_says(
+    fields: list[tuple[bytes, bytes]], length: int | None, at: int
+) -> None:
+    """The scan of a raw block gives what the same fields, listed, say: the fields to forward
+    (None when Connection names others), the Content-Length (llhttp allows one), chunked."""
+    fields = [f for f in fields if f[0].lower() != b"content-length"]
+    if length is not None:
+        fields.insert(min(at, len(fields)), (b"Content-Length", b" %d" % length))
+    raw = b"".join(b"\r\n%s: %s" % field for field in fields)
+    connection = [v for n, v in fields if n.lower() == b"connection"]
+    codings = [v for n, v in fields if n.lower() == b"transfer-encoding"]
+    names_others = any(
+        t not in {"keep-alive", "close", "upgrade", ""}
+        for v in connection
+        for t in v.decode("latin-1").lower().replace(" ", "").split(",")
+    )
+    dropped = {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"x-request-id",
+    }
+    kept = b"".join(b"\r\n%s: %s" % f for f in fields if f[0].lower() not in dropped)
+    chunked = bool(codings) and codings[-1].strip(b" \t").lower().endswith(b"chunked")
+    forward, content_length, is_chunked = scan_response_fields(raw)
+    assert forward == (None if names_others else kept)
+    assert content_length == length
+    assert is_chunked == chunked
 
 
 @pytest.mark.parametrize("connection_first", [True, False])
