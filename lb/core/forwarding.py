@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from itertools import count
 from typing import Final
 
 from lb.core.cache_fields import format_http_date
@@ -22,24 +21,35 @@ _DROP_TO_SERVER: Final = HOP_BY_HOP | FORWARDING
 _DROP_TO_CLIENT: Final = HOP_BY_HOP | {b"x-request-id"}
 _DROP_NAMES: Final = frozenset(name.decode("latin-1") for name in _DROP_TO_CLIENT)
 
-_id_prefix = os.urandom(4).hex()
-_id_counter = count(1)
+
+class _RequestIds:
+    """Unique per process without a syscall or uuid4 per request: a random prefix and a
+    counter, in decimal (`str` of an int is a direct call once compiled; hex is a format)."""
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.issued = 0
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(4).hex() + "-"
+        self.issued = 0
+
+    def next(self) -> bytes:
+        self.issued += 1
+        return (self.prefix + str(self.issued)).encode()
 
 
-_id_format = b"%s-%%x" % _id_prefix.encode()
+_request_ids: Final = _RequestIds()
 
 
 def new_request_id() -> bytes:
-    """Unique per process without a syscall or uuid4 per request: random prefix + counter."""
-    return _id_format % next(_id_counter)
+    return _request_ids.next()
 
 
 def reseed_request_ids() -> None:
     """Called in each worker after fork, so siblings never share a prefix."""
-    global _id_prefix, _id_counter, _id_format
-    _id_prefix = os.urandom(4).hex()
-    _id_counter = count(1)
-    _id_format = b"%s-%%x" % _id_prefix.encode()
+    _request_ids.reseed()
 
 
 _REQUEST_ID: Final = re.compile(rb"[\x21-\x7e]{1,200}")
@@ -195,7 +205,9 @@ _DROP_LENGTHS: Final = tuple(
 _COMMON_TOKENS: Final = frozenset(t.decode("latin-1") for t in _COMMON_CONNECTION_TOKENS)
 
 
-def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
+def scan_response_fields(
+    raw: bytes, text: str | None = None
+) -> tuple[bytes | None, int | None, bool]:
     """For a parser that keeps a response's field block as it arrived (`raw`, every field as
     b"\r\nName: value") and has validated it (CRLF line ends, no obs-fold, no space before a
     colon, one Content-Length: llhttp's strict mode): the fields to forward to the client as
@@ -205,8 +217,10 @@ def scan_response_fields(raw: bytes) -> tuple[bytes | None, int | None, bool]:
     Per field, two searches (its colon, its end) and a length test; a field with a listed
     name's length is compared with the names of that length. What is forwarded is `raw`
     without the dropped lines, cut by offset: a regex over the block cost four times as much,
-    a split into lines or a search per listed name (nine) more than this."""
-    text = raw.decode("latin-1")
+    a split into lines or a search per listed name (nine) more than this. `text`: `raw` as
+    latin-1 text, when the caller has it already."""
+    if text is None:
+        text = raw.decode("latin-1")
     size = len(text)
     pieces: list[bytes] | None = None  # the kept parts of `raw`, once a field is dropped
     kept_from = 0  # where the part of `raw` not yet dropped or kept begins

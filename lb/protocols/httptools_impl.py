@@ -20,6 +20,7 @@ from lb.core.http import RequestHead, ResponseHead
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 _VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
+_HEAD_GUESS: Final = 1024  # bytes: a response head is usually shorter
 
 
 class _StopParsing(Exception):
@@ -233,21 +234,27 @@ class HttptoolsResponseParser:
     def on_headers_complete(self) -> None:
         buf = self._buf
         start = self._start
-        if buf is None or not buf.startswith(b"HTTP/", start):
+        if buf is None or buf[start : start + 5] != b"HTTP/":
             buf, start = self._head_start()
-        end = buf.find(b"\r\n\r\n", start)
-        if end - start > self._max_header_size:
+        # The head is searched as text (str's find is a direct call once compiled, bytes' a
+        # method lookup and argument parsing): most heads are within the first bytes read.
+        text = buf[start : start + _HEAD_GUESS].decode("latin-1")
+        end = text.find("\r\n\r\n")
+        if end < 0:  # a long head: searched up to the limit
+            text = buf[start : start + self._max_header_size + 4].decode("latin-1")
+            end = text.find("\r\n\r\n")
+        if end < 0 or end > self._max_header_size:
             raise HTTPError(Reason.backend_failed, "response head too large")
-        line_end = buf.find(b"\r\n", start)
-        raw = buf[line_end:end]
-        forward, content_length, chunked = scan_response_fields(raw)
+        line_end = text.find("\r\n")
+        raw = buf[start + line_end : start + end]
+        forward, content_length, chunked = scan_response_fields(raw, text[line_end:end])
         parser = self._parser
         status = parser.get_status_code()
         # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
         # (the version read here spares get_http_version's string formatting).
         version = _VERSIONS.get(buf[start + 5 : start + 8]) or parser.get_http_version()
         # (No slice that would be empty: mypyc's bytes slice fails on stop < start.)
-        reason = buf[start + 13 : line_end] if line_end > start + 13 else b"-"
+        reason = buf[start + 13 : start + line_end] if line_end > 13 else b"-"
         head = ResponseHead(
             status,
             reason or b"-",
@@ -263,7 +270,8 @@ class HttptoolsResponseParser:
         final = status >= 200
         no_body = not final or status == 204 or status == 304 or method == "HEAD"
         if no_body or content_length == 0:
-            self._start = end + 4  # the next message (a final one after a 1xx) starts here
+            # The next message (a final one after a 1xx) starts here.
+            self._start = start + end + 4
         else:
             self._buf = None
         if final and status != 101:
