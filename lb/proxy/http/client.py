@@ -17,10 +17,9 @@ the parser rejects, answered in its turn and then closed.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
-import contextlib
 import logging
-import socket
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
@@ -44,17 +43,32 @@ log = logging.getLogger("lb.proxy")
 # Corked writes are joined into one buffer up to this size of their last piece; larger ones
 # (a body chunk of a big response) go to writev as they are.
 COPY_LIMIT: Final = 16 * 1024
+_TCP_CORK: Final = _socket.TCP_CORK
 
 
 def _cork_socket(transport: asyncio.BaseTransport) -> None:
     """The last response of a connection that closes after it: held in the kernel (TCP_CORK)
     so that its last bytes and the FIN leave in one segment. One segment less per connection
     for the client and the loopback to carry, and one wakeup less for the client. The close
-    flushes it (and Linux never holds corked bytes more than 200 ms)."""
+    flushes it (and Linux never holds corked bytes more than 200 ms).
+
+    Set through a socket object of its own on the transport's fd, detached at once: the
+    transport's (uvloop's PseudoSocket) builds a Python-level socket.socket per call, a cost
+    paid once per connection. (A family given with an fd is taken as it is, and TCP options
+    do not depend on it.)"""
     sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # the peer may be gone already: closing anyway
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    if sock is None:
+        return
+    fd = sock.fileno()
+    if fd < 0:
+        return
+    own = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    try:
+        own.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+    except OSError:  # the peer may be gone already: closing anyway
+        pass
+    finally:
+        own.detach()
 
 
 class ClientConnection(asyncio.Protocol):
