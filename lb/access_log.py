@@ -225,14 +225,16 @@ class AccessLog:
         if self._fd < 0:  # closed: its fd number may be another file's by now
             lines.clear()
             return
-        data = ("\n".join(lines) + "\n").encode("ascii", "backslashreplace")
+        count = len(lines)
+        lines.append("")  # for the last newline, joined rather than added (one copy less)
+        data = "\n".join(lines).encode("ascii", "backslashreplace")
         if _writer.pending + len(data) > MAX_PENDING:
             if not self.dropped:
                 log.warning(
                     "access log: the writer is %d bytes behind; dropping lines until it catches up",
                     _writer.pending,
                 )
-            self.dropped += len(lines)
+            self.dropped += count
         else:
             _writer.write(self._fd, data)
         lines.clear()
