@@ -7,6 +7,12 @@ route names already in them: per request, only the values that change are fetche
 a client can choose are escaped, and numbers are formatted from integers. The target is logged
 as parsed for routing (`head.path`, `head.host`: worked out once per request, and already so
 when a route matched on them); a combined line has the raw request target, as NCSA's `%r` does.
+
+A json or text line is not formatted when its request ends: the log phase keeps the session
+and the two clocks' readings, and the lines of MAX_DEFERRED requests are formatted together
+(`AccessLog.format_deferred`). At the end of each request the formatting code ran cold, after
+all the rest a request runs, and cost several times what it costs in a batch (a new
+connection per request: 55 -> 50 µs of CPU per request).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from typing import Final, cast
 
 from lb.access_log import (
-    MAX_BUFFERED,
+    MAX_DEFERRED,
     AccessLog,
     NcsaClock,
     json_quote,
@@ -65,7 +71,7 @@ _JSON_BARE: Final = frozenset({"client", "method"})
 # Final aliases: compiled code holds them in C statics, not a module-dict lookup per call.
 now: Final = time.time
 perf_counter: Final = time.perf_counter
-_MAX_BUFFERED: Final = MAX_BUFFERED
+_MAX_DEFERRED: Final = MAX_DEFERRED
 
 
 def _glue(fmt: str, listener: str, route: str) -> Glue:
@@ -88,6 +94,11 @@ def _glue(fmt: str, listener: str, route: str) -> Glue:
         piece = '"' if bare else ""
     assert len(pieces) == 11
     return cast(Glue, tuple(pieces))
+
+
+# A request whose line is formatted later: (its filter, its session, time.time() and
+# perf_counter() when it ended).
+Deferred = tuple["LogRequests", Session, float, float]
 
 
 class LogRequests(Filter):
@@ -115,19 +126,34 @@ class LogRequests(Filter):
         writer = self.services.access_log  # read per request: SIGHUP swaps it
         if not writer.enabled:
             return
-        head = session.head
-        if head is None:
+        if session.head is None:
             self._log_refused(writer, session)
             return
+        # The line is formatted later, with others (AccessLog.format_deferred): only the
+        # times are taken now. Nothing changes a session once its log phase has run.
+        deferred = writer.deferred
+        deferred.append((self, session, now(), perf_counter()))
+        if len(deferred) >= _MAX_DEFERRED:
+            writer.format_deferred()
+
+    def format_lines(self, requests: list[Deferred], lines: list[str]) -> None:
+        """The lines of deferred requests, each by the filter that deferred it."""
+        for request in requests:
+            lines.append(request[0].line(request[1], request[2], request[3]))
+
+    def line(self, session: Session, wall: float, end: float) -> str:
+        """The line of a request that ended at `wall` (time.time) and `end` (perf_counter)."""
+        head = session.head
+        assert head is not None  # refused byte streams are logged at once
         q = self._quote
-        millis = int(now() * 1000)
+        millis = int(wall * 1000)
         second = millis // 1000
         if second != self._second:
             self._second, self._second_text = second, str(second)
-        micros = int((perf_counter() - session.started) * 1_000_000)
+        micros = int((end - session.started) * 1_000_000)
         detail = session.detail
         t, c, rid, m, path, host, pool, server, status, sent, took = self._glue
-        line = (
+        return (
             f"{t}{self._second_text}.{_MILLIS[millis % 1000]}{c}{session.client_ip}"
             f"{rid}{q(session.request_id.decode('latin-1'))}{m}{head.method}"
             f"{path}{q(head.path)}{host}{q(head.host)}{pool}{self._named(session.pool or '-')}"
@@ -136,10 +162,6 @@ class LogRequests(Filter):
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
             f"{f'{self._error}{q(detail)}' if detail else ''}{self._end}"
         )
-        lines = writer.lines  # AccessLog.add, inlined: this runs once per request
-        lines.append(line)
-        if len(lines) >= _MAX_BUFFERED:
-            writer.flush()
 
     def _named(self, name: str) -> str:
         """A pool or server name, quoted: from a small set (config, discovered addresses), so

@@ -17,7 +17,14 @@ import pytest
 import yaml
 
 import lb.access_log
-from lb.access_log import AccessLog, NcsaClock, format_record, logfmt_quote, ncsa_escape
+from lb.access_log import (
+    MAX_DEFERRED,
+    AccessLog,
+    NcsaClock,
+    format_record,
+    logfmt_quote,
+    ncsa_escape,
+)
 from lb.config import load_config_text
 from lb.config.schema import AccessLogConfig
 from lb.core.http import RequestHead
@@ -109,6 +116,30 @@ def test_times_have_three_decimals_from_whole_milliseconds(tmp_path: Path) -> No
     assert before - 0.001 <= first["time"] <= time.time()
     assert 0 <= first["duration_ms"] < 1000
     assert 2007 <= second["duration_ms"] < 3007
+
+
+def test_a_line_formatted_later_tells_when_its_request_ended(tmp_path: Path) -> None:
+    """Lines are formatted in batches of MAX_DEFERRED requests (or at a flush), from what the
+    request left: its time and duration are those of its end, not of the formatting; a line
+    added meanwhile (a refused connection) comes after the lines of requests ended before."""
+    log, services = log_to(tmp_path / "a.log")
+    f = LogRequests(services, "web", "api")
+    ended = time.time()
+    f.on_log(session(request_id=b"first"))
+    assert log.deferred and not log.lines  # nothing formatted yet
+    time.sleep(0.3)
+    log.add("refused")
+    for _ in range(MAX_DEFERRED):
+        f.on_log(session(request_id=b"later"))
+    assert not log.deferred and len(log.lines) == 2 + MAX_DEFERRED  # one batch, formatted
+    log.close(wait=10)
+    lines = lines_of(tmp_path / "a.log")
+    first = json.loads(lines[0])
+    assert first["request_id"] == "first"
+    assert ended - 0.001 <= first["time"] < ended + 0.2
+    assert first["duration_ms"] < 200
+    assert lines[1] == "refused"
+    assert [json.loads(line)["request_id"] for line in lines[2:]] == ["later"] * MAX_DEFERRED
 
 
 def test_combined_line_escapes_what_a_client_sent_as_hex(tmp_path: Path) -> None:
