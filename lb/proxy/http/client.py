@@ -27,7 +27,7 @@ from lb.core.errors import HTTPError, Reason, error_response
 from lb.core.http import RequestHead
 from lb.core.proxy_protocol import ProxyProtocolError
 from lb.core.proxy_protocol import parse as parse_proxy
-from lb.protocols import request_parser
+from lb.protocols import HttptoolsRequestParser, RequestParser, request_parser
 from lb.proxy.http.exchange import Exchange
 from lb.proxy.http.flow import PIPELINED, ReadGate
 from lb.proxy.http.request_body import PENDING, RequestBody
@@ -105,7 +105,14 @@ class ClientConnection(asyncio.Protocol):
         self.idle_timeout: float = listener.timeouts.idle
         self.transport: asyncio.Transport | None = None
         self.gate = ReadGate()
-        self.parser = request_parser(self, listener.max_header_size, proxy.parser_kind)
+        kind = proxy.parser_kind
+        self.parser: RequestParser = (
+            # The usual parser made here, a compiled class from compiled code ("httptools"
+            # only when it imported: lb.protocols.parser_kind).
+            HttptoolsRequestParser(self, listener.max_header_size)
+            if kind == "httptools"
+            else request_parser(self, listener.max_header_size, kind)
+        )
         self.exchanges: deque[Exchange] = deque()
         self.receiving: Exchange | None = None  # the exchange the parser is delivering to
         self.client_ip = "-"
