@@ -43,7 +43,12 @@ log = logging.getLogger("lb.proxy")
 # Corked writes are joined into one buffer up to this size of their last piece; larger ones
 # (a body chunk of a big response) go to writev as they are.
 COPY_LIMIT: Final = 16 * 1024
+# Final: compiled code holds them in C statics (a module attribute is a lookup per read).
 _TCP_CORK: Final = _socket.TCP_CORK
+_IPPROTO_TCP: Final = _socket.IPPROTO_TCP
+_AF_INET: Final = _socket.AF_INET
+_SOCK_STREAM: Final = _socket.SOCK_STREAM
+_Socket: Final = _socket.socket
 
 
 def _cork_socket(transport: asyncio.BaseTransport) -> None:
@@ -62,9 +67,9 @@ def _cork_socket(transport: asyncio.BaseTransport) -> None:
     fd = sock.fileno()
     if fd < 0:
         return
-    own = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, fd)
+    own = _Socket(_AF_INET, _SOCK_STREAM, 0, fd)
     try:
-        own.setsockopt(_socket.IPPROTO_TCP, _TCP_CORK, 1)
+        own.setsockopt(_IPPROTO_TCP, _TCP_CORK, 1)
     except OSError:  # the peer may be gone already: closing anyway
         pass
     finally:
