@@ -51,7 +51,9 @@ def hit(entry: Entry, age: float, strip_hit: Collection[bytes]) -> Answer:
     """A fresh `entry`, `age` seconds old, as the answer to a request with no conditional of
     its own (`cache_request.is_plain`): what `serve` gives it with X-Cache HIT, with one
     format of bytes per answer."""
-    raw = b"%s\r\nage: %d\r\nx-cache: HIT" % (entry.rendered or _rendered(entry, strip_hit), age)
+    # %s only: compiled, that is one concatenation; a %d would be a generic format call.
+    rendered = entry.rendered or _rendered(entry, strip_hit)
+    raw = b"%s\r\nage: %s\r\nx-cache: HIT" % (rendered, str(int(age)).encode())
     return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
 
 
