@@ -80,6 +80,7 @@ class ResponseCache:
         # lb_cache_requests_total, counted here and handed over a few times a second: a
         # hit must cost less than the request it saves.
         self._results: dict[tuple[str, bytes], int] = {}
+        self._counters: dict[tuple[str, bytes], list[int]] = {}  # see `counter`
 
     # Configuration -------------------------------------------------------------------------
 
@@ -303,14 +304,23 @@ class ResponseCache:
         task.add_done_callback(self._tasks.discard)
 
     def count(self, route: str, result: bytes) -> None:
-        self.count_key((route, result))
-
-    def count_key(self, key: tuple[str, bytes]) -> None:
-        """`count` with its (route, result) key made once by the caller (a cache hit's)."""
+        key = (route, result)
         self._results[key] = self._results.get(key, 0) + 1
+
+    def counter(self, key: tuple[str, bytes]) -> list[int]:
+        """A count its caller keeps (`counter[0] += 1`: no lookup per request, for a cache
+        hit), added to `key`'s at each flush. One per key, whoever asks."""
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = [0]
+        return counter
 
     def flush_metrics(self) -> None:
         results, self._results = self._results, {}
+        for key, counter in self._counters.items():
+            if counter[0]:
+                results[key] = results.get(key, 0) + counter[0]
+                counter[0] = 0
         for (route, result), n in results.items():
             CACHE_REQUESTS.labels(route, result.decode().lower()).inc(n)
         CACHE_OBJECTS.labels("local").set(len(self.local))
