@@ -17,6 +17,7 @@ connection per request: 55 -> 50 µs of CPU per request).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Final, cast
 
@@ -67,6 +68,8 @@ Glue = tuple[str, str, str, str, str, str, str, str, str, str, str]
 # What json writes between quotes itself: values lb makes (an IP address, a method token).
 _JSON_BARE: Final = frozenset({"client", "method"})
 
+
+log = logging.getLogger(__name__)
 
 # Final aliases: compiled code holds them in C statics, not a module-dict lookup per call.
 now: Final = time.time
@@ -137,9 +140,14 @@ class LogRequests(Filter):
             writer.format_deferred()
 
     def format_lines(self, requests: list[Deferred], lines: list[str]) -> None:
-        """The lines of deferred requests, each by the filter that deferred it."""
+        """The lines of deferred requests, each by the filter that deferred it. A line that
+        cannot be formatted is lost alone, named in the log, not with its batch (nor does it
+        stop the periodic flush that may be formatting it)."""
         for request in requests:
-            lines.append(request[0].line(request[1], request[2], request[3]))
+            try:
+                lines.append(request[0].line(request[1], request[2], request[3]))
+            except Exception:
+                log.exception("access log: no line for %r", request[1])
 
     def line(self, session: Session, wall: float, end: float) -> str:
         """The line of a request that ended at `wall` (time.time) and `end` (perf_counter)."""

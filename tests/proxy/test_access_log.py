@@ -6,6 +6,7 @@ proxy: lines past the bound are dropped and counted."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -140,6 +141,23 @@ def test_a_line_formatted_later_tells_when_its_request_ended(tmp_path: Path) -> 
     assert first["duration_ms"] < 200
     assert lines[1] == "refused"
     assert [json.loads(line)["request_id"] for line in lines[2:]] == ["later"] * MAX_DEFERRED
+
+
+def test_a_line_that_cannot_be_formatted_is_lost_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bad request in a deferred batch costs its own line, logged, not the batch's."""
+    log, services = log_to(tmp_path / "a.log")
+    f = LogRequests(services, "web", "api")
+    f.on_log(session(request_id=b"before"))
+    # A time that cannot be a line's (int(nan) raises).
+    log.deferred.append((f, session(), float("nan"), time.perf_counter()))
+    f.on_log(session(request_id=b"after"))
+    with caplog.at_level(logging.ERROR):
+        log.close(wait=10)
+    ids = [json.loads(line)["request_id"] for line in lines_of(tmp_path / "a.log")]
+    assert ids == ["before", "after"]
+    assert "access log: no line for" in caplog.text
 
 
 def test_combined_line_escapes_what_a_client_sent_as_hex(tmp_path: Path) -> None:
