@@ -221,8 +221,7 @@ class AccessLog:
 
     def add(self, line: str) -> None:
         """A formatted line (no newline)."""
-        if self.deferred:
-            self.format_deferred()  # the lines of requests that ended before it come first
+        self._format_deferred()  # the lines of requests that ended before it come first
         lines = self.lines
         lines.append(line)
         if len(lines) >= MAX_BUFFERED:
@@ -233,14 +232,17 @@ class AccessLog:
         self.add(format_record(self.format, record, self._clock))
 
     def format_deferred(self) -> None:
-        """The deferred requests' lines, formatted (by the filter of the first: it formats
-        each with its own filter's format) and buffered."""
+        """The deferred requests' lines, formatted and buffered (handed over when enough)."""
+        self._format_deferred()
+        if len(self.lines) >= MAX_BUFFERED:
+            self.flush()
+
+    def _format_deferred(self) -> None:
+        # By the filter of the first: it formats each with its own filter's format.
         deferred = self.deferred
         if deferred:
             self.deferred = []
             deferred[0][0].format_lines(deferred, self.lines)
-            if len(self.lines) >= MAX_BUFFERED:
-                self.flush()
 
     def maybe_flush(self) -> None:
         if (self.lines or self.deferred) and time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
@@ -248,10 +250,7 @@ class AccessLog:
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        deferred = self.deferred
-        if deferred:
-            self.deferred = []
-            deferred[0][0].format_lines(deferred, self.lines)
+        self._format_deferred()
         lines = self.lines
         if not lines:
             return
