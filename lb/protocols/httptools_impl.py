@@ -20,6 +20,7 @@ from lb.core.http import RequestHead, ResponseHead
 from lb.protocols.base import RequestDelegate, ResponseDelegate
 
 _VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
+_REQUEST_VERSIONS: Final = {b" HTTP/1.1\r": "1.1", b" HTTP/1.0\r": "1.0"}
 _HEAD_GUESS: Final = 1024  # bytes: a response head is usually shorter
 
 
@@ -31,16 +32,21 @@ class HttptoolsRequestParser:
     """One Python callback per header field is unavoidable here (llhttp reports where a
     request body ends only by events, so the head's bytes cannot be found after one), but
     the callback only appends: the head's size is summed only when it may be too large (a
-    head begun in this read is no larger than the read: `_read`, `_begun`)."""
+    head begun in this read is no larger than the read: `_read`, `_begun`).
+
+    The version is read off the request line where that line begins the read (`_first`),
+    as it usually does: llhttp's get_http_version formats a string each time."""
 
     __deletable__ = ("_parser", "delegate")  # release(); mypyc refuses `del` otherwise
 
     __slots__ = (
         "_begun",
+        "_first",
         "_head_size",
         "_headers",
         "_max_header_size",
         "_parser",
+        "_quiet",
         "_read",
         "_tunnel",
         "_url",
@@ -57,6 +63,8 @@ class HttptoolsRequestParser:
         self._head_size = 0
         self._read = b""  # the read being parsed
         self._begun = False  # the message under way began in this read
+        self._first = False  # ... and at its first byte
+        self._quiet = False  # no message has begun or ended in this read yet
         self._tunnel = False
         self.in_head = False
 
@@ -71,7 +79,8 @@ class HttptoolsRequestParser:
             self.delegate.on_upgrade_data(data)
             return
         self._read = data
-        self._begun = False
+        self._begun = self._first = False
+        self._quiet = True
         if self.in_head or not self._headers:
             # Bound the head before llhttp buffers it: a client streaming one endless header
             # line must not grow our memory.
@@ -102,6 +111,8 @@ class HttptoolsRequestParser:
     def on_message_begin(self) -> None:
         self.in_head = True
         self._begun = True
+        self._first = self._quiet
+        self._quiet = False
         self._url = b""
         self._headers = []
 
@@ -128,7 +139,8 @@ class HttptoolsRequestParser:
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
             raise HTTPError(Reason.bad_request, "CONNECT is not supported")
-        head = RequestHead(method, url, parser.get_http_version(), headers)
+        version = _line_version(read, len(method), len(url)) if self._first else None
+        head = RequestHead(method, url, version or parser.get_http_version(), headers)
         check_request_framing(head)
         self.delegate.on_request_head(head)
 
@@ -137,7 +149,20 @@ class HttptoolsRequestParser:
 
     def on_message_complete(self) -> None:
         self._headers = []
+        self._quiet = False
         self.delegate.on_request_end()
+
+
+def _line_version(read: bytes, method: int, url: int) -> str | None:
+    """The version of a request line at the start of `read`, given its method's and target's
+    lengths, or None where it is not laid out as "METHOD SP target SP HTTP/1.x CR" from the
+    first byte. llhttp accepted the line, so a match at these places is its version: empty
+    lines before it (which llhttp skips) would put a method byte or CR/LF where the first
+    space is looked for, and more spaces would move the version off the place looked at."""
+    at = method + 1 + url
+    if len(read) < at + 10 or read[method] != 32:
+        return None
+    return _REQUEST_VERSIONS.get(read[at : at + 10])
 
 
 class HttptoolsResponseParser:
