@@ -12,7 +12,14 @@ import time
 from typing import Final
 
 from lb.core.cache_fields import format_http_date
-from lb.core.http import FORWARDING, HOP_BY_HOP, RequestHead, ResponseHead, field_tokens
+from lb.core.http import (
+    FORWARDING,
+    HOP_BY_HOP,
+    RequestHead,
+    ResponseHead,
+    field_tokens,
+    lower_name,
+)
 
 # A Final alias: compiled code holds it in a C static, not a module-attribute lookup per call.
 now: Final = time.time
@@ -87,7 +94,11 @@ def request_to_server(
         drop = drop | {client_subject[0]}
     index = head.index
     fields = b"".join(
-        [name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in drop]
+        [
+            name + b": " + value + b"\r\n"
+            for name, value in head.headers
+            if lower_name(name) not in drop
+        ]
     )
     xff = index.get(b"x-forwarded-for")
     ip = client_ip.encode()

@@ -33,6 +33,42 @@ FORWARDING: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 )
 
+# What a header name or a Host field becomes, by the bytes received: clients send the same few
+# names and hosts again and again, so most are found here rather than lower-cased (a method
+# call, once compiled), decoded and cut at the port each time; and a name found here is one
+# object whose hash is kept, for the index and every lookup in it. Bounded: cleared when full
+# (a client inventing names costs a lower() each, as before), and long values are not kept.
+_NAMES: Final[dict[bytes, bytes]] = {}
+_HOSTS: Final[dict[bytes, str]] = {}
+_MAX_MEMO: Final = 512
+_MAX_MEMO_NAME: Final = 64
+_MAX_MEMO_HOST: Final = 270  # a DNS name (253), a port, brackets
+
+
+def lower_name(name: bytes) -> bytes:
+    """A header name, lower case."""
+    lname = _NAMES.get(name)
+    if lname is None:
+        lname = name.lower()
+        if len(name) <= _MAX_MEMO_NAME:
+            if len(_NAMES) >= _MAX_MEMO:
+                _NAMES.clear()
+            _NAMES[name] = lname
+    return lname
+
+
+def host_of(raw: bytes) -> str:
+    """A Host field's name, lower case and without the port, as routes match it."""
+    host = _HOSTS.get(raw)
+    if host is None:
+        host = _strip_port(raw.decode("latin-1").lower())
+        if len(raw) <= _MAX_MEMO_HOST:
+            if len(_HOSTS) >= _MAX_MEMO:
+                _HOSTS.clear()
+            _HOSTS[raw] = host
+    return host
+
+
 # RFC 9110 §9.2.2: methods a proxy may retry on its own without changing what the user meant.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -84,8 +120,7 @@ class RequestHead:
         """The Host header's name, lower case and without the port, as routes match it."""
         host = self._host
         if host is None:
-            raw = self.index.get(b"host", b"")
-            host = self._host = _strip_port(raw.decode("latin-1").lower())
+            host = self._host = host_of(self.index.get(b"host", b""))
         return host
 
     @property
@@ -139,13 +174,13 @@ class RequestHead:
 def _index(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], list[bytes] | None]:
     """Lower-cased name -> value, repeated fields joined; and the names seen more than once."""
     # The common case, no field repeated, in one comprehension; the loop only otherwise.
-    index = {name.lower(): value for name, value in headers}
+    index = {lower_name(name): value for name, value in headers}
     repeated: list[bytes] | None = None
     if len(index) != len(headers):
         index = {}
         repeated = []
         for name, value in headers:
-            lname = name.lower()
+            lname = lower_name(name)
             prev = index.get(lname)
             if prev is None:
                 index[lname] = value

@@ -57,6 +57,23 @@ def test_path(target: bytes, path: str) -> None:
 )
 def test_host(host: bytes, expected: str) -> None:
     assert req((b"Host", host)).host == expected
+    assert req((b"Host", host)).host == expected  # again: remembered as the same
+
+
+def test_names_and_hosts_remembered_within_bounds() -> None:
+    """Names and hosts are remembered by the bytes received, for a bounded number of them: a
+    client inventing thousands of either gets right answers and grows no table past it."""
+    from lb.core import http
+
+    for i in range(2000):
+        head = req((b"Host", b"H%d.Test:80" % i), (b"X-Name-%d" % i, b"v"))
+        assert head.host == f"h{i}.test"
+        assert head.index[b"x-name-%d" % i] == b"v"
+    assert 0 < len(http._NAMES) <= http._MAX_MEMO
+    assert 0 < len(http._HOSTS) <= http._MAX_MEMO
+    long_host = b"A" * 300 + b".test"
+    assert req((b"Host", long_host)).host == "a" * 300 + ".test"
+    assert long_host not in http._HOSTS
 
 
 @pytest.mark.parametrize(
