@@ -120,9 +120,9 @@ class LogRequests(Filter):
         self._error = " error=" if text else ',"error":'
         self._end = "" if text else "}"  # after `error`, when there is one
         self._quote = logfmt_quote if text else json_quote
-        self._second = -1  # the whole seconds of the last line's time, and as text
-        self._second_text = ""
-        # Pool and server names, quoted: a few per route, so each is quoted once.
+        self._millis = -1  # the last line's time in ms, and its time field
+        self._time = ""
+        # Pool, server and host names, quoted: a few per route, so each is quoted once.
         self._quoted: dict[str, str] = {}
 
     def on_log(self, session: Session) -> None:
@@ -154,17 +154,18 @@ class LogRequests(Filter):
         head = session.head
         assert head is not None  # refused byte streams are logged at once
         q = self._quote
+        t, c, rid, m, path, host, pool, server, status, sent, took = self._glue
         millis = int(wall * 1000)
-        second = millis // 1000
-        if second != self._second:
-            self._second, self._second_text = second, str(second)
+        if millis != self._millis:  # many lines share a millisecond under load
+            self._millis = millis
+            self._time = f"{t}{millis // 1000}.{_MILLIS[millis % 1000]}{c}"
         micros = int((end - session.started) * 1_000_000)
         detail = session.detail
-        t, c, rid, m, path, host, pool, server, status, sent, took = self._glue
         return (
-            f"{t}{self._second_text}.{_MILLIS[millis % 1000]}{c}{session.client_ip}"
+            f"{self._time}{session.client_ip}"
             f"{rid}{q(session.request_id.decode('latin-1'))}{m}{head.method}"
-            f"{path}{q(head.path)}{host}{q(head.host)}{pool}{self._named(session.pool or '-')}"
+            f"{path}{q(head.path)}{host}{self._named(head.host)}"
+            f"{pool}{self._named(session.pool or '-')}"
             f"{server}{self._named(session.server or '-')}{status}{session.status}"
             f"{sent}{session.bytes_out}"
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
@@ -172,8 +173,9 @@ class LogRequests(Filter):
         )
 
     def _named(self, name: str) -> str:
-        """A pool or server name, quoted: from a small set (config, discovered addresses), so
-        kept once quoted; the memo is dropped if it ever grows past a few hundred."""
+        """A pool, server or host name, quoted: from a small set (config, discovered
+        addresses, the names a site serves), so kept once quoted; the memo is dropped if it
+        ever grows past a few hundred."""
         quoted = self._quoted.get(name)
         if quoted is None:
             if len(self._quoted) >= 512:
