@@ -9,6 +9,7 @@ the strict way (0), so a client asking for something gets at least what it asked
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import urlsplit
 
 from lb.core.cache_fields import delta_seconds, normal_authority, parse_cache_control
@@ -29,7 +30,7 @@ __all__ = [
 _BYPASS_REQUEST_FIELDS = (b"if-match", b"if-unmodified-since", b"if-range", b"range")
 # A request with none of these asks nothing of the cache: no directives of its own (§5.2.1,
 # and Pragma, §5.4), no precondition (§4.3.2), no Range.
-NOT_PLAIN = frozenset(
+NOT_PLAIN: Final = frozenset(
     (b"cache-control", b"pragma", b"if-none-match", b"if-modified-since", *_BYPASS_REQUEST_FIELDS)
 )
 
