@@ -8,9 +8,9 @@ shared machine the µs figure moves; for a steady one, count instructions instea
     valgrind --tool=callgrind python -m benchmarks.hotpath -n 4001   # minus the same with -n 1
 
 and divide the difference by 4000 (valgrind needs the real interpreter, not a pyenv shim). It
-measures the tree it imports: the source, about 166k instructions per request (194k with the
+measures the tree it imports: the source, about 168k instructions per request (195k with the
 access log on); run from a copy built with `python setup.py build_ext --inplace` (the hot path
-compiled with mypyc, as `pip install .` ships it), about 61k (74k).
+compiled with mypyc, as `pip install .` ships it), about 59k (70k).
 
 `--access-log [FORMAT]` runs it with the access log on (as `lb run` ships it), written to a
 file in a temp dir, in `json` (the default) or `combined` format; the figure includes writing
@@ -25,8 +25,8 @@ the N requests is then answered from the cache, with no server involved. Per hit
 
 divided by 2000. `--case cache-miss`: the same route, each request for /nostore
 (`Cache-Control: no-store`), so each is looked up, forwarded, and found not storable. From
-the source: about 91k instructions per hit, against 166k for /small without a cache; compiled:
-36k per hit (48k with the access log on) and 141k per miss with the log.
+the source: about 91k instructions per hit, against 168k for /small without a cache; compiled:
+33k per hit (44k with the access log on) and 136k per miss with the log.
 (valgrind must start the interpreter itself, not a pyenv shim: use
 `$(python -c 'import sys; print(sys.executable)')`; with PYTHONHASHSEED=0 the counts repeat
 to the instruction.)
