@@ -60,12 +60,10 @@ _MAX_REMEMBERED_TARGET = 512
 
 def _plain(index: dict[bytes, bytes]) -> bool:
     """No field that asks more of the cache than a fresh entry (directives, conditionals,
-    ranges): every hit asks. A loop, not keys().isdisjoint(), which is a method call when
-    compiled; the names are the index's own, whose hashes are kept (lb.core.http)."""
-    for name in index:
-        if name in NOT_PLAIN:
-            return False
-    return True
+    ranges): every hit asks. A loop (all() over a generator compiles to one), not
+    keys().isdisjoint(), which is a method call when compiled; the names are the index's own,
+    whose hashes are kept (lb.core.http)."""
+    return all(name not in NOT_PLAIN for name in index)
 
 
 class CacheFilter(Filter):
