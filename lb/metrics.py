@@ -34,6 +34,14 @@ SERVER_IN_FLIGHT = Gauge(
     ["pool", "server"],
     multiprocess_mode="livesum",
 )
+# How late the worker's 50 ms tick ran (lb.proxy.timers): a busy loop adds up to a few ms; more
+# is a pause every connection of that worker waited through (a long callback, a full GC, the
+# machine taking the CPU away), which shows in p99 but not in req/s.
+EVENT_LOOP_LAG = Histogram(
+    "lb_event_loop_lag_seconds",
+    "How late each worker's periodic tick ran: pauses of its event loop",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 RETRIES = Counter("lb_retries", "Requests sent again to another server", ["pool"])
 POOL_QUEUE_DEPTH = Gauge(
     "lb_pool_queue_depth",

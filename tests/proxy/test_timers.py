@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from lb.proxy.timers import TICK, Ticker
 from tests.conftest import wait_until
@@ -33,5 +34,34 @@ async def test_a_failing_handler_does_not_stop_the_ticker():
         ticker.watched.add(later)
         await wait_until(lambda: later.fired, what="a deadline after the failure")
         assert (broken.fired, later.fired) == (1, 1)  # each fired once
+    finally:
+        ticker.stop()
+
+
+def _late_ticks(above: str) -> float:
+    """Ticks of this process that ran more than `above` seconds late (bucket bounds)."""
+    from prometheus_client import REGISTRY
+
+    name = "lb_event_loop_lag_seconds_bucket"
+    every = REGISTRY.get_sample_value(name, {"le": "+Inf"}) or 0.0
+    return every - (REGISTRY.get_sample_value(name, {"le": above}) or 0.0)
+
+
+async def test_a_paused_loop_is_counted_and_logged_once_a_minute(caplog):
+    """What an operator sees of a stall: the lag histogram counts it, and a pause of a second
+    or more is logged; a second one right after is counted but not logged again."""
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(loop)
+    ticker.start()
+    try:
+        for expected in (1, 2):
+            before = _late_ticks("1.0")
+            await asyncio.sleep(TICK)  # a tick on time first
+            time.sleep(1.1)  # a callback that blocks the loop
+            await wait_until(lambda b=before: _late_ticks("1.0") > b, what="the late tick")
+            warnings = [r for r in caplog.records if "event loop of worker" in r.getMessage()]
+            assert len(warnings) == 1, (expected, [r.getMessage() for r in warnings])
+            assert "paused 1" in warnings[0].getMessage()
+        assert _late_ticks("0.001") >= 2
     finally:
         ticker.stop()
