@@ -10,7 +10,7 @@ then asks `lb.core.forwarding` for the bytes to send on. Here: the heads, what r
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import unquote
 
 # RFC 9110 §7.6.1: "Connection" and the fields it lists are for this hop only, as are these
@@ -41,6 +41,7 @@ FORWARDING: Final = frozenset(
 _NAMES: Final[dict[bytes, bytes]] = {}
 _HOSTS: Final[dict[bytes, str]] = {}
 _MAX_MEMO: Final = 512
+_V = TypeVar("_V", bytes, str)
 _MAX_MEMO_NAME: Final = 64
 _MAX_MEMO_HOST: Final = 270  # a DNS name (253), a port, brackets
 
@@ -49,11 +50,7 @@ def lower_name(name: bytes) -> bytes:
     """A header name, lower case."""
     lname = _NAMES.get(name)
     if lname is None:
-        lname = name.lower()
-        if len(name) <= _MAX_MEMO_NAME:
-            if len(_NAMES) >= _MAX_MEMO:
-                _NAMES.clear()
-            _NAMES[name] = lname
+        lname = _remember(_NAMES, name, name.lower(), _MAX_MEMO_NAME)
     return lname
 
 
@@ -61,12 +58,18 @@ def host_of(raw: bytes) -> str:
     """A Host field's name, lower case and without the port, as routes match it."""
     host = _HOSTS.get(raw)
     if host is None:
-        host = _strip_port(raw.decode("latin-1").lower())
-        if len(raw) <= _MAX_MEMO_HOST:
-            if len(_HOSTS) >= _MAX_MEMO:
-                _HOSTS.clear()
-            _HOSTS[raw] = host
+        host = _remember(_HOSTS, raw, _strip_port(raw.decode("latin-1").lower()), _MAX_MEMO_HOST)
     return host
+
+
+def _remember(memo: dict[bytes, _V], key: bytes, value: _V, longest: int) -> _V:
+    """`value`, kept under `key` unless the key is longer than `longest`; the memo starts
+    again when full."""
+    if len(key) <= longest:
+        if len(memo) >= _MAX_MEMO:
+            memo.clear()
+        memo[key] = value
+    return value
 
 
 # RFC 9110 §9.2.2: methods a proxy may retry on its own without changing what the user meant.

@@ -42,7 +42,6 @@ class Ticker:
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0  # when the next tick should run
         self._warned = -_WARN_EVERY  # loop time of the last stall warning
-        self._lag = EVENT_LOOP_LAG  # (one lookup, not one per tick)
 
     def start(self) -> None:
         self._due = self.now() + TICK
@@ -71,7 +70,7 @@ class Ticker:
 
     def _observe_lag(self, now: float, due: float) -> None:
         lag = max(now - due, 0.0)
-        self._lag.observe(lag)
+        EVENT_LOOP_LAG.observe(lag)
         if lag >= STALL_WARNING and now - self._warned >= _WARN_EVERY:
             self._warned = now
             log.warning(
