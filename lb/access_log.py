@@ -2,8 +2,10 @@
 
 A request's line is formatted in the log phase by lb.filters.access_log, from templates built
 once per (listener, route); this module holds what those templates share: the escaping, the
-NCSA clock, the writer, and `AccessLog.log` for the rare record with no request behind it (a
-connection refused before its head was read).
+NCSA clock, the buffer of lines (`AccessLog`, compiled with the hot path: the log phase of every
+request reads it) and `AccessLog.log` for the rare record with no request behind it (a
+connection refused before its head was read). The thread that writes the lines is in
+lb.access_log_writer.
 
 Formats (`access_log.format`): `json` (one object per line, the default), `combined` (the NCSA
 combined format of Apache and nginx, which log tools read) and `text` (`key=value` pairs,
@@ -30,18 +32,16 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
+from lb.access_log_writer import writer_thread
 from lb.config.schema import AccessLogConfig
 
 log = logging.getLogger(__name__)
@@ -121,77 +121,6 @@ def format_record(fmt: str, record: Mapping[str, Any], clock: NcsaClock | None =
     )
 
 
-class _Writer:
-    """The process's writer thread, started on first use: takes (fd, bytes) in order, writes
-    them, closes the files it is told to. `queued` is only moved by the event loop's thread and
-    `written` only by the writer's, so their difference needs no lock."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[int, bytes, bool] | threading.Event] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self.queued = 0
-        self.written = 0
-        self._failing: set[int] = set()  # fds whose last write failed: warned about once
-
-    @property
-    def pending(self) -> int:
-        return self.queued - self.written
-
-    def write(self, fd: int, data: bytes) -> None:
-        self.queued += len(data)
-        self._put((fd, data, False))
-
-    def close(self, fd: int) -> None:
-        self._put((fd, b"", True))
-
-    def drain(self, timeout: float) -> bool:
-        """Wait (blocking) until what was handed over so far is written; False on timeout."""
-        if self._thread is None or not self._thread.is_alive():
-            return True
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
-
-    def _put(self, item: tuple[int, bytes, bool]) -> None:
-        if self._pid != os.getpid():  # first use, or a forked child: the thread is not ours
-            self._queue = queue.SimpleQueue()
-            self.queued = self.written = 0
-            self._thread = threading.Thread(target=self._run, name="lb-access-log", daemon=True)
-            self._pid = os.getpid()
-            self._thread.start()
-        self._queue.put(item)
-
-    def _run(self) -> None:
-        get = self._queue.get
-        while True:
-            item = get()
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            fd, data, close = item
-            if close:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                self._failing.discard(fd)
-                continue
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self._failing.discard(fd)
-            except OSError as err:  # a full disk, a closed stdout: the proxy goes on
-                if fd not in self._failing:
-                    self._failing.add(fd)
-                    log.warning("access log: writing failed, lines lost: %s", err)
-            self.written += len(data)
-
-
-_writer = _Writer()
-
-
 class LineFormatter(Protocol):
     """A log-phase filter that defers its lines (lb.filters.access_log.LogRequests)."""
 
@@ -201,14 +130,14 @@ class LineFormatter(Protocol):
 class AccessLog:
     """One opened access log: lines buffered here, handed to the writer thread in batches.
     The log phase appends to `lines` through `add`, or leaves what a line needs in
-    `deferred`, as (formatter, session, time, perf_counter), for `format_deferred` to format
+    `deferred`, as (formatter, session, time), for `format_deferred` to format
     in a batch; SIGHUP makes a new one and closes this."""
 
     def __init__(self, config: AccessLogConfig) -> None:
         self.enabled = config.enabled
         self.format = config.format
         self.lines: list[str] = []
-        self.deferred: list[tuple[LineFormatter, Any, float, float]] = []
+        self.deferred: list[tuple[LineFormatter, Any, float]] = []
         self.dropped = 0  # lines lost because the writer fell MAX_PENDING bytes behind
         self._last_flush = time.monotonic()
         self._clock = NcsaClock()
@@ -260,15 +189,15 @@ class AccessLog:
         count = len(lines)
         lines.append("")  # for the last newline, joined rather than added (one copy less)
         data = "\n".join(lines).encode("ascii", "backslashreplace")
-        if _writer.pending + len(data) > MAX_PENDING:
+        if writer_thread.pending + len(data) > MAX_PENDING:
             if not self.dropped:
                 log.warning(
                     "access log: the writer is %d bytes behind; dropping lines until it catches up",
-                    _writer.pending,
+                    writer_thread.pending,
                 )
             self.dropped += count
         else:
-            _writer.write(self._fd, data)
+            writer_thread.write(self._fd, data)
         lines.clear()
 
     def close(self, wait: float = 0.0) -> None:
@@ -277,8 +206,8 @@ class AccessLog:
         self.flush()
         was_enabled, self.enabled = self.enabled, False
         if self._owns_fd:
-            _writer.close(self._fd)
+            writer_thread.close(self._fd)
             self._owns_fd = False
             self._fd = -1
-        if wait > 0 and was_enabled and not _writer.drain(wait):
+        if wait > 0 and was_enabled and not writer_thread.drain(wait):
             log.warning("access log: lines still unwritten after %gs; they may be lost", wait)

@@ -35,6 +35,7 @@ class Entry:
     body: bytes
     # The fields as a hit sends them (b"\r\nName: value"...), rendered on the first hit.
     rendered: bytes | None = field(default=None, compare=False, repr=False)
+    dated: bool = field(default=False, compare=False, repr=False)  # holds Date: set with rendered
 
     @property
     def size(self) -> int:

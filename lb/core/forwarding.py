@@ -31,20 +31,20 @@ _DROP_NAMES: Final = frozenset(name.decode("latin-1") for name in _DROP_TO_CLIEN
 
 class _RequestIds:
     """Unique per process without a syscall or uuid4 per request: a random prefix and a
-    counter, in decimal (`str` of an int is a direct call once compiled; hex is a format)."""
+    counter, in decimal (one bytes format once compiled: %s and %d are direct; hex is not)."""
 
     def __init__(self) -> None:
-        self.prefix = ""
+        self.prefix = b""
         self.issued = 0
         self.reseed()
 
     def reseed(self) -> None:
-        self.prefix = os.urandom(4).hex() + "-"
+        self.prefix = os.urandom(4).hex().encode() + b"-"
         self.issued = 0
 
     def next(self) -> bytes:
         self.issued += 1
-        return (self.prefix + str(self.issued)).encode()
+        return b"%s%d" % (self.prefix, self.issued)
 
 
 _request_ids: Final = _RequestIds()
@@ -93,9 +93,10 @@ def request_to_server(
     if client_subject is not None:
         drop = drop | {client_subject[0]}
     index = head.index
+    # (One %s-format per field: a single copy once compiled, where `+` made three.)
     fields = b"".join(
         [
-            name + b": " + value + b"\r\n"
+            b"%s: %s\r\n" % (name, value)
             for name, value in head.headers
             if lower_name(name) not in drop
         ]
@@ -141,9 +142,11 @@ def response_to_client(
     chunked: bool,
     close: bool,
     extra: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
 ) -> bytes:
-    """The response head as lb sends it to the client. `chunked` re-frames a body whose end
-    the client could not otherwise find (close-delimited or chunked upstream)."""
+    """The response head as lb sends it to the client, then `body` (lb's own answer: one
+    copy, not a head and a concatenation). `chunked` re-frames a body whose end the client
+    could not otherwise find (close-delimited or chunked upstream)."""
     forward = head.forward
     if forward is None:
         forward = _forwarded_to_client(head.headers)
@@ -157,26 +160,31 @@ def response_to_client(
         framing = b"content-length: %d\r\n" % head.content_length
     else:
         framing = b""
-    tail = b"".join([b"%s: %s\r\n" % field for field in extra]) if extra else b""
-    # Searched as latin-1 text: mypyc calls str's `in` directly, where bytes' find() costs a
-    # method lookup and argument parsing (and bytes `in` bytes first tries the needle as an
-    # int, raising and dropping a TypeError).
-    text = forward.decode("latin-1")
-    if "\r\nDate:" not in text and "\r\ndate:" not in text and "\r\ndate:" not in text.lower():
+    tail = b"".join([b"%s: %s\r\n" % (name, value) for name, value in extra]) if extra else b""
+    if not head.dated and _lacks_date(forward):
         # RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a
         # Date header field MUST add one if the message is cached or forwarded downstream."
         tail = _date_field() + tail
     if close and status != 101:
         tail += b"connection: close\r\n"
     # One format for the whole head: this runs once per response on the hot path.
-    return b"HTTP/1.1 %d %s%s\r\n%sx-request-id: %s\r\n%s\r\n" % (
+    return b"HTTP/1.1 %d %s%s\r\n%sx-request-id: %s\r\n%s\r\n%s" % (
         status,
         head.reason,
         forward,
         framing,
         request_id,
         tail,
+        body,
     )
+
+
+def _lacks_date(fields: bytes) -> bool:
+    """No Date among the rendered fields. Searched as latin-1 text: mypyc calls str's `in`
+    directly, where bytes' find() costs a method lookup and argument parsing (and bytes `in`
+    bytes first tries the needle as an int, raising and dropping a TypeError)."""
+    text = fields.decode("latin-1")
+    return "\r\nDate:" not in text and "\r\ndate:" not in text and "\r\ndate:" not in text.lower()
 
 
 _date_second = -1
@@ -203,7 +211,9 @@ def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
             tokens = field_tokens(value) - _COMMON_CONNECTION_TOKENS
             if tokens:
                 drop = drop | tokens
-    return b"".join([b"\r\n%s: %s" % field for field in headers if field[0].lower() not in drop])
+    return b"".join(
+        [b"\r\n%s: %s" % (name, value) for name, value in headers if name.lower() not in drop]
+    )
 
 
 # The lengths of `_DROP_TO_CLIENT`'s names: most fields are told apart by length alone, by an
@@ -249,27 +259,29 @@ def scan_response_fields(
         n = text.find(":", start + 2, end) - start - 2  # the name's length
         if not 0 < n < longest or not lengths[n]:
             continue
-        name = text[start + 2 : start + 2 + n].lower()
+        name = text[start + 2 : start + 2 + n]
         value_at = start + 3 + n
         if n == 14:
-            if name != "content-length":
+            if not _is(name, "Content-Length", "content-length"):
                 continue
             content_length = int(text[value_at:end])
         elif n == 10:
-            if name == "connection":
-                value = text[value_at:end].strip(" \t").lower()
-                if value not in _COMMON_TOKENS and (
-                    field_tokens(value.encode("latin-1")) - _COMMON_CONNECTION_TOKENS
-                ):
-                    rebuild = True
-            elif name != "keep-alive":
+            if _is(name, "Connection", "connection"):
+                value = text[value_at:end]
+                if value != " keep-alive" and value != " close":  # (what most servers send)
+                    value = value.strip(" \t").lower()
+                    if value not in _COMMON_TOKENS and (
+                        field_tokens(value.encode("latin-1")) - _COMMON_CONNECTION_TOKENS
+                    ):
+                        rebuild = True
+            elif not _is(name, "Keep-Alive", "keep-alive"):
                 continue
         elif n == 17:
-            if name != "transfer-encoding":
+            if not _is(name, "Transfer-Encoding", "transfer-encoding"):
                 continue
             # The last field's last coding decides (llhttp refuses chunked before another).
             chunked = text[value_at:end].rstrip(" \t").lower().endswith("chunked")
-        elif name not in _DROP_NAMES:
+        elif name.lower() not in _DROP_NAMES:
             continue
         if pieces is None:
             pieces = []
@@ -283,6 +295,12 @@ def scan_response_fields(
     if kept_from < size:
         pieces.append(raw[kept_from:])
     return b"".join(pieces), content_length, chunked
+
+
+def _is(name: str, usual: str, lower: str) -> bool:
+    """`name` is `lower` in any case: compared first as servers usually spell it (as RFC 9110
+    does, or in lower case), which makes no string, unlike lower()."""
+    return name in (usual, lower) or name.lower() == lower
 
 
 def informational_to_client(head: ResponseHead) -> bytes:

@@ -203,6 +203,7 @@ class ResponseHead:
         "_headers",
         "chunked",
         "content_length",
+        "dated",
         "forward",
         "keep_alive",
         "raw",
@@ -222,6 +223,7 @@ class ResponseHead:
         chunked: bool,
         raw: bytes | None = None,
         forward: bytes | None = None,
+        dated: bool = False,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -232,6 +234,9 @@ class ResponseHead:
         self.chunked = chunked
         self.raw = raw
         self.forward = forward
+        # Known to hold a Date field (the parser or the cache saw it): the head goes on
+        # without searching for one. False: not known, searched (forwarding.response_to_client).
+        self.dated = dated
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -256,6 +261,7 @@ class ResponseHead:
         """Drop every field called `lname` (lower case)."""
         self._headers = [f for f in self.headers if f[0].lower() != lname]
         self.forward = None
+        self.dated = False
 
     def remove_fields(self, lnames: frozenset[bytes]) -> None:
         """Drop every field whose lower-case name is in `lnames`, in one pass over the fields.
@@ -270,6 +276,7 @@ class ResponseHead:
         if len(kept) != len(headers):
             self._headers = kept
             self.forward = None
+            self.dated = False
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} cl={self.content_length} chunked={self.chunked}>"

@@ -9,10 +9,10 @@ as parsed for routing (`head.path`, `head.host`: worked out once per request, an
 when a route matched on them); a combined line has the raw request target, as NCSA's `%r` does.
 
 A json or text line is not formatted when its request ends: the log phase keeps the session
-and the two clocks' readings, and the lines of MAX_DEFERRED requests are formatted together
-(`AccessLog.format_deferred`). At the end of each request the formatting code ran cold, after
-all the rest a request runs, and cost several times what it costs in a batch (a new
-connection per request: 55 -> 50 µs of CPU per request).
+and the time it ended (`session.ended`, and the wall clock's), and the lines of MAX_DEFERRED
+requests are formatted together (`AccessLog.format_deferred`). At the end of each request
+the formatting code ran cold, after all the rest a request runs, and cost several times what
+it costs in a batch (a new connection per request: 55 -> 50 µs of CPU per request).
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def _glue(fmt: str, listener: str, route: str) -> Glue:
     return cast(Glue, tuple(pieces))
 
 
-# A request whose line is formatted later: (its filter, its session, time.time() and
-# perf_counter() when it ended).
-Deferred = tuple["LogRequests", Session, float, float]
+# A request whose line is formatted later: (its filter, its session, time.time() when it
+# ended; perf_counter()'s reading then is the session's `ended`).
+Deferred = tuple["LogRequests", Session, float]
 
 
 class LogRequests(Filter):
@@ -120,6 +120,7 @@ class LogRequests(Filter):
         self._error = " error=" if text else ',"error":'
         self._end = "" if text else "}"  # after `error`, when there is one
         self._quote = logfmt_quote if text else json_quote
+        self._mark = "" if text else '"'  # around a value that needs no escaping
         self._millis = -1  # the last line's time in ms, and its time field
         self._time = ""
         # Pool, server and host names, quoted: a few per route, so each is quoted once.
@@ -134,8 +135,10 @@ class LogRequests(Filter):
             return
         # The line is formatted later, with others (AccessLog.format_deferred): only the
         # times are taken now. Nothing changes a session once its log phase has run.
+        if not session.ended:  # (a session logged outside an exchange)
+            session.ended = perf_counter()
         deferred = writer.deferred
-        deferred.append((self, session, now(), perf_counter()))
+        deferred.append((self, session, now()))
         if len(deferred) >= _MAX_DEFERRED:
             writer.format_deferred()
 
@@ -145,12 +148,12 @@ class LogRequests(Filter):
         stop the periodic flush that may be formatting it)."""
         for request in requests:
             try:
-                lines.append(request[0].line(request[1], request[2], request[3]))
+                lines.append(request[0].line(request[1], request[2]))
             except Exception:
                 log.exception("access log: no line for %r", request[1])
 
-    def line(self, session: Session, wall: float, end: float) -> str:
-        """The line of a request that ended at `wall` (time.time) and `end` (perf_counter)."""
+    def line(self, session: Session, wall: float) -> str:
+        """The line of a request that ended at `wall` (time.time) and `session.ended`."""
         head = session.head
         assert head is not None  # refused byte streams are logged at once
         q = self._quote
@@ -159,11 +162,18 @@ class LogRequests(Filter):
         if millis != self._millis:  # many lines share a millisecond under load
             self._millis = millis
             self._time = f"{t}{millis // 1000}.{_MILLIS[millis % 1000]}{c}"
-        micros = int((end - session.started) * 1_000_000)
+        micros = int((session.ended - session.started) * 1_000_000)
         detail = session.detail
+        request_id = session.request_id.decode("latin-1")
+        # lb's own ids hold nothing to escape (only json's quotes around them); a client's,
+        # visible ASCII, may hold a quote.
+        if session.own_request_id:
+            mark = self._mark
+        else:
+            request_id, mark = q(request_id), ""
         return (
             f"{self._time}{session.client_ip}"
-            f"{rid}{q(session.request_id.decode('latin-1'))}{m}{head.method}"
+            f"{rid}{mark}{request_id}{mark}{m}{head.method}"
             f"{path}{q(head.path)}{host}{self._named(head.host)}"
             f"{pool}{self._named(session.pool or '-')}"
             f"{server}{self._named(session.server or '-')}{status}{session.status}"

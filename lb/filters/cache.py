@@ -74,6 +74,9 @@ class CacheFilter(Filter):
     ) -> None:
         self.route = route
         self.services = services
+        # The process keeps one ResponseCache across reloads (a reload changes its tiers, not
+        # the object): kept here, not read off the plain-Python Proxy by name per request.
+        self._cache = services.cache
         self.settings = s = CacheSettings(
             default_ttl=cfg.default_ttl,
             heuristic=cfg.heuristic,
@@ -106,7 +109,7 @@ class CacheFilter(Filter):
 
     @property
     def cache(self) -> ResponseCache:
-        return self.services.cache  # read per request: kept across reloads by the process
+        return self._cache
 
     # Request phase ---------------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class CacheFilter(Filter):
         if not key:
             set_state(session, CacheState(None, BYPASS))
             return None
-        cache = self.services.cache
+        cache = self._cache
         found = cache.local.get(key)
         if isinstance(found, Entry):
             age = fresh_age(found.meta, time.time())

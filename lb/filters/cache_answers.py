@@ -44,7 +44,7 @@ def serve(
         fields += [(b"age", age), (b"x-cache", result)]
         return Answer(304, b"Not Modified", fields)
     raw = b"%s\r\nage: %s\r\nx-cache: %s" % (_rendered(entry, strip_hit), age, result)
-    return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
+    return Answer(entry.status, entry.reason, None, entry.body, raw=raw, dated=entry.dated)
 
 
 def hit(entry: Entry, age: float, strip_hit: Collection[bytes]) -> Answer:
@@ -54,7 +54,7 @@ def hit(entry: Entry, age: float, strip_hit: Collection[bytes]) -> Answer:
     # %s only: compiled, that is one concatenation; a %d would be a generic format call.
     rendered = entry.rendered or _rendered(entry, strip_hit)
     raw = b"%s\r\nage: %s\r\nx-cache: HIT" % (rendered, str(int(age)).encode())
-    return Answer(entry.status, entry.reason, None, entry.body, raw=raw)
+    return Answer(entry.status, entry.reason, None, entry.body, raw=raw, dated=entry.dated)
 
 
 def _rendered(entry: Entry, strip_hit: Collection[bytes]) -> bytes:
@@ -63,6 +63,7 @@ def _rendered(entry: Entry, strip_hit: Collection[bytes]) -> bytes:
         entry.rendered = rendered = b"".join(
             [b"\r\n%s: %s" % f for f in entry.headers if f[0].lower() not in strip_hit]
         )
+        entry.dated = any(name.lower() == b"date" for name, _ in entry.headers)
     return rendered
 
 

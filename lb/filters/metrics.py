@@ -18,17 +18,19 @@ class CountRequests(Filter):
     name = "metrics"
 
     def __init__(self, services: Services, route: str) -> None:
-        self.services = services
+        # The process's one RequestMetrics, never replaced: kept here, a compiled object,
+        # rather than read off the plain-Python Proxy by name per request.
+        self.metrics = services.metrics
         self.route = route
 
     def on_log(self, session: Session) -> None:
-        self.services.metrics.observe(
+        self.metrics.observe(
             session.listener,
             self.route,
             session.pool or "-",
             session.server,
             session.status,
-            perf_counter() - session.started,
+            (session.ended or perf_counter()) - session.started,
         )
 
 

@@ -34,8 +34,9 @@ class HttptoolsRequestParser:
     the callback only appends: the head's size is summed only when it may be too large (a
     head begun in this read is no larger than the read: `_read`, `_begun`).
 
-    The version is read off the request line where that line begins the read (`_first`),
-    as it usually does: llhttp's get_http_version formats a string each time."""
+    The version, and a GET, are read off the request line where that line begins the read
+    (`_first`), as it usually does: llhttp's get_http_version formats a string each time,
+    and get_method is a call and a decode."""
 
     __deletable__ = ("_parser", "delegate")  # release(); mypyc refuses `del` otherwise
 
@@ -136,10 +137,13 @@ class HttptoolsRequestParser:
             if size > limit:
                 raise HTTPError(Reason.headers_too_large, "request head too large")
         self._head_size = 0
-        method = parser.get_method().decode("ascii")
+        first = self._first
+        # A GET is read off the line, as the version below: no call into llhttp.
+        get = first and read[:4] == b"GET "
+        method = "GET" if get else parser.get_method().decode("ascii")
         if method == "CONNECT":
             raise HTTPError(Reason.bad_request, "CONNECT is not supported")
-        version = _line_version(read, len(method), len(url)) if self._first else None
+        version = _line_version(read, len(method), len(url)) if first else None
         head = RequestHead(method, url, version or parser.get_http_version(), headers)
         check_request_framing(head)
         self.delegate.on_request_head(head)
@@ -272,7 +276,8 @@ class HttptoolsResponseParser:
             raise HTTPError(Reason.backend_failed, "response head too large")
         line_end = text.find("\r\n")
         raw = buf[start + line_end : start + end]
-        forward, content_length, chunked = scan_response_fields(raw, text[line_end:end])
+        fields = text[line_end:end]
+        forward, content_length, chunked = scan_response_fields(raw, fields)
         parser = self._parser
         status = parser.get_status_code()
         # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
@@ -290,6 +295,8 @@ class HttptoolsResponseParser:
             chunked,
             raw,
             forward,
+            # (A field's value holds no CRLF: llhttp's strict mode refuses obs-fold.)
+            "\r\nDate:" in fields or "\r\ndate:" in fields,
         )
         method = self._method
         final = status >= 200

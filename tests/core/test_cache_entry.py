@@ -14,6 +14,8 @@ from lb.core.cache_entry import (
     variant_store_key,
 )
 from lb.core.cache_policy import StoredMeta
+from lb.core.forwarding import response_to_client
+from lb.filters.cache_answers import hit
 
 META = StoredMeta(
     request_time=100.0,
@@ -67,3 +69,20 @@ def test_variants_records() -> None:
     assert decode_variants(WHOLE) is None
     assert decode_variants(b"LBV1{not json") is None
     assert variant_store_key("GET http://h/p", "abc") == "GET http://h/p\x00abc"
+
+
+@pytest.mark.parametrize("name", [None, b"Date", b"date"])
+def test_a_hit_goes_on_with_exactly_one_date(name: bytes | None) -> None:
+    """RFC 9110 §6.6.1: a hit of an entry stored with a Date sends that one, hit after hit;
+    of an entry stored without, lb's own (its fields are rendered once, on the first hit)."""
+    stored = b"Thu, 26 Nov 2026 15:00:00 GMT"
+    fields = ENTRY.headers + (((name, stored),) if name else ())
+    entry = Entry(META, 200, b"OK", fields, b"hello")
+    for _ in range(2):
+        answer = hit(entry, 3.0, frozenset({b"age"}))
+        sent = response_to_client(answer.head(), b"r", chunked=False, close=False).lower()
+        dates = [line for line in sent.split(b"\r\n") if line.startswith(b"date:")]
+        if name is None:
+            assert len(dates) == 1 and stored.lower() not in dates[0]
+        else:
+            assert dates == [b"date: " + stored.lower()]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lb.core.errors import HTTPError, Reason
+from lb.core.forwarding import response_to_client
 from lb.core.http import RequestHead, ResponseHead
 from lb.protocols import request_parser, response_parser
 from tests.proxy.test_l7_errors import SMUGGLING
@@ -106,9 +107,12 @@ class Versions(Recorder):
         self.events.append(("head", (head.method, head.target, head.version)))
 
 
-# Bodies and targets that spell a request line's version: the httptools adapter reads the
-# version off the read where a request line begins it, and must not be fooled by these.
-_SPELLED = st.sampled_from([b"", b" HTTP/1.1\r\n", b"x HTTP/1.0\r", b"HTTP/1.1", b"abc"])
+# Bodies and targets that spell a request line's method or version: the httptools adapter
+# reads a GET and the version off the read where a request line begins it, and must not be
+# fooled by these.
+_SPELLED = st.sampled_from(
+    [b"", b" HTTP/1.1\r\n", b"x HTTP/1.0\r", b"HTTP/1.1", b"abc", b"GET / HTTP/1.1\r\n"]
+)
 _MESSAGE = st.tuples(
     st.sampled_from(["GET", "POST", "HEAD", "DELETE", "OPTIONS"]),
     st.sampled_from([b"/", b"/a", b"/HTTP/1.1", b"/x?v=HTTP/1.0", b"*"]),
@@ -122,8 +126,8 @@ _MESSAGE = st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(messages=st.lists(_MESSAGE, min_size=1, max_size=4), cuts=st.lists(st.integers(0, 400)))
 def test_request_versions_pipelined_and_split(kind: str, messages: list, cuts: list) -> None:
-    """Each request's version is the one its line says, however the reads are cut and
-    whatever came before it in a read."""
+    """Each request's method and version are the ones its line says, however the reads are
+    cut and whatever came before it in a read."""
     data = b""
     expected = []
     for method, target, version, body, blank in messages:
@@ -345,3 +349,40 @@ def test_response_head_too_large(kind: str) -> None:
             parser.feed(b"a" * 200)
         parser.feed(b"\r\n\r\n")
     assert info.value.reason is Reason.backend_failed
+
+
+class Heads(Recorder):
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.events.append(("head", head))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("fields", "body", "theirs"),
+    [
+        (b"Date: Thu, 26 Nov 2026 15:00:00 GMT\r\n", b"ok", True),
+        (b"date: Thu, 26 Nov 2026 15:00:00 GMT\r\n", b"ok", True),
+        (b"DATE: Thu, 26 Nov 2026 15:00:00 GMT\r\n", b"ok", True),
+        (b"X-Date: no\r\n", b"ok", False),
+        (b"", b"ok", False),
+        # The body spells a Date field; the head has none: one is added all the same.
+        (b"", b"\r\nDate: Thu, 26 Nov 2026 15:00:00 GMT\r\n", False),
+    ],
+    ids=["Date", "date", "DATE", "x-date", "none", "in-body"],
+)
+def test_a_parsed_response_goes_on_with_exactly_one_date(
+    kind: str, fields: bytes, body: bytes, theirs: bool
+) -> None:
+    """RFC 9110 §6.6.1: the server's Date goes on as it came; a head without one (whatever
+    its body holds) gets lb's."""
+    rec = Heads()
+    parser = response_parser(rec, 64 * 1024, kind)
+    parser.expect("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (fields, len(body), body))
+    head = rec.events[0][1]
+    sent = response_to_client(head, b"r", chunked=False, close=False).lower()
+    dates = [line for line in sent.split(b"\r\n") if line.startswith(b"date:")]
+    if theirs:
+        assert dates == [b"date: thu, 26 nov 2026 15:00:00 gmt"]
+    else:
+        assert len(dates) == 1 and b"2026 15:00:00" not in dates[0]

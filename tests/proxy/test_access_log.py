@@ -151,7 +151,7 @@ def test_a_line_that_cannot_be_formatted_is_lost_alone(
     f = LogRequests(services, "web", "api")
     f.on_log(session(request_id=b"before"))
     # A time that cannot be a line's (int(nan) raises).
-    log.deferred.append((f, session(), float("nan"), time.perf_counter()))
+    log.deferred.append((f, session(), float("nan")))
     f.on_log(session(request_id=b"after"))
     with caplog.at_level(logging.ERROR):
         log.close(wait=10)
@@ -264,6 +264,7 @@ async def test_hostile_requests_make_one_whole_line_each(
         assert records[1]["path"] == '/q"uote\\back\nnew\ufffd'
         assert records[2]["path"] == "/raw\ufffd\ufffd" and records[2]["host"] == 'h\xff"\\'
         assert records[2]["request_id"] == 'rid"\\'
+        assert re.fullmatch(r"[0-9a-f]{8}-\d+", records[0]["request_id"])  # lb's own
         assert records[3]["error"]
     elif fmt == "combined":
         matches = [COMBINED.fullmatch(line) for line in lines]
@@ -276,6 +277,8 @@ async def test_hostile_requests_make_one_whole_line_each(
     else:
         assert all(line.startswith("time=") for line in lines), lines
         assert 'path="/q\\"uote\\\\back\\nnew\\ufffd"' in lines[1]
+        assert re.search(r" request_id=[0-9a-f]{8}-\d+ ", lines[0])  # lb's own, bare
+        assert ' request_id="rid\\"\\\\" ' in lines[2]
 
 
 async def test_a_reload_reopens_the_file_and_keeps_the_order(tmp_path, origin, connect) -> None:

@@ -11,7 +11,7 @@ from lb.core.http import ResponseHead
 class Answer:
     """A response lb gives itself instead of asking a server."""
 
-    __slots__ = ("body", "close", "detail", "error", "fields", "raw", "reason", "status")
+    __slots__ = ("body", "close", "dated", "detail", "error", "fields", "raw", "reason", "status")
 
     def __init__(
         self,
@@ -24,6 +24,7 @@ class Answer:
         detail: str = "",
         close: bool = False,
         raw: bytes | None = None,
+        dated: bool = False,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -34,6 +35,7 @@ class Answer:
         self.close = close  # the connection cannot be reused after it
         # The fields already rendered (b"\r\nName: value"...), instead of `fields`: a cache hit.
         self.raw = raw
+        self.dated = dated  # `raw` holds a Date field
 
     @classmethod
     def refuse(cls, reason: Reason, detail: str) -> Answer:
@@ -68,6 +70,7 @@ class Answer:
                 chunked=False,
                 raw=raw,
                 forward=raw,
+                dated=self.dated,
             )
         return ResponseHead(
             self.status,

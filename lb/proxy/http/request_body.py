@@ -70,12 +70,17 @@ class RequestBody:
         self.conn = conn
         self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
         request_id = b"-"
+        ours = False
         if head is not None:
             rid = head.index.get(b"x-request-id")
-            request_id = rid if rid is not None and valid_request_id(rid) else new_request_id()
-        self.session = Session(
+            if rid is not None and valid_request_id(rid):
+                request_id = rid
+            else:
+                request_id, ours = new_request_id(), True
+        self.session = session = Session(
             head, conn.client_ip, conn.proto, conn.listener.name, request_id, conn.subject
         )
+        session.own_request_id = ours
         self.state = PENDING
         self.chain: Chain | None = None
         self.call: UpstreamCall | None = None

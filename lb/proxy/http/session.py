@@ -45,8 +45,10 @@ class Session:
         "choose",
         "client_ip",
         "detail",
+        "ended",
         "head",
         "listener",
+        "own_request_id",
         "pool",
         "proto",
         "reader",
@@ -74,8 +76,10 @@ class Session:
         self.proto = proto  # b"http" | b"https": X-Forwarded-Proto, and cookies' Secure flag
         self.listener = listener
         self.request_id = request_id
+        self.own_request_id = False  # made by lb (hex, a dash, digits), not the client's
         self.subject = subject  # (header name, verified client certificate subject) on mTLS
         self.started = perf_counter()
+        self.ended = 0.0  # perf_counter() when the exchange ended: set before its log phase
         self.route: CompiledRoute | None = None
         self.pool: str | None = None  # the pool name: the route's, or a split's arm
         # How the pool's server is chosen; None: the pool's balancer (a sticky filter sets it).
