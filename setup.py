@@ -1,9 +1,9 @@
 """Builds lb's request hot path with mypyc when it can, and installs plain Python otherwise.
 
 `pip install .` compiles the modules in `COMPILED` (the per-request path: parsing, routing, the
-exchange, server choice and retries, the upstream call, lb's own answers, the access log line,
-request counting, a cache hit) into C extensions when a C compiler and mypyc are there. A
-compiled class cannot be patched or subclassed from Python: tests change behaviour through
+exchange, server choice and retries, the upstream call, lb's own answers, the access log's line
+and buffer, request counting, a cache hit) into C extensions when a C compiler and mypyc are
+there. A compiled class cannot be patched or subclassed from Python: tests change behaviour through
 config, not by replacing methods. Each is still the same module, so anything else imports it
 by name. Without a compiler, or with LB_COMPILE=0, or for an editable install (whose .py files
 must stay the code that runs), the package is the plain Python source. `lb --version` says

@@ -5,12 +5,13 @@ small GET and nginx's answer to it N times, so what is timed is lb's Python and 
 none of the system calls or event-loop dispatch that `python -m benchmarks` also measures. On a
 shared machine the µs figure moves; for a steady one, count instructions instead:
 
-    valgrind --tool=callgrind python -m benchmarks.hotpath -n 4001   # minus the same with -n 1
+    valgrind --tool=callgrind python -m benchmarks.hotpath -n 4001   # minus the same, -n 2001
 
-and divide the difference by 4000 (valgrind needs the real interpreter, not a pyenv shim). It
-measures the tree it imports: the source, about 168k instructions per request (195k with the
-access log on); run from a copy built with `python setup.py build_ext --inplace` (the hot path
-compiled with mypyc, as `pip install .` ships it), about 59k (70k).
+and divide the difference by 2000 (valgrind needs the real interpreter, not a pyenv shim; the
+difference of two long runs leaves out start-up and one-time work). It measures the tree it
+imports: the source, about 168k instructions per request (193k with the access log on); run
+from a copy built with `python setup.py build_ext --inplace` (the hot path compiled with
+mypyc, as `pip install .` ships it), about 55k (64k).
 
 `--access-log [FORMAT]` runs it with the access log on (as `lb run` ships it), written to a
 file in a temp dir, in `json` (the default) or `combined` format; the figure includes writing
@@ -21,12 +22,12 @@ the log (a worker flushes it as the real one does).
 entry before the clock starts (nginx's answer, `Cache-Control: max-age=3600`), and each of
 the N requests is then answered from the cache, with no server involved. Per hit:
 
-    valgrind --tool=callgrind python -m benchmarks.hotpath --case cache-hit -n 2001  # minus -n 1
+    valgrind --tool=callgrind python -m benchmarks.hotpath --case cache-hit -n 4001  # minus -n 2001
 
 divided by 2000. `--case cache-miss`: the same route, each request for /nostore
 (`Cache-Control: no-store`), so each is looked up, forwarded, and found not storable. From
 the source: about 96k instructions per hit, against 168k for /small without a cache; compiled:
-33k per hit (44k with the access log on) and 136k per miss with the log.
+30k per hit (39k with the access log on) and 129k per miss with the log.
 (valgrind must start the interpreter itself, not a pyenv shim: use
 `$(python -c 'import sys; print(sys.executable)')`; with PYTHONHASHSEED=0 the counts repeat
 to the instruction.)

@@ -47,10 +47,13 @@ _MAX_MEMO_HOST: Final = 270  # a DNS name (253), a port, brackets
 
 
 def lower_name(name: bytes) -> bytes:
-    """A header name, lower case."""
+    """A header name, lower case. A name with an underscore is never kept: RequestHead's
+    `underscored` takes a name found here for one without."""
     lname = _NAMES.get(name)
     if lname is None:
-        lname = _remember(_NAMES, name, name.lower(), _MAX_MEMO_NAME)
+        lname = name.lower()
+        if b"_" not in name:
+            _remember(_NAMES, name, lname, _MAX_MEMO_NAME)
     return lname
 
 
@@ -148,10 +151,11 @@ class RequestHead:
     def underscored(self) -> list[bytes]:
         """Names of fields with an underscore (`Transfer_Encoding`), which some servers read
         as their dashed twin (CGI maps both to HTTP_TRANSFER_ENCODING): nginx ignores them by
-        default. One search over the joined names when there are none, the usual case (as
-        text: see forwarding.response_to_client)."""
-        if "_" not in b"".join([name for name, _ in self.headers]).decode("latin-1"):
-            return []  # (joined from a list: join copies any other iterable into one first)
+        default. A name the header-name memo holds has none (see `lower_name`), and usually
+        all of them are there: a lookup each, whose hash the index's build already took."""
+        names = _NAMES
+        if all(name in names for name, _ in self.headers):
+            return []
         return [name for name, _ in self.headers if b"_" in name]
 
     def drop_fields(self, names: list[bytes]) -> None:

@@ -221,6 +221,20 @@ def test_underscored_fields_found_and_dropped() -> None:
     assert set(h.index) == {b"host", b"x-b"} and h.repeated is None
 
 
+def test_underscored_fields_found_however_often_names_were_seen() -> None:
+    """The check trusts the header-name memo (names kept there have no underscore): a name
+    with one is found on every request, forwarded under `pass` or not, and after the memo
+    fills and starts again, as are clean names then."""
+    for flood in range(3):
+        for _ in range(3):
+            h = req(HOST, (b"X_Seen", b"1"), (b"X-Clean", b"2"))
+            assert h.underscored() == [b"X_Seen"]
+            request_to_server(h, "1.2.3.4", b"http", b"id", False)  # lower_name on each
+            assert req(HOST, (b"X-Clean", b"2")).underscored() == []
+        for i in range(600 * flood):  # a flood of distinct names: the memo starts again
+            req((b"X-Flood-%d" % i, b"1"))
+
+
 def test_framing_http10() -> None:
     check_request_framing(req(version="1.0"))  # Host is optional in 1.0
     with pytest.raises(HTTPError):
