@@ -166,7 +166,9 @@ def _line_version(read: bytes, method: int, url: int) -> str | None:
     at = method + 1 + url
     if len(read) < at + 10 or read[method] != 32:
         return None
-    return _REQUEST_VERSIONS.get(read[at : at + 10])
+    version = read[at : at + 10]
+    # Compared before the lookup: a new bytes object's hash is a whole SipHash run.
+    return "1.1" if version == b" HTTP/1.1\r" else _REQUEST_VERSIONS.get(version)
 
 
 class HttptoolsResponseParser:
@@ -282,7 +284,10 @@ class HttptoolsResponseParser:
         status = parser.get_status_code()
         # llhttp checked "HTTP/d.d ddd[ reason]": the version and reason are at fixed places
         # (the version read here spares get_http_version's string formatting).
-        version = _VERSIONS.get(buf[start + 5 : start + 8]) or parser.get_http_version()
+        spelled = buf[start + 5 : start + 8]  # (compared first: see _line_version)
+        version = (
+            "1.1" if spelled == b"1.1" else _VERSIONS.get(spelled) or parser.get_http_version()
+        )
         # (No slice that would be empty: mypyc's bytes slice fails on stop < start.)
         reason = buf[start + 13 : start + line_end] if line_end > 13 else b"-"
         head = ResponseHead(
