@@ -29,6 +29,7 @@ from lb.access_log import (
     logfmt_quote,
     ncsa_escape,
 )
+from lb.core.http import RequestHead
 from lb.filters.context import BuildContext, Services
 from lb.proxy.http.pipeline import Filter
 from lb.proxy.http.session import Session
@@ -67,6 +68,20 @@ Glue = tuple[str, str, str, str, str, str, str, str, str, str, str]
 
 # What json writes between quotes itself: values lb makes (an IP address, a method token).
 _JSON_BARE: Final = frozenset({"client", "method"})
+
+# Status codes as text, by number: an index, not an int formatted per line.
+_CODES: Final = tuple(str(n) for n in range(1000))
+
+# Quoted paths by request target, one memo per format, shared by its filters: most requests
+# are for a few hot URLs, whose path is then decoded, checked and quoted once, not per line
+# (1.3k instructions of a 6.8k line). Only short targets are kept, and the memo starts again
+# when full, so a crawl over many URLs costs a lookup more per line, never unbounded memory.
+_PATHS: Final[dict[str, dict[bytes, str]]] = {"json": {}, "text": {}}
+_MAX_PATHS: Final = 1024
+_MAX_PATH_TARGET: Final = 256
+# The memo of pool, server and status glue (LogRequests._upstream) starts again past this
+# many pools, or servers of a pool.
+_MAX_UPSTREAMS: Final = 512
 
 
 log = logging.getLogger(__name__)
@@ -125,6 +140,11 @@ class LogRequests(Filter):
         self._time = ""
         # Pool, server and host names, quoted: a few per route, so each is quoted once.
         self._quoted: dict[str, str] = {}
+        self._paths = _PATHS["text" if text else "json"]
+        # pool -> server -> the line from the pool's glue to the status's: both come from a
+        # few names per route, so the five pieces between are joined once per pair (by
+        # name, not a tuple: a tuple's hash and compare cost more than a second lookup).
+        self._upstreams: dict[str, dict[str, str]] = {}
 
     def on_log(self, session: Session) -> None:
         writer = self.services.access_log  # read per request: SIGHUP swaps it
@@ -157,7 +177,7 @@ class LogRequests(Filter):
         head = session.head
         assert head is not None  # refused byte streams are logged at once
         q = self._quote
-        t, c, rid, m, path, host, pool, server, status, sent, took = self._glue
+        t, c, rid, m, path_glue, host, _, _, _, sent, took = self._glue
         millis = int(wall * 1000)
         if millis != self._millis:  # many lines share a millisecond under load
             self._millis = millis
@@ -171,16 +191,48 @@ class LogRequests(Filter):
             mark = self._mark
         else:
             request_id, mark = q(request_id), ""
+        quoted_path = self._paths.get(head.target)
+        if quoted_path is None:
+            quoted_path = self._quoted_path(head)
+        pool = session.pool or "-"
+        server = session.server or "-"
+        servers = self._upstreams.get(pool)
+        upstream = servers.get(server) if servers is not None else None
+        if upstream is None:
+            upstream = self._upstream(pool, server)
+        code = session.status
         return (
             f"{self._time}{session.client_ip}"
             f"{rid}{mark}{request_id}{mark}{m}{head.method}"
-            f"{path}{q(head.path)}{host}{self._named(head.host)}"
-            f"{pool}{self._named(session.pool or '-')}"
-            f"{server}{self._named(session.server or '-')}{status}{session.status}"
+            f"{path_glue}{quoted_path}{host}{self._named(head.host)}"
+            f"{upstream}{_CODES[code] if 0 <= code < 1000 else code}"
             f"{sent}{session.bytes_out}"
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
             f"{f'{self._error}{q(detail)}' if detail else ''}{self._end}"
         )
+
+    def _quoted_path(self, head: RequestHead) -> str:
+        """The path of `head`, quoted, and kept by its target (`_PATHS`)."""
+        quoted = self._quote(head.path)
+        target = head.target
+        if len(target) <= _MAX_PATH_TARGET:
+            paths = self._paths
+            if len(paths) >= _MAX_PATHS:
+                paths.clear()
+            paths[target] = quoted
+        return quoted
+
+    def _upstream(self, pool: str, server: str) -> str:
+        """The pool and server fields and the status's name, for `_upstreams`."""
+        _, _, _, _, _, _, pool_glue, server_glue, status_glue, _, _ = self._glue
+        joined = f"{pool_glue}{self._named(pool)}{server_glue}{self._named(server)}{status_glue}"
+        servers = self._upstreams.get(pool)
+        if servers is None or len(servers) >= _MAX_UPSTREAMS:
+            if len(self._upstreams) >= _MAX_UPSTREAMS:
+                self._upstreams.clear()
+            servers = self._upstreams[pool] = {}
+        servers[server] = joined
+        return joined
 
     def _named(self, name: str) -> str:
         """A pool, server or host name, quoted: from a small set (config, discovered

@@ -191,6 +191,48 @@ def test_text_line_quotes_only_values_that_need_it(tmp_path: Path) -> None:
     assert line.endswith(' error="no route"')
 
 
+def test_remembered_paths_and_names_are_each_lines_own(tmp_path: Path) -> None:
+    """Quoted paths are kept by target, per format, and pool/server fields by pair: a line
+    still has its own path, pool, server and status, in its own format's quoting, for targets
+    seen before, targets too long to keep, and pairs sharing a pool or a server."""
+    json_log, json_services = log_to(tmp_path / "a.log")
+    text_log, text_services = log_to(tmp_path / "b.log", "text")
+    as_json = LogRequests(json_services, "web", "api")
+    as_text = LogRequests(text_services, "web", "api", "text")
+    long_target = b"/" + b"a" * 300 + b"%20b"
+    cases = [
+        (b"/x", "app", "10.0.0.2:9001", 200),
+        (b"/x?q=1", "app", "10.0.0.3:9001", 404),  # same path, another target and server
+        (b"/a%20b", "other", "10.0.0.2:9001", 0),  # another pool, a server seen in "app"
+        (long_target, None, "", 503),  # lb answered: no pool, no server
+        (b"/x", "app", "10.0.0.2:9001", 1234),  # a status no table holds
+    ]
+    for _ in range(2):  # the second time, from what was remembered
+        for target, pool, server, status in cases:
+            for f in (as_json, as_text):
+                s = session(target)
+                s.pool, s.server, s.status = pool, server, status
+                f.on_log(s)
+    json_log.close(wait=10)
+    text_log.close(wait=10)
+    expected = [
+        ("/x", "app", "10.0.0.2:9001", 200),
+        ("/x", "app", "10.0.0.3:9001", 404),
+        ("/a b", "other", "10.0.0.2:9001", 0),
+        ("/" + "a" * 300 + " b", "-", "-", 503),
+        ("/x", "app", "10.0.0.2:9001", 1234),
+    ] * 2
+    got = [json.loads(line) for line in lines_of(tmp_path / "a.log")]
+    assert [(g["path"], g["pool"], g["server"], g["status"]) for g in got] == expected
+    texts = lines_of(tmp_path / "b.log")
+    assert len(texts) == len(expected)
+    for line, (path, pool, server, status) in zip(texts, expected, strict=True):
+        quoted = logfmt_quote(path)
+        assert f" path={quoted} host=example.com route=api pool={pool} server={server} " in line
+        assert f" status={status} bytes=13 " in line
+    assert texts[0].count(" path=/x ") == 1  # not json's quoted "/x"
+
+
 @pytest.mark.parametrize(
     ("value", "quoted"),
     [
