@@ -11,7 +11,7 @@ and divide the difference by 2000 (valgrind needs the real interpreter, not a py
 difference of two long runs leaves out start-up and one-time work). It measures the tree it
 imports: the source, about 168k instructions per request (189k with the access log on); run
 from a copy built with `python setup.py build_ext --inplace` (the hot path compiled with
-mypyc, as `pip install .` ships it), about 53k (62k).
+mypyc, as `pip install .` ships it), about 52k (60k).
 
 `--access-log [FORMAT]` runs it with the access log on (as `lb run` ships it), written to a
 file in a temp dir, in `json` (the default) or `combined` format; the figure includes writing
