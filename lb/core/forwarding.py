@@ -221,18 +221,13 @@ def _forwarded_to_client(headers: list[tuple[bytes, bytes]]) -> bytes:
 # few letters, with no slice, lower() or set lookup (Content-Type has x-request-id's length,
 # Set-Cookie Connection's). (The block is scanned as latin-1 text: mypyc calls str's find,
 # lower and split directly, where bytes' go through a method lookup and argument parsing.)
+def _first_letters(length: int) -> str:
+    letters = "".join({chr(name[0]) for name in _DROP_TO_CLIENT if len(name) == length})
+    return letters + letters.upper()
+
+
 _DROP_FIRSTS: Final = tuple(
-    "".join(
-        sorted(
-            {
-                c
-                for name in _DROP_TO_CLIENT
-                if len(name) == n
-                for c in chr(name[0]) + chr(name[0]).upper()
-            }
-        )
-    )
-    for n in range(max(len(name) for name in _DROP_TO_CLIENT) + 1)
+    _first_letters(n) for n in range(max(len(name) for name in _DROP_TO_CLIENT) + 1)
 )
 _COMMON_TOKENS: Final = frozenset(t.decode("latin-1") for t in _COMMON_CONNECTION_TOKENS)
 

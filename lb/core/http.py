@@ -53,7 +53,7 @@ def lower_name(name: bytes) -> bytes:
     if lname is None:
         lname = name.lower()
         if b"_" not in name:
-            _remember(_NAMES, name, lname, _MAX_MEMO_NAME)
+            remember(_NAMES, name, lname, _MAX_MEMO_NAME)
     return lname
 
 
@@ -61,13 +61,13 @@ def host_of(raw: bytes) -> str:
     """A Host field's name, lower case and without the port, as routes match it."""
     host = _HOSTS.get(raw)
     if host is None:
-        host = _remember(_HOSTS, raw, _strip_port(raw.decode("latin-1").lower()), _MAX_MEMO_HOST)
+        host = remember(_HOSTS, raw, _strip_port(raw.decode("latin-1").lower()), _MAX_MEMO_HOST)
     return host
 
 
-def _remember(memo: dict[bytes, _V], key: bytes, value: _V, longest: int) -> _V:
+def remember(memo: dict[bytes, _V], key: bytes, value: _V, longest: int) -> _V:
     """`value`, kept under `key` unless the key is longer than `longest`; the memo starts
-    again when full."""
+    again when full (a bounded memo for values worked out from bytes a client sent)."""
     if len(key) <= longest:
         if len(memo) >= _MAX_MEMO:
             memo.clear()

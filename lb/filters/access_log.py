@@ -29,7 +29,7 @@ from lb.access_log import (
     logfmt_quote,
     ncsa_escape,
 )
-from lb.core.http import RequestHead
+from lb.core.http import remember
 from lb.filters.context import BuildContext, Services
 from lb.proxy.http.pipeline import Filter
 from lb.proxy.http.session import Session
@@ -74,10 +74,9 @@ _CODES: Final = tuple(str(n) for n in range(1000))
 
 # Quoted paths by request target, one memo per format, shared by its filters: most requests
 # are for a few hot URLs, whose path is then decoded, checked and quoted once, not per line
-# (1.3k instructions of a 6.8k line). Only short targets are kept, and the memo starts again
-# when full, so a crawl over many URLs costs a lookup more per line, never unbounded memory.
+# (1.3k instructions of a 6.8k line). Kept by lb.core.http.remember: short targets only, and
+# the memo starts again when full, so a crawl over many URLs costs a lookup more per line.
 _PATHS: Final[dict[str, dict[bytes, str]]] = {"json": {}, "text": {}}
-_MAX_PATHS: Final = 1024
 _MAX_PATH_TARGET: Final = 256
 # The memo of pool, server and status glue (LogRequests._upstream) starts again past this
 # many pools, or servers of a pool.
@@ -193,7 +192,7 @@ class LogRequests(Filter):
             request_id, mark = q(request_id), ""
         quoted_path = self._paths.get(head.target)
         if quoted_path is None:
-            quoted_path = self._quoted_path(head)
+            quoted_path = remember(self._paths, head.target, q(head.path), _MAX_PATH_TARGET)
         pool = session.pool or "-"
         server = session.server or "-"
         servers = self._upstreams.get(pool)
@@ -210,17 +209,6 @@ class LogRequests(Filter):
             f"{took}{micros // 1000}.{_MILLIS[micros % 1000]}"
             f"{f'{self._error}{q(detail)}' if detail else ''}{self._end}"
         )
-
-    def _quoted_path(self, head: RequestHead) -> str:
-        """The path of `head`, quoted, and kept by its target (`_PATHS`)."""
-        quoted = self._quote(head.path)
-        target = head.target
-        if len(target) <= _MAX_PATH_TARGET:
-            paths = self._paths
-            if len(paths) >= _MAX_PATHS:
-                paths.clear()
-            paths[target] = quoted
-        return quoted
 
     def _upstream(self, pool: str, server: str) -> str:
         """The pool and server fields and the status's name, for `_upstreams`."""
