@@ -2,12 +2,12 @@
 
 `pip install .` compiles the modules in `COMPILED` (the per-request path: parsing, routing, the
 exchange, server choice and retries, the upstream call, lb's own answers, the access log's line
-and buffer, request counting, a cache hit) into C extensions when a C compiler and mypyc are
-there. A compiled class cannot be patched or subclassed from Python: tests change behaviour through
-config, not by replacing methods. Each is still the same module, so anything else imports it
-by name. Without a compiler, or with LB_COMPILE=0, or for an editable install (whose .py files
-must stay the code that runs), the package is the plain Python source. `lb --version` says
-which one is installed.
+and buffer, request counting, a cache hit, whether a miss may be stored) into C extensions when
+a C compiler and mypyc are there. A compiled class cannot be patched or subclassed from Python:
+tests change behaviour through config, not by replacing methods. Each is still the same module,
+so anything else imports it by name. Without a compiler, or with LB_COMPILE=0, or for an
+editable install (whose .py files must stay the code that runs), the package is the plain Python
+source. `lb --version` says which one is installed.
 
 What makes compiled code fast is types it can see: a field or method of a compiled class is
 read directly, where one typed as a Protocol, or on a plain-Python object (a pydantic model,
@@ -49,6 +49,7 @@ COMPILED = [
     "lb/filters/cache_state.py",
     "lb/filters/cache_answers.py",
     "lb/core/cache_policy.py",
+    "lb/core/cache_storing.py",
     "lb/core/cache_fields.py",
     "lb/core/cache_freshness.py",
     "lb/core/cache_request.py",

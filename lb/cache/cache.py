@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -71,7 +70,7 @@ class ResponseCache:
         self.refreshing: set[str] = set()  # keys with a background refresh under way
         # Keys whose last response could not be stored, until when (monotonic): their misses
         # go straight to the server instead of queuing behind one another.
-        self.passes: OrderedDict[str, float] = OrderedDict()
+        self.passes: dict[str, float] = {}
         self._subscription: Subscription | None = None
         self._subscribing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -249,11 +248,19 @@ class ResponseCache:
         return None
 
     def mark_pass(self, key: str) -> None:
+        """`key`'s response was not storable: its misses skip collapsing for PASS_TTL. A pass
+        with more than half of that left is left as it is: a URL that is never storable (an
+        API's no-store) is marked on every response, and most need no write."""
         passes = self.passes
-        passes[key] = time.monotonic() + PASS_TTL
-        passes.move_to_end(key)
+        now = time.monotonic()
+        until = passes.get(key)
+        if until is not None:
+            if until - now > PASS_TTL / 2:
+                return
+            del passes[key]  # (inserted again below: the newest, last to go)
+        passes[key] = now + PASS_TTL
         if len(passes) > MAX_PASSES:
-            passes.popitem(last=False)
+            del passes[next(iter(passes))]  # the one marked longest ago
 
     def end_flight(self, key: str) -> None:
         flight = self.flights.pop(key, None)

@@ -16,6 +16,8 @@ import time
 from email.utils import formatdate
 from typing import Any
 
+from lb.core.http import FieldsByName, fields_by_name
+
 __all__ = [
     "DELTA_MAX",
     "Directives",
@@ -295,20 +297,12 @@ def normal_authority(scheme: str, authority: str) -> str:
 # --- reading a head's fields ------------------------------------------------------------
 
 
-def fields_by_name(headers: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
-    """A head's field values by lower-case name, in the order they came."""
-    fields: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        fields.setdefault(name.lower(), []).append(value)
-    return fields
-
-
-def first_value(fields: dict[bytes, list[bytes]], name: bytes, default: Any = None) -> Any:
+def first_value(fields: FieldsByName, name: bytes, default: Any = None) -> Any:
     values = fields.get(name)
     return values[0] if values else default
 
 
-def date_value(fields: dict[bytes, list[bytes]], received: float) -> float:
+def date_value(fields: FieldsByName, received: float) -> float:
     """A response's Date, or the time it was received when Date is absent, repeated with
     different values, or invalid (RFC 9110 §6.6.1: a recipient with a clock adds one)."""
     values = fields.get(b"date")

@@ -15,7 +15,6 @@ from lb.core.cache_fields import (
     DELTA_MAX,
     date_value,
     delta_seconds,
-    fields_by_name,
     first_value,
     parse_http_date,
 )
@@ -55,7 +54,7 @@ def freshness_lifetime(response: ResponseLike, settings: CacheSettings, now: flo
     its status is heuristically cacheable: `settings.default_ttl`, or if `settings.heuristic`
     a tenth of the time since Last-Modified, at most a day (§4.2.2). Invalid values
     (max-age=abc, conflicting duplicates, Expires: 0) give 0: already stale."""
-    fields = fields_by_name(response.headers)
+    fields = response.by_name
     d, targeted = response_directives(fields, settings)
     for name in ("s-maxage", "max-age"):
         if name in d:

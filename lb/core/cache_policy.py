@@ -31,14 +31,16 @@ Partial content (206) and Range requests are not cached: storing them needs rang
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from lb.core.cache_fields import (
     Directives,
     delta_seconds,
+    fields_by_name,
     parse_cache_control,
     parse_targeted_field,
 )
+from lb.core.http import FieldsByName, remember
 
 __all__ = [
     "CDN_CACHE_CONTROL",
@@ -67,16 +69,27 @@ class ResponseLike(Protocol):
     def status(self) -> int: ...
     @property
     def headers(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def by_name(self) -> FieldsByName:
+        """`headers` by lower-case name (`cache_fields.fields_by_name`), made once."""
+        ...
 
 
 class StoredHead:
     """A stored (or freshened) response's status and fields, as the rules read a response."""
 
-    __slots__ = ("headers", "status")
+    __slots__ = ("_by_name", "headers", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.headers = headers
+        self._by_name: FieldsByName | None = None
+
+    @property
+    def by_name(self) -> FieldsByName:
+        if self._by_name is None:
+            self._by_name = fields_by_name(self.headers)
+        return self._by_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +160,12 @@ def fields_to_strip(settings: CacheSettings) -> frozenset[bytes]:
     return frozenset(names)
 
 
-def response_directives(
-    fields: dict[bytes, list[bytes]], settings: CacheSettings
-) -> tuple[Directives, bool]:
-    """The directives lb obeys in a response's `fields` (`cache_fields.fields_by_name`), and
-    whether they came from a targeted field. RFC 9213 §2.2: the cache "MUST select the first
-    (in target list order) field with a valid, non-empty value" and then "MUST ignore the
-    Cache-Control and Expires header fields"; lb's target list is its own field, then
-    CDN-Cache-Control."""
+def response_directives(fields: FieldsByName, settings: CacheSettings) -> tuple[Directives, bool]:
+    """The directives lb obeys in a response's `fields` (`ResponseLike.by_name`), and whether they
+    came from a targeted field (read them, never change them: Cache-Control's are shared by the
+    responses that send the same value). RFC 9213 §2.2: the cache "MUST select the first (in target
+    list order) field with a valid, non-empty value" and then "MUST ignore the Cache-Control and
+    Expires header fields"; lb's target list is its own field, then CDN-Cache-Control."""
     for name in (settings.lb_field.lower(), CDN_CACHE_CONTROL):
         values = fields.get(name)
         if values:
@@ -162,7 +173,20 @@ def response_directives(
             if parsed is not None:
                 return parsed, True
     cc = fields.get(b"cache-control")
-    return (parse_cache_control(b", ".join(cc)) if cc else {}), False
+    if not cc:
+        return {}, False
+    value = b", ".join(cc)
+    d = _CACHE_CONTROLS.get(value)
+    if d is None:
+        d = remember(_CACHE_CONTROLS, value, parse_cache_control(value), _MAX_KEPT_VALUE)
+    return d, False
+
+
+# Cache-Control values as parsed: a site's servers send a few values again and again
+# ("no-store", "public, max-age=60"), so most responses find theirs here rather than run the
+# directive parser. Shared: the directives a rule gets are read, never changed.
+_CACHE_CONTROLS: Final[dict[bytes, Directives]] = {}
+_MAX_KEPT_VALUE: Final = 256
 
 
 def stale_window(d: Directives, name: str, default: float) -> float:

@@ -11,12 +11,12 @@ over the route's `max_object_size`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from lb.core.cache_fields import (
     DELTA_MAX,
     date_value,
     delta_seconds,
-    fields_by_name,
     first_value,
     parse_entity_tags,
 )
@@ -43,6 +43,7 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 # §3.1: fields "specific to the proxy ... MUST NOT be stored"; X-Request-ID is per exchange.
 _PROXY_SPECIFIC = frozenset({b"proxy-authenticate", b"proxy-authentication-info", b"x-request-id"})
+_NEVER_STORED = HOP_BY_HOP | _PROXY_SPECIFIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +59,38 @@ class Storability:
         return self.store
 
 
+# Each refusal made once: a frozen dataclass is slow to make (a generic setattr per field),
+# and a URL whose responses are never storable (an API's no-store) is refused per response.
+_REFUSED: Final = {
+    reason: Storability(False, reason)
+    for reason in (
+        "method",
+        "status",
+        "request no-store",
+        "must-understand",
+        "no-store",
+        "private",
+        "authorization",
+        "set-cookie",
+        "vary *",
+        "too large",
+        "no freshness",
+        "never reusable",
+    )
+}
+
+
 def vary_names(response: ResponseLike) -> tuple[bytes, ...] | None:
     """The request fields a response varies on, lower case, sorted, deduplicated; None for
     "Vary: *", which "always fails to match" (§4.1), so such a response is never stored."""
     names: set[bytes] = set()
-    for name, value in response.headers:
-        if name.lower() == b"vary":
-            for part in value.split(b","):
-                part = part.strip(b" \t").lower()
-                if part == b"*":
-                    return None
-                if part:
-                    names.add(part)
+    for value in response.by_name.get(b"vary") or ():
+        for part in value.split(b","):
+            part = part.strip(b" \t").lower()
+            if part == b"*":
+                return None
+            if part:
+                names.add(part)
     return tuple(sorted(names))
 
 
@@ -77,10 +98,12 @@ def headers_never_stored(response: ResponseLike) -> frozenset[bytes]:
     """§3.1: hop-by-hop fields and those Connection names (RFC 9110 §7.6.1), and fields
     "specific to the proxy" (Proxy-Authenticate, Proxy-Authentication-Info). Content-Length
     too: lb frames a stored body itself."""
-    names = set(HOP_BY_HOP | _PROXY_SPECIFIC)
-    for name, value in response.headers:
-        if name.lower() == b"connection":
-            names.update(t.strip(b" \t").lower() for t in value.split(b",") if t.strip())
+    connection = response.by_name.get(b"connection")
+    if not connection:
+        return _NEVER_STORED
+    names = set(_NEVER_STORED)
+    for value in connection:
+        names.update(t.strip(b" \t").lower() for t in value.split(b",") if t.strip())
     return frozenset(names)
 
 
@@ -90,30 +113,30 @@ def storable(
     """Whether a shared cache may store this response (§3), and lb wants to."""
     if request.method != "GET":
         # HEAD responses are not stored: a GET after them would find no body.
-        return Storability(False, "method")
+        return _REFUSED["method"]
     status = response.status
     if status < 200 or status == 206 or status == 304:
         # §3: "the response status code is final"; 206 needs ranges, 304 freshens (§4.3.4).
-        return Storability(False, "status")
-    fields = fields_by_name(response.headers)
+        return _REFUSED["status"]
+    fields = response.by_name
     d, targeted = response_directives(fields, settings)
     if request_directives(request).no_store:
         # §5.2.1.5: "MUST NOT store any part of either this request or any response to it".
-        return Storability(False, "request no-store")
+        return _REFUSED["request no-store"]
     if "must-understand" in d:
         # §5.2.2.3: store only if the status is understood, and then "ignore no-store".
         if status not in UNDERSTOOD_STATUSES:
-            return Storability(False, "must-understand")
+            return _REFUSED["must-understand"]
     elif "no-store" in d:
-        return Storability(False, "no-store")  # §5.2.2.5
+        return _REFUSED["no-store"]  # §5.2.2.5
     private = d.get("private", False)
     if private is None or private == "":
-        return Storability(False, "private")  # §5.2.2.7: a shared cache "MUST NOT store"
+        return _REFUSED["private"]  # §5.2.2.7: a shared cache "MUST NOT store"
     if b"authorization" in request.index and not (
         "public" in d or "s-maxage" in d or "must-revalidate" in d
     ):
         # §3.5: only with "must-revalidate, public, and s-maxage" may a shared cache reuse it.
-        return Storability(False, "authorization")
+        return _REFUSED["authorization"]
     # §5.2.2.7: the qualified form: "a shared cache MUST NOT store the specified field
     # names", but may store the rest.
     unshared = frozenset(
@@ -124,19 +147,19 @@ def storable(
     if b"set-cookie" in fields and b"set-cookie" not in unshared and not settings.allow_set_cookie:
         # Not an RFC rule (§7.3 lets Set-Cookie be cached): lb refuses by default, since a
         # cookie stored once is sent to every client.
-        return Storability(False, "set-cookie")
+        return _REFUSED["set-cookie"]
     vary = vary_names(response)
     if vary is None:
-        return Storability(False, "vary *")  # §4.1: never matches, so never reusable
+        return _REFUSED["vary *"]  # §4.1: never matches, so never reusable
     length = delta_seconds(first_value(fields, b"content-length", b"").decode("latin-1"))
     if length is not None and length > settings.max_object_size:
-        return Storability(False, "too large")
+        return _REFUSED["too large"]
     # §3: it needs public, an explicit lifetime, or a heuristically cacheable status (as
     # default_ttl counts as a heuristic, it applies to those statuses only).
     explicit = "public" in d or "max-age" in d or "s-maxage" in d
     explicit = explicit or (not targeted and b"expires" in fields)
     if not explicit and status not in HEURISTIC_STATUSES:
-        return Storability(False, "no freshness")
+        return _REFUSED["no freshness"]
     if not (b"etag" in fields or b"last-modified" in fields):
         # Without a validator it can only be reused unvalidated: fresh, or stale on error.
         # When neither can happen, storing it would be waste.
@@ -145,7 +168,7 @@ def storable(
             "must-revalidate" in d or "proxy-revalidate" in d or "s-maxage" in d
         )
         if "no-cache" in d or not (fresh or on_error):
-            return Storability(False, "never reusable")
+            return _REFUSED["never reusable"]
     return Storability(True, "ok", headers_never_stored(response) | unshared)
 
 
@@ -158,7 +181,7 @@ def stored_meta(
 ) -> StoredMeta:
     """The `StoredMeta` of a response being stored (or freshened), given when its request
     was sent and when it was received (§4.2.3's request_time and response_time)."""
-    fields = fields_by_name(response.headers)
+    fields = response.by_name
     d, _ = response_directives(fields, settings)
     age = first_value(fields, b"age")
     age_value = 0.0
@@ -168,7 +191,7 @@ def stored_meta(
         age_value = float(DELTA_MAX if value is None else value)
     tags = tuple(
         t.strip()
-        for v in fields.get(settings.tag_header.lower(), ())
+        for v in fields.get(settings.tag_header.lower()) or ()
         for t in v.decode("latin-1").split(",")
         if t.strip()
     )

@@ -3,9 +3,12 @@ filter on its own counter (ResponseCache.counter), both added at each flush."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import REGISTRY
 
-from lb.cache.cache import ResponseCache
+from lb.cache import cache as cache_module
+from lb.cache.cache import PASS_TTL, ResponseCache
 from lb.config.schema import CacheConfig
 
 
@@ -31,3 +34,25 @@ def test_counted_results_and_kept_counters_reach_the_metric_at_each_flush() -> N
     cache.flush_metrics()
     cache.flush_metrics()  # a counter is added once
     assert requests("counts", "hit") == hits + 5
+
+
+def test_a_pass_is_renewed_when_half_spent_and_the_oldest_goes_first(monkeypatch) -> None:
+    # A URL never storable is marked on each response; the mark is written again only once
+    # half of PASS_TTL is gone (most responses then cost no write), and past MAX_PASSES the
+    # URL marked longest ago is forgotten first.
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cache_module, "MAX_PASSES", 3)
+    cache = ResponseCache(CacheConfig(), None)
+    cache.mark_pass("a")
+    assert cache.passes == {"a": 1000.0 + PASS_TTL}
+    clock[0] += PASS_TTL / 2 - 1
+    cache.mark_pass("a")
+    assert cache.passes["a"] == 1000.0 + PASS_TTL  # more than half left: kept as it was
+    cache.mark_pass("b")
+    clock[0] += 2
+    cache.mark_pass("a")
+    assert cache.passes["a"] == clock[0] + PASS_TTL  # renewed, and now the newest
+    cache.mark_pass("c")
+    cache.mark_pass("d")
+    assert list(cache.passes) == ["a", "c", "d"]  # b, marked longest ago, went first

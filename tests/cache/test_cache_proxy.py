@@ -230,3 +230,27 @@ async def test_a_clients_own_directives_still_reach_a_fresh_entry(proxy, origin,
     assert (no_cache.header("x-cache"), pragma.header("x-cache")) == ("MISS", "MISS")
     assert max_stale.header("x-cache") == "HIT"
     assert len(o.requests) == 3
+
+
+async def test_misses_of_a_url_never_storable_are_not_queued_behind_each_other(
+    proxy, origin, connect
+) -> None:
+    # Hit-for-pass (Varnish's name): once a URL's response was not storable, its misses go
+    # to the server side by side for a while, instead of waiting for one another's fetch.
+    inflight = [0, 0]  # now, most at once
+
+    async def handle(origin: Origin, req: Message, reader: Any, writer: Any) -> None:
+        origin.requests.append(req)
+        inflight[0] += 1
+        inflight[1] = max(inflight)
+        await asyncio.sleep(0.2)
+        inflight[0] -= 1
+        writer.write(response(200, b"mine", [("cache-control", "no-store")]))
+
+    o = await origin(handle)
+    lb = await proxy(cached(o, default_ttl="60s"))
+    assert (await get(connect, lb)).header("x-cache") == "MISS"
+    inflight[1] = 0
+    answers = await asyncio.gather(*(get(connect, lb) for _ in range(5)))
+    assert [(a.body, a.header("x-cache")) for a in answers] == [(b"mine", "MISS")] * 5
+    assert inflight[1] == 5 and len(o.requests) == 6

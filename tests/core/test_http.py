@@ -602,3 +602,39 @@ def test_remove_fields_leaves_a_raw_block_without_them_forwardable() -> None:
     forward = h.forward
     h.remove_fields(frozenset(STRIP))
     assert h.forward is forward is not None  # not split into fields: sent on as it came
+
+
+@pytest.mark.parametrize("make", [resp, raw_resp], ids=["parsed", "raw"])
+def test_remove_fields_after_by_name_drops_them_there_too(
+    make: Callable[..., ResponseHead],
+) -> None:
+    # The cache reads a response by name (by_name) before it strips lb's fields off it.
+    h = make((b"Server", b"s"), (b"x-cache", b"HIT"), (b"Cache-Control", b"no-store"))
+    assert h.by_name.get(b"x-cache") == [b"HIT"]
+    h.remove_fields(frozenset(STRIP))
+    assert b"x-cache" not in h.by_name and h.by_name.get(b"cache-control") == [b"no-store"]
+    got = headers_of(response_to_client(h, b"r", chunked=False, close=False))
+    assert (b"server", b"s") in got and not [n for n, _ in got if n in STRIP]
+
+
+_ASKED = sorted({n.lower() for n in _NAMES} | {b"content-len", b"x-cache", b"length", b"e"})
+
+
+@given(st.lists(_field, max_size=8))
+def test_by_name_of_a_raw_block_as_the_field_list_says(fields: list[tuple[bytes, bytes]]) -> None:
+    """A raw block, searched by name (`RawFields`), answers as the same fields, listed and
+    put in a dict by lower-case name, do: values in order, without the space around them; a
+    name that is only part of another's, or in a value, is not there."""
+    listed: dict[bytes, list[bytes]] = {}
+    for name, value in fields:
+        listed.setdefault(name.lower(), []).append(value.strip(b" \t"))
+    raw = raw_resp(*fields).by_name
+    parsed = resp(*[(n, v.strip(b" \t")) for n, v in fields]).by_name
+    for name in _ASKED:
+        assert raw.get(name) == parsed.get(name) == listed.get(name), name
+        assert (name in raw) == (name in parsed) == (name in listed)
+        if name in listed:
+            assert raw[name] == listed[name]
+        else:
+            with pytest.raises(KeyError):
+                raw[name]
