@@ -76,9 +76,8 @@ class ResponseCache:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._errors = 0  # store errors since the last flush (lb_cache_store_errors_total)
         self._collapsed = 0
-        # lb_cache_requests_total, counted here and handed over a few times a second: a
-        # hit must cost less than the request it saves.
-        self._results: dict[tuple[str, bytes], int] = {}
+        # lb_cache_requests_total, counted by the filters (`counter`) and handed over a few
+        # times a second: a hit must cost less than the request it saves.
         self._counters: dict[tuple[str, bytes], list[int]] = {}  # see `counter`
 
     # Configuration -------------------------------------------------------------------------
@@ -310,26 +309,19 @@ class ResponseCache:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def count(self, route: str, result: bytes) -> None:
-        key = (route, result)
-        self._results[key] = self._results.get(key, 0) + 1
-
     def counter(self, key: tuple[str, bytes]) -> list[int]:
-        """A count its caller keeps (`counter[0] += 1`: no lookup per request, for a cache
-        hit), added to `key`'s at each flush. One per key, whoever asks."""
+        """The count of `key` (route, result), which its caller keeps (`counter[0] += 1`: no
+        lookup per request), added to the metric at each flush. One per key, whoever asks."""
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = [0]
         return counter
 
     def flush_metrics(self) -> None:
-        results, self._results = self._results, {}
-        for key, counter in self._counters.items():
+        for (route, result), counter in self._counters.items():
             if counter[0]:
-                results[key] = results.get(key, 0) + counter[0]
+                CACHE_REQUESTS.labels(route, result.decode().lower()).inc(counter[0])
                 counter[0] = 0
-        for (route, result), n in results.items():
-            CACHE_REQUESTS.labels(route, result.decode().lower()).inc(n)
         CACHE_OBJECTS.labels("local").set(len(self.local))
         CACHE_BYTES.labels("local").set(self.local.bytes)
         if self._errors:

@@ -106,6 +106,8 @@ class CacheFilter(Filter):
         # The hits' count, kept here (ResponseCache.counter), and the cache it belongs to.
         self._hits: list[int] = [0]
         self._hits_of: ResponseCache | None = None
+        # The other results' counts (MISS, BYPASS...), kept the same way: by result.
+        self._counts: dict[bytes, list[int]] = {}
 
     @property
     def cache(self) -> ResponseCache:
@@ -342,8 +344,11 @@ class CacheFilter(Filter):
         state = state_of(session)
         if state is None:
             return
-        cache = self.cache
-        cache.count(self.route, state.result)
+        cache = self._cache
+        counter = self._counts.get(state.result)
+        if counter is None:
+            counter = self._counts[state.result] = cache.counter((self.route, state.result))
+        counter[0] += 1
         if state.flight and state.key is not None:
             cache.end_flight(state.key)
         if state.token:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from lb.proxy.proxy import Proxy
 from tests.conftest import Message, Origin, RawClient, handlers, one_pool, response
 
@@ -254,3 +256,22 @@ async def test_misses_of_a_url_never_storable_are_not_queued_behind_each_other(
     answers = await asyncio.gather(*(get(connect, lb) for _ in range(5)))
     assert [(a.body, a.header("x-cache")) for a in answers] == [(b"mine", "MISS")] * 5
     assert inflight[1] == 5 and len(o.requests) == 6
+
+
+async def test_each_result_is_counted_once_per_request(proxy, origin, connect) -> None:
+    def count(result: str) -> float:
+        labels = {"route": "cached", "result": result}
+        return REGISTRY.get_sample_value("lb_cache_requests_total", labels) or 0.0
+
+    o = await origin(counting(b"x", [("cache-control", "max-age=60")]))
+    lb = await proxy(cached(o))
+    before = {r: count(r) for r in ("hit", "miss", "bypass")}
+    await get(connect, lb, "/a")  # miss
+    await get(connect, lb, "/a")  # hit
+    await get(connect, lb, "/b")  # miss
+    client = await connect(lb)
+    await client.request(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    client.close()
+    lb.cache.flush_metrics()
+    got = {r: count(r) - before[r] for r in before}
+    assert got == {"hit": 1, "miss": 2, "bypass": 1}
