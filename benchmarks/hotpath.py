@@ -27,7 +27,7 @@ the N requests is then answered from the cache, with no server involved. Per hit
 divided by 2000. `--case cache-miss`: the same route, each request for /nostore
 (`Cache-Control: no-store`), so each is looked up, forwarded, and found not storable. From
 the source: about 96k instructions per hit, against 168k for /small without a cache; compiled:
-29k per hit (37k with the access log on) and 89k per miss with the log.
+29k per hit (37k with the access log on) and 88k per miss with the log.
 (valgrind must start the interpreter itself, not a pyenv shim: use
 `$(python -c 'import sys; print(sys.executable)')`; with PYTHONHASHSEED=0 the counts repeat
 to the instruction.)
