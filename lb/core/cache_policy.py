@@ -36,11 +36,10 @@ from typing import Any, Final, Literal, Protocol
 from lb.core.cache_fields import (
     Directives,
     delta_seconds,
-    fields_by_name,
     parse_cache_control,
     parse_targeted_field,
 )
-from lb.core.http import FieldsByName, remember
+from lb.core.http import FieldsByName, fields_by_name, remember
 
 __all__ = [
     "CDN_CACHE_CONTROL",
@@ -71,7 +70,7 @@ class ResponseLike(Protocol):
     def headers(self) -> list[tuple[bytes, bytes]]: ...
     @property
     def by_name(self) -> FieldsByName:
-        """`headers` by lower-case name (`cache_fields.fields_by_name`), made once."""
+        """`headers` by lower-case name (`lb.core.http.fields_by_name`), made once."""
         ...
 
 

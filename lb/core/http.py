@@ -274,9 +274,7 @@ class ResponseHead:
 
     def has_field(self, lname: bytes) -> bool:
         """Whether a field named `lname` (lower case) is present."""
-        if self._headers is None and self.raw is not None:
-            return self.raw.lower().find(b"\r\n" + lname + b":") >= 0
-        return any(name.lower() == lname for name, _ in self.headers)
+        return lname in self.by_name
 
     def set_field(self, name: bytes, value: bytes) -> None:
         """Replace every field called `name` (any case) with one: a filter rewriting the head.

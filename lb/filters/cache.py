@@ -102,11 +102,9 @@ class CacheFilter(Filter):
         # request headers or cookies (see _plain_key).
         self._keys: dict[tuple[bytes, bytes | None, bytes], str] = {}
         self._remember_keys = not (s.key_headers or s.key_cookies)
-        self._hit = (route, HIT)  # its count's key
-        # The hits' count, kept here (ResponseCache.counter), and the cache it belongs to.
-        self._hits: list[int] = [0]
-        self._hits_of: ResponseCache | None = None
-        # The other results' counts (MISS, BYPASS...), kept the same way: by result.
+        # The hits' count, kept here (ResponseCache.counter); the other results' (MISS,
+        # BYPASS...) by result, each taken when first counted.
+        self._hits = self._cache.counter((route, HIT))
         self._counts: dict[bytes, list[int]] = {}
 
     @property
@@ -145,8 +143,6 @@ class CacheFilter(Filter):
         if isinstance(found, Entry):
             age = fresh_age(found.meta, time.time())
             if age is not None:
-                if self._hits_of is not cache:
-                    self._hits_of, self._hits = cache, cache.counter(self._hit)
                 self._hits[0] += 1
                 return hit(found, age, self.strip_hit)
         return self._lookup(session, head, key, found)
