@@ -5,6 +5,10 @@ Without Redis it is the whole cache of a worker process; with Redis it is a smal
 whose entries live at most `ttl` seconds (and are dropped when another worker or instance
 changes them: lb.cache.cache subscribes to the store's invalidations).
 
+A read moves its entry to the recent end at most once a second (`TOUCH_INTERVAL`, as
+Varnish's lru_interval): a hot entry read thousands of times a second is then reordered once,
+not per hit, and the order is the same to within that second.
+
 Invariants: `bytes` is the sum of the sizes of `_entries`, at most `max_bytes`; every key in
 `_tags[t]` is in `_entries` with tag `t`. Expired entries go when read or when the LRU
 reaches them: no background sweep.
@@ -19,14 +23,18 @@ from collections.abc import Callable, Iterable
 from lb.core.cache_entry import Entry
 
 _OVERHEAD = 200  # bytes of bookkeeping per entry, roughly
+TOUCH_INTERVAL = 1.0  # seconds between two moves of one entry to the recent end
 
 
 class _Slot:
-    __slots__ = ("entry", "expires", "size", "tags")
+    __slots__ = ("entry", "expires", "size", "tags", "touched")
 
-    def __init__(self, entry: Entry | bytes, expires: float, tags: tuple[str, ...]) -> None:
+    def __init__(
+        self, entry: Entry | bytes, expires: float, tags: tuple[str, ...], now: float
+    ) -> None:
         self.entry = entry
         self.expires = expires
+        self.touched = now  # when it last went to the recent end
         self.tags = tags
         self.size = (entry.size if isinstance(entry, Entry) else len(entry)) + _OVERHEAD
 
@@ -47,15 +55,19 @@ class LocalTier:
         slot = self._entries.get(key)
         if slot is None:
             return None
-        if slot.expires <= self._clock():
+        now = self._clock()
+        if slot.expires <= now:
             self._remove(key)
             return None
-        self._entries.move_to_end(key)
+        if now - slot.touched >= TOUCH_INTERVAL:
+            slot.touched = now
+            self._entries.move_to_end(key)
         return slot.entry
 
     def set(self, key: str, entry: Entry | bytes, ttl: float, tags: Iterable[str] = ()) -> None:
         self._remove(key)
-        slot = _Slot(entry, self._clock() + ttl, tuple(tags))
+        now = self._clock()
+        slot = _Slot(entry, now + ttl, tuple(tags), now)
         if ttl <= 0 or slot.size > self.max_bytes // 4:
             return  # never servable, or one object would push out a quarter of the tier
         while self.bytes + slot.size > self.max_bytes:

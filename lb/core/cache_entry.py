@@ -36,6 +36,10 @@ class Entry:
     # The fields as a hit sends them (b"\r\nName: value"...), rendered on the first hit.
     rendered: bytes | None = field(default=None, compare=False, repr=False)
     dated: bool = field(default=False, compare=False, repr=False)  # holds Date: set with rendered
+    # A fresh hit's fields with its Age and X-Cache, for the whole second of age they were made
+    # at: a hot entry's answer is formatted once a second, not per hit.
+    hit_fields: bytes = field(default=b"", compare=False, repr=False)
+    hit_age: int = field(default=-1, compare=False, repr=False)
 
     @property
     def size(self) -> int:

@@ -157,7 +157,7 @@ def response_to_client(
     elif chunked:
         framing = b"transfer-encoding: chunked\r\n"
     elif head.content_length is not None:
-        framing = b"content-length: %d\r\n" % head.content_length
+        framing = _content_length(head.content_length)
     else:
         framing = b""
     tail = b"".join([b"%s: %s\r\n" % (name, value) for name, value in extra]) if extra else b""
@@ -177,6 +177,21 @@ def response_to_client(
         tail,
         body,
     )
+
+
+# Content-Length fields by length, bounded as `remember` bounds its memos: a site's responses
+# come in few sizes, each then formatted once (the int's formatting is most of the field).
+_CONTENT_LENGTHS: Final[dict[int, bytes]] = {}
+_MAX_CONTENT_LENGTHS: Final = 1024
+
+
+def _content_length(length: int) -> bytes:
+    field = _CONTENT_LENGTHS.get(length)
+    if field is None:
+        if len(_CONTENT_LENGTHS) >= _MAX_CONTENT_LENGTHS:
+            _CONTENT_LENGTHS.clear()
+        field = _CONTENT_LENGTHS[length] = b"content-length: %d\r\n" % length
+    return field
 
 
 def _lacks_date(fields: bytes) -> bool:

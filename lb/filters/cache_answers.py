@@ -51,10 +51,15 @@ def hit(entry: Entry, age: float, strip_hit: Collection[bytes]) -> Answer:
     """A fresh `entry`, `age` seconds old, as the answer to a request with no conditional of
     its own (`cache_request.is_plain`): what `serve` gives it with X-Cache HIT, with one
     format of bytes per answer."""
-    # %s only: compiled, that is one concatenation; a %d would be a generic format call.
-    rendered = entry.rendered or _rendered(entry, strip_hit)
-    raw = b"%s\r\nage: %s\r\nx-cache: HIT" % (rendered, str(int(age)).encode())
-    return Answer(entry.status, entry.reason, None, entry.body, raw=raw, dated=entry.dated)
+    seconds = int(age)
+    if seconds != entry.hit_age:  # (Age is in whole seconds: the same fields all second)
+        rendered = entry.rendered or _rendered(entry, strip_hit)
+        # %s only: compiled, that is one concatenation; a %d would be a generic format call.
+        entry.hit_fields = b"%s\r\nage: %s\r\nx-cache: HIT" % (rendered, str(seconds).encode())
+        entry.hit_age = seconds
+    return Answer(
+        entry.status, entry.reason, None, entry.body, raw=entry.hit_fields, dated=entry.dated
+    )
 
 
 def _rendered(entry: Entry, strip_hit: Collection[bytes]) -> bytes:

@@ -12,7 +12,7 @@ from lb.core.errors import Reason
 if TYPE_CHECKING:
     from lb.proxy.http.connection import UpstreamConnection, UpstreamServer
     from lb.proxy.l4.reactor import Reactor
-    from lb.proxy.runtime import Runtime
+    from lb.proxy.runtime import Current, Runtime
     from lb.proxy.timers import Ticker
 
 
@@ -21,6 +21,7 @@ class Host(Protocol):
     ticker: Ticker
     runtime: Runtime  # the newest config; an exchange keeps the one it started with
     stopping: bool
+    current: Current  # both of those, where compiled code reads them per request
     parser_kind: str
     reuse_port: bool
     connections: dict[str, set[Any]]

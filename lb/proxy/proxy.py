@@ -41,7 +41,7 @@ from lb.proxy.l4.reactor import Reactor
 from lb.proxy.l4.tcp import TcpServer
 from lb.proxy.listeners import ListenerSettings
 from lb.proxy.pool.discovery import Discovery
-from lb.proxy.runtime import Runtime
+from lb.proxy.runtime import Current, Runtime
 from lb.proxy.sockets import listening_socket
 from lb.proxy.timers import Ticker
 from lb.proxy.tls.contexts import ListenerTls, TlsSetupError
@@ -73,8 +73,7 @@ class Proxy:
         # a reload keeps while the `redis:` section stays the same (lb.stores).
         self.stores: Stores = build_stores(config)
         self.cache = ResponseCache(config.cache, self._shared_cache())
-        self.runtime = Runtime(config, self)
-        self.stopping = False
+        self.current = Current(Runtime(config, self))
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
         self.connections: dict[str, set[Any]] = {}
@@ -141,6 +140,23 @@ class Proxy:
             self.tls[settings.name] = tls
         self.addresses[settings.name] = sock.getsockname()[:2]
         log.info("listening on %s (%s, %s)", settings.bind, settings.name, settings.mode)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The newest config's runtime (a kept-alive connection's next request sees it)."""
+        return self.current.runtime
+
+    @runtime.setter
+    def runtime(self, runtime: Runtime) -> None:
+        self.current.runtime = runtime
+
+    @property
+    def stopping(self) -> bool:
+        return self.current.stopping
+
+    @stopping.setter
+    def stopping(self, stopping: bool) -> None:
+        self.current.stopping = stopping
 
     @property
     def reactor(self) -> Reactor:

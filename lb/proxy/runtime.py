@@ -19,6 +19,17 @@ from lb.proxy.listeners import ListenerSettings
 from lb.proxy.pool.pool import PoolRuntime
 
 
+class Current:
+    """What a connection reads of its process per request: the newest `Runtime` (a reload
+    replaces it) and whether the worker is stopping. One compiled object that the Proxy and its
+    connections share: a read is a field load, where an attribute of the plain-Python Proxy is
+    a lookup by name each time."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.stopping = False
+
+
 class Runtime:
     def __init__(self, config: Config, services: Services, previous: Runtime | None = None) -> None:
         """`services`: what filters use of the process (metrics, access log). `previous`: the

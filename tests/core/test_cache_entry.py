@@ -86,3 +86,22 @@ def test_a_hit_goes_on_with_exactly_one_date(name: bytes | None) -> None:
             assert len(dates) == 1 and stored.lower() not in dates[0]
         else:
             assert dates == [b"date: " + stored.lower()]
+
+
+def test_a_hits_age_follows_the_clock_second_by_second() -> None:
+    """A hit's fields are formatted once per whole second of age (Entry.hit_fields), and
+    the same bytes answer every hit within it."""
+    entry = Entry(META, 200, b"OK", ENTRY.headers, b"hello")
+
+    def age_of(seconds: float) -> bytes:
+        sent = response_to_client(
+            hit(entry, seconds, frozenset({b"age"})).head(), b"r", chunked=False, close=False
+        )
+        (age,) = [line for line in sent.split(b"\r\n") if line.startswith(b"age:")]
+        return age
+
+    assert age_of(3.0) == age_of(3.9) == b"age: 3"
+    strip = frozenset({b"age"})
+    assert hit(entry, 3.1, strip).raw is hit(entry, 3.7, strip).raw
+    assert age_of(4.0) == b"age: 4"
+    assert age_of(3.2) == b"age: 3"  # (an older answer again: a clock stepped back)

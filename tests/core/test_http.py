@@ -501,6 +501,14 @@ def test_response_to_client_framing(
     assert without_date(got) == expected
 
 
+def test_content_length_is_each_responses_own_past_the_memo_of_lengths() -> None:
+    """The Content-Length field is kept formatted by length (a bounded memo that starts again
+    when full): each response still gets its own length, before and after that."""
+    for length in [*range(1500), 2**40, 0, 13, 1499]:
+        got = headers_of(response_to_client(resp(cl=length), b"r", chunked=False, close=False))
+        assert got[0] == (b"content-length", str(length).encode())
+
+
 @pytest.mark.parametrize("name", [None, b"Date", b"date", b"DATE"])
 def test_a_response_without_date_gets_one(name: bytes | None) -> None:
     """RFC 9110 §6.6.1: a recipient with a clock MUST add Date to a response it forwards

@@ -35,6 +35,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class RefusedPort:
+    """A port on 127.0.0.1 where every connect is refused until `release()`: bound, never
+    listening, so no other socket of the run is given it meanwhile. (A port free_port() found
+    is free only then: the next bind to port 0, another origin's, may be handed it.)"""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+
+    def release(self) -> None:
+        """For a server of the test's own to listen there from now on."""
+        self._sock.close()
+
+
 # Origins ------------------------------------------------------------------------------------
 
 

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import RedisServer
 from tests.integration.helpers import (
     REPO,
     LbProcess,
     Origin,
+    RefusedPort,
     free_port,
     get_json,
     lb_env,
@@ -29,6 +32,18 @@ from tests.integration.helpers import (
     wait_for,
     write_config,
 )
+
+
+@pytest.fixture
+def refused_port() -> Iterator[RefusedPort]:
+    port = RefusedPort()
+    yield port
+    port.release()
+
+
+def release(port: RefusedPort) -> int:
+    port.release()
+    return port.port
 
 
 def offload_yaml(redis: RedisServer | None, pool: str = "app", **queue: str) -> dict[str, str]:
@@ -240,10 +255,10 @@ def test_jobs_accepted_before_a_redis_restart_all_run(
 
 
 def test_a_failing_job_lands_in_the_dead_letters_and_replay_brings_it_back(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, refused_port: RefusedPort
 ) -> None:
-    flaky_port = free_port()  # nothing listens there yet: every connect is refused
-    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky_port}"}}]}}\n'
+    flaky = refused_port  # nothing listens there yet: every connect is refused
+    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky.port}"}}]}}\n'
     config = offload_yaml(redis_server, pool="flaky", max_attempts="2")
     with offload_lb(tmp_path, extra_pools=pools, **config) as (lb, _):
         with lb_worker(lb.config) as worker:
@@ -256,7 +271,7 @@ def test_a_failing_job_lands_in_the_dead_letters_and_replay_brings_it_back(
             assert failed["attempt"] == 2 and "connect" in failed["reason"]
             queues = get_json(lb.admin_port, "/api/v1/queues")["queues"]["reports"]
             assert queues["dead"] == 1 and queues["depth"] == 0
-            with Origin("late", port=flaky_port) as late:
+            with Origin("late", port=release(flaky)) as late:
                 status, _, body = request(
                     lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST"
                 )
@@ -380,9 +395,11 @@ def test_without_redis_every_worker_answers_for_every_job_and_runs_it_once(
         assert metrics.count('lb_queue_depth{queue="reports"}') == 1
 
 
-def test_without_redis_dead_letters_are_replayed_through_the_admin_api(tmp_path: Path) -> None:
-    flaky_port = free_port()  # nothing listens there yet: every connect is refused
-    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky_port}"}}]}}\n'
+def test_without_redis_dead_letters_are_replayed_through_the_admin_api(
+    tmp_path: Path, refused_port: RefusedPort
+) -> None:
+    flaky = refused_port  # nothing listens there yet: every connect is refused
+    pools = f'  flaky: {{servers: [{{address: "127.0.0.1:{flaky.port}"}}]}}\n'
     config = offload_yaml(None, pool="flaky", max_attempts="2")
     with offload_lb(tmp_path, extra_pools=pools, workers=2, **config) as (lb, _):
         status, _, doc = offload(lb.port, "/reports/r1")
@@ -403,7 +420,7 @@ def test_without_redis_dead_letters_are_replayed_through_the_admin_api(tmp_path:
             lambda: 'lb_queue_dead{queue="reports"} 1.0' in lb.metrics(),
             what="lb_queue_dead published by the supervisor",
         )
-        with Origin("late", port=flaky_port) as late:
+        with Origin("late", port=release(flaky)) as late:
             status, _, body = request(lb.admin_port, "/api/v1/queues/reports/dead/replay", "POST")
             assert status == 200 and json.loads(body) == {"queue": "reports", "replayed": 1}
             status, _, body = result(lb.port, doc["location"])

@@ -196,3 +196,24 @@ async def test_closed_connections_are_freed_at_once(proxy, origin, connect):
             assert await c.closed()
         await wait_until(lambda: not w.connections["web"] and not in_flight(w)[0])
     assert garbage == []
+
+
+async def test_a_stopping_worker_answers_what_it_has_and_closes_the_connection(
+    proxy, origin, connect
+):
+    """Once a worker is stopping (a drain or shutdown begun), each kept-alive connection gets
+    the answer to the request it sent, with `Connection: close`, then is closed: a server's
+    answer in flight, and lb's own (no route: 404)."""
+    o = await origin(handlers.slow(0.2, b"late"))
+    w = await proxy(one_pool(o, routes=[{"name": "a", "match": {"path": "/a"}, "pool": "app"}]))
+    proxied, own = await connect(w), await connect(w)
+    assert (await own.request(GET % b"nope")).header("connection") is None  # kept alive
+    await proxied.send(GET % b"a")
+    await wait_until(lambda: len(o.requests) == 1, what="the request at the origin")
+    w.stopping = True  # (what shutdown() sets first)
+    answer = await proxied.response()
+    assert (answer.status, answer.body, answer.header("connection")) == (200, b"late", "close")
+    assert await proxied.closed()
+    answer = await own.request(GET % b"nope")
+    assert (answer.status, answer.header("connection")) == (404, "close")
+    assert await own.closed()

@@ -37,6 +37,7 @@ from lb.proxy.tls.contexts import client_subject
 if TYPE_CHECKING:
     from lb.proxy.host import Host
     from lb.proxy.listeners import ListenerSettings
+    from lb.proxy.runtime import Current
     from lb.proxy.timers import Ticker
 
 log = logging.getLogger("lb.proxy")
@@ -88,6 +89,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "closed",
         "corked",
+        "current",
         "deadline",
         "exchanges",
         "gate",
@@ -113,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self.listener = listener
         # Read per request: kept here, where compiled code reads them directly.
         self.ticker: Ticker = proxy.ticker
+        self.current: Current = proxy.current
         self.header_timeout: float = listener.timeouts.client_header
         self.idle_timeout: float = listener.timeouts.idle
         self.transport: asyncio.Transport | None = None
@@ -358,7 +361,7 @@ class ClientConnection(asyncio.Protocol):
             self.exchanges.popleft()
         if self.closed:
             return
-        if exchange.client_close or not exchange.request_done or self.proxy.stopping:
+        if exchange.client_close or not exchange.request_done or self.current.stopping:
             self.close()
             return
         if self.exchanges:

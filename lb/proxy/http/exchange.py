@@ -223,7 +223,7 @@ class Exchange(RequestBody, Sink):
             else:
                 self.client_close = True  # HTTP/1.0: the end of the body is the close
         self.out_chunked = chunked
-        close = self.client_close or not self.request_done or conn.proxy.stopping
+        close = self.client_close or not self.request_done or conn.current.stopping
         if close:
             self.client_close = True
         extra = session.response_fields
@@ -335,9 +335,10 @@ class Exchange(RequestBody, Sink):
         if answer.detail:
             session.detail = answer.detail
         self.state = COMPLETE
-        if answer.close or not self.request_done:
-            self.client_close = True  # (a body left unread cannot be skipped safely)
         conn = self.conn
+        if answer.close or not self.request_done or conn.current.stopping:
+            # (a body left unread cannot be skipped safely; a stopping worker keeps no client)
+            self.client_close = True
         reason = answer.error
         request = session.head
         if reason is not None:

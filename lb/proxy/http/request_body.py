@@ -68,7 +68,7 @@ class RequestBody:
 
     def __init__(self, conn: ClientConnection, head: RequestHead | None) -> None:
         self.conn = conn
-        self.runtime = conn.proxy.runtime  # the newest: a kept-alive client sees a reload
+        self.runtime = conn.current.runtime  # the newest: a kept-alive client sees a reload
         request_id = b"-"
         ours = False
         if head is not None:
