@@ -11,7 +11,7 @@ and divide the difference by 2000 (valgrind needs the real interpreter, not a py
 difference of two long runs leaves out start-up and one-time work). It measures the tree it
 imports: the source, about 168k instructions per request (189k with the access log on); run
 from a copy built with `python setup.py build_ext --inplace` (the hot path compiled with
-mypyc, as `pip install .` ships it), about 52k (60k).
+mypyc, as `pip install .` ships it), about 51k (60k).
 
 `--access-log [FORMAT]` runs it with the access log on (as `lb run` ships it), written to a
 file in a temp dir, in `json` (the default) or `combined` format; the figure includes writing
@@ -27,7 +27,7 @@ the N requests is then answered from the cache, with no server involved. Per hit
 divided by 2000. `--case cache-miss`: the same route, each request for /nostore
 (`Cache-Control: no-store`), so each is looked up, forwarded, and found not storable. From
 the source: about 96k instructions per hit, against 168k for /small without a cache; compiled:
-29k per hit (37k with the access log on) and 88k per miss with the log.
+27k per hit (35k with the access log on) and 87k per miss with the log.
 (valgrind must start the interpreter itself, not a pyenv shim: use
 `$(python -c 'import sys; print(sys.executable)')`; with PYTHONHASHSEED=0 the counts repeat
 to the instruction.)

@@ -267,18 +267,29 @@ def descendant_pids(root: int) -> list[int]:
     return found
 
 
-def cpu_snapshot(roots: list[int]) -> dict[int, float]:
-    """CPU seconds (utime + stime) of each process in the trees under `roots`."""
-    snapshot: dict[int, float] = {}
+def cpu_snapshot(roots: list[int]) -> dict[int, tuple[float, float]]:
+    """CPU seconds in user mode and in the kernel (utime, stime) of each process in the trees
+    under `roots`."""
+    snapshot: dict[int, tuple[float, float]] = {}
     for root in roots:
         for pid in [root, *descendant_pids(root)]:
             stat = _read_stat(pid)
             if stat is not None:
                 # After comm: index 11 is utime, 12 is stime (fields 14 and 15 of proc(5)).
-                snapshot[pid] = (int(stat[11]) + int(stat[12])) / _CLK_TCK
+                snapshot[pid] = (int(stat[11]) / _CLK_TCK, int(stat[12]) / _CLK_TCK)
     return snapshot
 
 
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+def cpu_delta(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> float:
     """CPU seconds spent between two snapshots by processes alive at the second one."""
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+    return sum(sum(t) - sum(before.get(pid, (0.0, 0.0))) for pid, t in after.items())
+
+
+def kernel_delta(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> float:
+    """The part of `cpu_delta` spent in the kernel (system calls, and the network stack's
+    work done on the process's behalf)."""
+    return sum(t[1] - before.get(pid, (0.0, 0.0))[1] for pid, t in after.items())

@@ -9,7 +9,17 @@ from pathlib import Path
 
 from benchmarks.runner import Measurement
 
-HEADER = ("case", "subject", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors", "Gbit/s")
+HEADER = (
+    "case",
+    "subject",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "CPU µs/req",
+    "of it, kernel",
+    "errors",
+    "Gbit/s",
+)
 
 
 def _ratio(m: Measurement, rows: Sequence[Measurement], baseline: str) -> str:
@@ -50,7 +60,7 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in ordered(rows):
         if m.error is not None:
-            cells = [m.case_title, m.subject, "error", "—", "—", "—", "—", "—", "n/a"]
+            cells = [m.case_title, m.subject, "error", "—", "—", "—", "—", "—", "—", "n/a"]
         else:
             cells = [
                 m.case_title,
@@ -59,6 +69,7 @@ def table(rows: Sequence[Measurement], baseline: str = "haproxy") -> str:
                 _num(m.p50_ms, ".2f"),
                 _num(m.p99_ms, ".2f"),
                 _num(m.cpu_us_per_req, ".1f"),
+                _num(m.kernel_us_per_req, ".1f"),
                 _num(m.errors, "d"),
                 _num(_gbits(m), ".2f"),
                 _ratio(m, rows, baseline),

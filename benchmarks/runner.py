@@ -38,6 +38,7 @@ class Measurement:
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_us_per_req: float | None = None
+    kernel_us_per_req: float | None = None  # the part of cpu_us_per_req in the kernel
     errors: int | None = None
     requests: int | None = None
     cpu_seconds: float | None = None
@@ -182,7 +183,8 @@ def _measure(
         before = procs.cpu_snapshot(running.cpu_roots)
         started = time.monotonic()
         result = run_wrk(settings.duration)
-        cpu = procs.cpu_delta(before, procs.cpu_snapshot(running.cpu_roots))
+        after = procs.cpu_snapshot(running.cpu_roots)
+        cpu, kernel = procs.cpu_delta(before, after), procs.kernel_delta(before, after)
     except wrk.WrkError as exc:
         m.error = str(exc).splitlines()[0]
         return m
@@ -198,6 +200,7 @@ def _measure(
     m.requests = result.requests
     m.cpu_seconds = cpu
     m.cpu_us_per_req = cpu / result.requests * 1e6 if result.requests else None
+    m.kernel_us_per_req = kernel / result.requests * 1e6 if result.requests else None
     m.wrk = {k: float(v) for k, v in asdict(result).items()}
     return m
 

@@ -135,3 +135,11 @@ def test_the_python_origin_answers_the_cache_paths_with_their_cache_control() ->
             assert b"\r\nCache-Control: " + value + b"\r\n" in response
             assert response.endswith(b"\r\n\r\n" + origin.SMALL_BODY)
     assert b"Cache-Control" not in origin._RESPONSES[(b"/small", False)]
+
+
+def test_cpu_time_is_user_and_kernel_and_the_kernel_part_is_reported_apart() -> None:
+    # pid -> (utime, stime) seconds; pid 2 started between the snapshots, pid 3 exited.
+    before = {1: (1.0, 2.0), 3: (5.0, 5.0)}
+    after = {1: (1.5, 2.25), 2: (0.125, 0.25)}
+    assert procs.cpu_delta(before, after) == 0.5 + 0.25 + 0.125 + 0.25
+    assert procs.kernel_delta(before, after) == 0.25 + 0.25

@@ -33,3 +33,6 @@ def test_direct_small_writes_results(tmp_path: Path) -> None:
     assert [(r["subject"], r["case"], r["error"]) for r in results] == [("direct", "small", None)]
     assert results[0]["requests"] > 0
     assert len(results[0]["rounds_rps"]) == 2  # the median of two rounds, both kept
+    # The kernel's part of the CPU time is a part of it (1 s runs: a few 10 ms ticks each).
+    cpu, kernel = results[0]["cpu_us_per_req"], results[0]["kernel_us_per_req"]
+    assert cpu is not None and kernel is not None and 0 <= kernel <= cpu
