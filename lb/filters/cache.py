@@ -31,7 +31,7 @@ import logging
 import time
 from typing import Any
 
-from lb.cache.cache import ResponseCache
+from lb.cache.cache import Count, ResponseCache
 from lb.config.cache import CacheConfig, RouteCache
 from lb.core.cache_entry import Entry, decode_variants, variant_store_key
 from lb.core.cache_freshness import Decision, fresh_age, lookup_decision
@@ -98,14 +98,16 @@ class CacheFilter(Filter):
         self.collapse_timeout = top.collapse_timeout
         self.wait_timeout = wait  # a lookup, a collapsed wait, or a revalidation
         self.revalidator = Revalidator(services, s, self.strip, self.strip_hit)
-        # Primary keys of plain requests by (scheme, Host, target), unless keys also hold
-        # request headers or cookies (see _plain_key).
-        self._keys: dict[tuple[bytes, bytes | None, bytes], str] = {}
+        # Primary keys of plain requests by Host, then target (the scheme is the listener's,
+        # whose chain this filter is in), unless keys also hold request headers or cookies
+        # (see _plain_key). Two lookups, not one by a tuple made, hashed and compared per hit.
+        self._keys: dict[bytes | None, dict[bytes, str]] = {}
+        self._key_count = 0
         self._remember_keys = not (s.key_headers or s.key_cookies)
         # The hits' count, kept here (ResponseCache.counter); the other results' (MISS,
         # BYPASS...) by result, each taken when first counted.
         self._hits = self._cache.counter((route, HIT))
-        self._counts: dict[bytes, list[int]] = {}
+        self._counts: dict[bytes, Count] = {}
 
     @property
     def cache(self) -> ResponseCache:
@@ -131,10 +133,11 @@ class CacheFilter(Filter):
         # The fast path: a plain request (no directives, no conditionals) for a fresh entry
         # of the in-process tier is answered here, with no per-request state: it is counted
         # now, as nothing is left for the later phases to do.
-        known = (session.proto, head.index.get(b"host"), head.target)
-        key = self._keys.get(known)
+        host = head.index.get(b"host")
+        targets = self._keys.get(host)
+        key = targets.get(head.target) if targets is not None else None
         if key is None:
-            key = self._plain_key(session, head, known)
+            key = self._plain_key(session, head, host)
         if not key:
             set_state(session, CacheState(None, BYPASS))
             return None
@@ -143,23 +146,26 @@ class CacheFilter(Filter):
         if isinstance(found, Entry):
             age = fresh_age(found.meta, time.time())
             if age is not None:
-                self._hits[0] += 1
+                self._hits.n += 1
                 return hit(found, age, self.strip_hit)
         return self._lookup(session, head, key, found)
 
-    def _plain_key(
-        self, session: Session, head: RequestHead, known: tuple[bytes, bytes | None, bytes]
-    ) -> str:
+    def _plain_key(self, session: Session, head: RequestHead, host: bytes | None) -> str:
         """The primary key of a plain request, "" when it may not use the cache (an
         absolute-form target naming another host than Host). Both depend only on the scheme,
-        Host and target then (`known`): remembered by those, unless keys hold more."""
+        `host` (the Host field) and target then: remembered by those, unless keys hold more."""
         key = ""
         if request_is_cacheable(head, self.settings):
             key = primary_key(head, session.proto.decode(), self.settings)
         if self._remember_keys and len(head.target) <= _MAX_REMEMBERED_TARGET:
-            if len(self._keys) >= _MAX_KEYS:
+            if self._key_count >= _MAX_KEYS:
                 self._keys.clear()  # many URLs: start again rather than keep an LRU per request
-            self._keys[known] = key
+                self._key_count = 0
+            targets = self._keys.get(host)
+            if targets is None:
+                targets = self._keys[host] = {}
+            targets[head.target] = key
+            self._key_count += 1
         return key
 
     def _lookup(
@@ -344,7 +350,7 @@ class CacheFilter(Filter):
         counter = self._counts.get(state.result)
         if counter is None:
             counter = self._counts[state.result] = cache.counter((self.route, state.result))
-        counter[0] += 1
+        counter.n += 1
         if state.flight and state.key is not None:
             cache.end_flight(state.key)
         if state.token:

@@ -275,3 +275,31 @@ async def test_each_result_is_counted_once_per_request(proxy, origin, connect) -
     lb.cache.flush_metrics()
     got = {r: count(r) - before[r] for r in before}
     assert got == {"hit": 1, "miss": 2, "bypass": 1}
+
+
+async def test_each_host_has_its_own_entry_for_a_path(proxy, origin, connect) -> None:
+    """The same target under two Hosts is two URLs (RFC 9111 §2: the key is the target URI,
+    which holds the host): each stored and answered apart, under every parser."""
+
+    async def by_host(o: Origin, req: Message, reader: Any, writer: Any) -> None:
+        o.requests.append(req)
+        body = f"site {req.header('host')}".encode()
+        writer.write(response(200, body, [("cache-control", "max-age=60")]))
+
+    o = await origin(by_host)
+    lb = await proxy(cached(o))
+
+    async def at(host: str) -> tuple[str | None, bytes]:
+        client = await connect(lb)
+        try:
+            msg = await client.request(f"GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        finally:
+            client.close()
+        return msg.header("x-cache"), msg.body
+
+    assert await at("a.example") == ("MISS", b"site a.example")
+    assert await at("b.example") == ("MISS", b"site b.example")
+    assert await at("a.example") == ("HIT", b"site a.example")
+    assert await at("b.example") == ("HIT", b"site b.example")
+    assert await at("A.example") == ("HIT", b"site a.example")  # (host names: any case)
+    assert len(o.requests) == 2
