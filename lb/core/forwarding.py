@@ -18,6 +18,7 @@ from lb.core.http import (
     RequestHead,
     ResponseHead,
     field_tokens,
+    keep,
     lower_name,
 )
 
@@ -179,18 +180,15 @@ def response_to_client(
     )
 
 
-# Content-Length fields by length, bounded as `remember` bounds its memos: a site's responses
-# come in few sizes, each then formatted once (the int's formatting is most of the field).
+# Content-Length fields by length (lb.core.http.keep bounds it): a site's responses come in
+# few sizes, each then formatted once (the int's formatting is most of the field).
 _CONTENT_LENGTHS: Final[dict[int, bytes]] = {}
-_MAX_CONTENT_LENGTHS: Final = 1024
 
 
 def _content_length(length: int) -> bytes:
     field = _CONTENT_LENGTHS.get(length)
     if field is None:
-        if len(_CONTENT_LENGTHS) >= _MAX_CONTENT_LENGTHS:
-            _CONTENT_LENGTHS.clear()
-        field = _CONTENT_LENGTHS[length] = b"content-length: %d\r\n" % length
+        field = keep(_CONTENT_LENGTHS, length, b"content-length: %d\r\n" % length)
     return field
 
 

@@ -41,6 +41,7 @@ FORWARDING: Final = frozenset(
 _NAMES: Final[dict[bytes, bytes]] = {}
 _HOSTS: Final[dict[bytes, str]] = {}
 _MAX_MEMO: Final = 512
+_K = TypeVar("_K")
 _V = TypeVar("_V")
 _MAX_MEMO_NAME: Final = 64
 _MAX_MEMO_HOST: Final = 270  # a DNS name (253), a port, brackets
@@ -66,12 +67,17 @@ def host_of(raw: bytes) -> str:
 
 
 def remember(memo: dict[bytes, _V], key: bytes, value: _V, longest: int) -> _V:
-    """`value`, kept under `key` unless the key is longer than `longest`; the memo starts
-    again when full (a bounded memo for values worked out from bytes a client sent)."""
-    if len(key) <= longest:
-        if len(memo) >= _MAX_MEMO:
-            memo.clear()
-        memo[key] = value
+    """`value`, kept under `key` unless the key is longer than `longest` (a bounded memo for
+    values worked out from bytes a client sent)."""
+    return keep(memo, key, value) if len(key) <= longest else value
+
+
+def keep(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """`value`, kept under `key`; the memo starts again when full (at _MAX_MEMO keys), rather
+    than pay for an LRU on every lookup."""
+    if len(memo) >= _MAX_MEMO:
+        memo.clear()
+    memo[key] = value
     return value
 
 
